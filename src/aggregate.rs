@@ -1,0 +1,144 @@
+//! Aggregates carried as differences, and their consolidation before the arrangements.
+//!
+//! Differential dataflow sums the differences of equal records. When a view's value is a sum
+//! (revenue, counts), the cheapest way to maintain it is to *be* the difference: a record
+//! `(key, ())` whose difference is the vector of sums. Arrangements then aggregate for free while
+//! they consolidate, and no `reduce` operator has to keep a second copy of the state.
+//!
+//! [`Sums`] is that difference type. [`pre_aggregate`] folds equal records of a time together in
+//! a hash map before they are exchanged and arranged, so a replay of millions of events reaches
+//! the arrangements as one record per key: "time is the price, events are cheap".
+
+use std::collections::BTreeMap;
+use std::hash::Hash;
+
+use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
+use differential_dataflow::{AsCollection, VecCollection};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::operator::Operator;
+
+use crate::event::Time;
+
+/// `N` 64-bit signed sums, added component-wise: a difference type for views whose values are sums.
+///
+/// Addition wraps on overflow rather than panicking, so no input can crash a worker; the
+/// reference pipeline's amounts are bounded (< 2^53) so its sums stay exact in practice.
+///
+/// ```
+/// use differential_dataflow::difference::Semigroup;
+/// use lambdaflow::aggregate::Sums;
+/// let mut a = Sums([1, 10]);
+/// a.plus_equals(&Sums([1, -4]));
+/// assert_eq!(a, Sums([2, 6]));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Sums<const N: usize>(pub [i64; N]);
+
+impl<const N: usize> Default for Sums<N> {
+    fn default() -> Self {
+        Sums([0; N])
+    }
+}
+
+impl<const N: usize> IsZero for Sums<N> {
+    fn is_zero(&self) -> bool {
+        self.0.iter().all(|x| *x == 0)
+    }
+}
+
+impl<const N: usize> Semigroup for Sums<N> {
+    fn plus_equals(&mut self, rhs: &Self) {
+        for (a, b) in self.0.iter_mut().zip(rhs.0.iter()) {
+            *a = a.wrapping_add(*b);
+        }
+    }
+}
+
+impl<const N: usize> Monoid for Sums<N> {
+    fn zero() -> Self {
+        Sums([0; N])
+    }
+}
+
+impl<const N: usize> Abelian for Sums<N> {
+    fn negate(&mut self) {
+        for a in self.0.iter_mut() {
+            *a = a.wrapping_neg();
+        }
+    }
+}
+
+/// Scaling by a record's multiplicity, so `explode` can turn an event into sums.
+impl<const N: usize> Multiply<isize> for Sums<N> {
+    type Output = Sums<N>;
+    fn multiply(self, rhs: &isize) -> Sums<N> {
+        Sums(self.0.map(|a| a.wrapping_mul(*rhs as i64)))
+    }
+}
+
+impl<const N: usize> Serialize for Sums<N> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.as_slice().serialize(serializer)
+    }
+}
+
+impl<'de, const N: usize> Deserialize<'de> for Sums<N> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let values = Vec::<i64>::deserialize(deserializer)?;
+        let array = <[i64; N]>::try_from(values)
+            .map_err(|v| serde::de::Error::invalid_length(v.len(), &"a fixed number of sums"))?;
+        Ok(Sums(array))
+    }
+}
+
+/// Folds equal records of the same time together before they leave this worker.
+///
+/// Records are held, per time, in a hash map until the input frontier passes their time, then
+/// emitted once each with their accumulated difference (zero sums are dropped). For the batch
+/// lane this turns a replay into one record per key and time; for the speed lane it costs at most
+/// one tick of latency, since the lane's frontier advances every tick.
+pub fn pre_aggregate<'s, D, R>(
+    collection: VecCollection<'s, Time, D, R>,
+) -> VecCollection<'s, Time, D, R>
+where
+    D: Clone + Hash + Eq + 'static,
+    R: Semigroup + 'static,
+{
+    collection
+        .inner
+        .unary_frontier(Pipeline, "PreAggregate", |_cap, _info| {
+            let mut pending: BTreeMap<Time, (Capability<Time>, FxHashMap<D, R>)> = BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    for (record, time, diff) in data.drain(..) {
+                        let (_, map) = pending
+                            .entry(time)
+                            .or_insert_with(|| (cap.delayed(&time, 0), FxHashMap::default()));
+                        match map.get_mut(&record) {
+                            Some(sum) => sum.plus_equals(&diff),
+                            None => {
+                                map.insert(record, diff);
+                            }
+                        }
+                    }
+                });
+                let done = |t: &Time| !frontier.frontier().less_equal(t);
+                while let Some(entry) = pending.first_entry() {
+                    if !done(entry.key()) {
+                        break;
+                    }
+                    let (time, (cap, map)) = entry.remove_entry();
+                    let mut session = output.session(&cap);
+                    for (record, diff) in map {
+                        if !diff.is_zero() {
+                            session.give((record, time, diff));
+                        }
+                    }
+                }
+            }
+        })
+        .as_collection()
+}

@@ -1,0 +1,533 @@
+//! The engine: one timely computation running a pipeline's dataflow, fed by two lanes and
+//! answering queries.
+//!
+//! [`Engine::start`] starts the workers of this process. Each worker builds the same dataflow
+//! (batch lane + speed lane → the pipeline's views → arrangements → serving), replays its share
+//! of the history through the batch lane, then loops: take live events from its mailbox into
+//! the speed lane, advance the lane to its watermark every tick, take queries into the query
+//! input, and step the dataflow.
+//!
+//! ## The time of a query
+//! A query reads the views as of the time its worker inserts it at: the frontier of the lanes
+//! (every time before it is complete), or later if the query asks for a later `as_of`. Every
+//! worker keeps its query input at that same lane frontier, so a query is answered as soon as
+//! the lanes pass its time everywhere. Once every lane of every worker has ended, no data can
+//! change: query times then follow the wall clock beyond [`END_OF_TIME`], so the query inputs
+//! of all workers keep moving together without coordination, and answers are final.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use differential_dataflow::VecCollection;
+use differential_dataflow::input::Input;
+use timely::worker::Worker;
+use tracing::{info, warn};
+
+use crate::cluster::Cluster;
+use crate::event::{END_OF_TIME, Event, Reject, Time};
+use crate::history::{History, Share, read_share};
+use crate::lane::{BatchLane, BatchTime, SpeedLane};
+use crate::metrics::Metrics;
+use crate::serve::{Answer, Lookup, Query, QueryMsg, Replies, Reply};
+use crate::view::{ViewInfo, Views};
+use crate::watermark::LatePolicy;
+
+/// A user's business logic: an event type and the views computed from it, written once for
+/// both lanes.
+pub trait Pipeline: Send + Sync + 'static {
+    /// The events both lanes carry.
+    type Event: Event;
+
+    /// Registers the views, as differential code over the collection of all events.
+    fn build<'s>(&self, events: VecCollection<'s, Time, Self::Event>, views: &mut Views<'s>);
+}
+
+/// How the engine treats time.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How far behind the newest event the speed lane's watermark trails.
+    pub allowed_lateness: Duration,
+    /// What happens to events behind the watermark.
+    pub late_policy: LatePolicy,
+    /// The timestamps history is replayed at.
+    pub batch_time: BatchTime,
+    /// How often (processing time) the speed lane advances its frontier: the micro-batch
+    /// trade-off between latency and throughput.
+    pub tick: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            allowed_lateness: Duration::from_secs(5),
+            late_policy: LatePolicy::Correct,
+            batch_time: BatchTime::Single,
+            tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Why a query got no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueryError {
+    /// No view has this name.
+    UnknownView(String),
+    /// The engine stopped before answering.
+    Stopped,
+}
+
+impl std::fmt::Display for QueryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueryError::UnknownView(v) => write!(f, "no view is named {v:?}"),
+            QueryError::Stopped => write!(f, "the engine stopped before answering"),
+        }
+    }
+}
+
+impl std::error::Error for QueryError {}
+
+/// A channel to one worker thread, which it wakes when it sends.
+struct Mailbox<T> {
+    sender: Sender<T>,
+    worker: Arc<OnceLock<Thread>>,
+}
+
+impl<T> Clone for Mailbox<T> {
+    fn clone(&self) -> Self {
+        Mailbox {
+            sender: self.sender.clone(),
+            worker: self.worker.clone(),
+        }
+    }
+}
+
+impl<T> Mailbox<T> {
+    fn send(&self, item: T) -> bool {
+        let sent = self.sender.send(item).is_ok();
+        if let Some(thread) = self.worker.get() {
+            thread.unpark();
+        }
+        sent
+    }
+}
+
+/// The receiving ends, one per local worker, handed to the workers as they start.
+type Inboxes<T> = Arc<Mutex<Vec<Option<(Receiver<T>, Arc<OnceLock<Thread>>)>>>>;
+
+fn mailboxes<T>(n: usize) -> (Vec<Mailbox<T>>, Inboxes<T>) {
+    let mut boxes = Vec::new();
+    let mut inboxes = Vec::new();
+    for _ in 0..n {
+        let (sender, receiver) = mpsc::channel();
+        let worker = Arc::new(OnceLock::new());
+        boxes.push(Mailbox {
+            sender,
+            worker: worker.clone(),
+        });
+        inboxes.push(Some((receiver, worker)));
+    }
+    (boxes, Arc::new(Mutex::new(inboxes)))
+}
+
+fn take_inbox<T>(inboxes: &Inboxes<T>, local: usize) -> Option<Receiver<T>> {
+    let mut inboxes = inboxes.lock().ok()?;
+    let (receiver, worker) = inboxes.get_mut(local)?.take()?;
+    let _ = worker.set(std::thread::current());
+    Some(receiver)
+}
+
+/// Feeds live events to this process's workers (round robin); clone it for every producer.
+/// The speed lane ends when every clone is dropped.
+pub struct LiveSender<E> {
+    workers: Vec<Mailbox<E>>,
+    next: Arc<AtomicUsize>,
+}
+
+impl<E> Clone for LiveSender<E> {
+    fn clone(&self) -> Self {
+        LiveSender {
+            workers: self.workers.clone(),
+            next: self.next.clone(),
+        }
+    }
+}
+
+impl<E: Event> LiveSender<E> {
+    /// Sends one live event; `false` if the engine has stopped.
+    pub fn send(&self, event: E) -> bool {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        self.workers[i].send(event)
+    }
+}
+
+/// A query with the place its answer goes.
+type Request = (QueryMsg, Option<String>, Reply);
+
+/// Asks this process's workers questions; clone it freely.
+#[derive(Clone)]
+pub struct Client {
+    workers: Vec<Mailbox<Request>>,
+    next: Arc<AtomicUsize>,
+    catalog: Arc<Vec<ViewInfo>>,
+}
+
+impl Client {
+    /// The views that can be queried.
+    pub fn catalog(&self) -> &[ViewInfo] {
+        &self.catalog
+    }
+
+    /// Sends a query; `reply` is called with the answer once the views are complete at its time.
+    /// `as_of` asks for an answer reflecting at least every event before that time.
+    pub fn ask(&self, query: Query, as_of: Option<Time>, reply: Reply) -> Result<(), QueryError> {
+        let view = self
+            .catalog
+            .iter()
+            .position(|v| v.name == query.view)
+            .ok_or_else(|| QueryError::UnknownView(query.view.clone()))?;
+        let key = match query.lookup {
+            Lookup::Key(key) => Some(key),
+            Lookup::All => None,
+        };
+        let msg = QueryMsg {
+            id: 0,
+            origin: 0,
+            view,
+            key: key.clone(),
+            time: as_of.map_or(0, |t| t.saturating_sub(1)),
+        };
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        if self.workers[i].send((msg, key, reply)) {
+            Ok(())
+        } else {
+            Err(QueryError::Stopped)
+        }
+    }
+
+    /// Sends a query and waits for its answer.
+    pub fn query(&self, query: Query, as_of: Option<Time>) -> Result<Answer, QueryError> {
+        let (tx, rx) = mpsc::channel();
+        self.ask(query, as_of, Box::new(move |answer| drop(tx.send(answer))))?;
+        rx.recv().map_err(|_| QueryError::Stopped)
+    }
+
+    /// Waits for the final answer: the one after every input of every process has ended.
+    pub fn query_final(&self, query: Query) -> Result<Answer, QueryError> {
+        self.query(query, Some(END_OF_TIME))
+    }
+}
+
+/// A running engine: this process's workers, its live input and its query client.
+pub struct Engine<E: Event> {
+    live: Option<LiveSender<E>>,
+    client: Client,
+    metrics: Arc<Metrics>,
+    guards: timely::communication::initialize::WorkerGuards<Result<(), String>>,
+}
+
+impl<E: Event> Engine<E> {
+    /// Starts this process's workers and returns once their dataflows are built (the history
+    /// replay goes on in the background).
+    pub fn start<P: Pipeline<Event = E>>(
+        cluster: &Cluster,
+        settings: Settings,
+        history: History<E>,
+        pipeline: P,
+    ) -> Result<Engine<E>, String> {
+        Self::start_with(cluster, settings, history, pipeline, |_| {})
+    }
+
+    /// Like [`start`](Engine::start), and hands every rejected history line to `on_reject`
+    /// (they are also logged and counted).
+    pub fn start_with<P: Pipeline<Event = E>>(
+        cluster: &Cluster,
+        settings: Settings,
+        history: History<E>,
+        pipeline: P,
+        on_reject: impl Fn(Reject) + Send + Sync + 'static,
+    ) -> Result<Engine<E>, String> {
+        let config = cluster.timely_config()?;
+        let local = cluster.workers;
+        let metrics = Arc::new(Metrics::default());
+        let (live_boxes, live_inboxes) = mailboxes::<E>(local);
+        let (query_boxes, query_inboxes) = mailboxes::<Request>(local);
+        let (catalog_tx, catalog_rx) = mpsc::channel();
+        let catalog_tx = Mutex::new(catalog_tx);
+        let shared = Arc::new(Shared {
+            settings,
+            history,
+            pipeline,
+            on_reject,
+            metrics: metrics.clone(),
+        });
+
+        let guards = timely::execute(config, move |worker| {
+            let index = worker.index() % local;
+            let live = take_inbox(&live_inboxes, index).ok_or("live inbox taken twice")?;
+            let queries = take_inbox(&query_inboxes, index).ok_or("query inbox taken twice")?;
+            run_worker(worker, &shared, live, queries, |catalog| {
+                if let Ok(tx) = catalog_tx.lock() {
+                    let _ = tx.send(catalog);
+                }
+            })
+        })?;
+        let catalog = catalog_rx
+            .recv()
+            .map_err(|_| "the workers stopped before building their dataflow".to_string())?;
+        let next = Arc::new(AtomicUsize::new(0));
+        Ok(Engine {
+            live: Some(LiveSender {
+                workers: live_boxes,
+                next: next.clone(),
+            }),
+            client: Client {
+                workers: query_boxes,
+                next,
+                catalog: Arc::new(catalog),
+            },
+            metrics,
+            guards,
+        })
+    }
+
+    /// A sender for live events (the speed lane ends when all senders, and the engine's own,
+    /// are dropped: see [`end_live`](Engine::end_live)).
+    pub fn live(&self) -> Option<LiveSender<E>> {
+        self.live.clone()
+    }
+
+    /// Drops the engine's own live sender, so the speed lane ends with the last clone.
+    pub fn end_live(&mut self) {
+        self.live = None;
+    }
+
+    /// A query client.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// This process's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Ends this process's inputs and waits for its workers: they finish once every input of
+    /// every process has ended and every query has been answered.
+    pub fn join(self) -> Result<(), String> {
+        let Engine {
+            live,
+            client,
+            guards,
+            ..
+        } = self;
+        drop(live);
+        drop(client);
+        let mut errors = Vec::new();
+        for result in guards.join() {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) | Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}
+
+/// What every worker of a process shares.
+struct Shared<E, P, F> {
+    settings: Settings,
+    history: History<E>,
+    pipeline: P,
+    on_reject: F,
+    metrics: Arc<Metrics>,
+}
+
+/// How many history events a worker replays between steps of its dataflow.
+const REPLAY_CHUNK: u64 = 64 * 1024;
+
+fn run_worker<E, P, F>(
+    worker: &mut Worker,
+    shared: &Shared<E, P, F>,
+    live: Receiver<E>,
+    requests: Receiver<Request>,
+    publish_catalog: impl FnOnce(Vec<ViewInfo>),
+) -> Result<(), String>
+where
+    E: Event,
+    P: Pipeline<Event = E>,
+    F: Fn(Reject) + Send + Sync,
+{
+    let settings = &shared.settings;
+    let metrics = &shared.metrics;
+    let replies = Rc::new(RefCell::new(Replies::default()));
+    let (batch_input, speed_input, mut query_input, lanes, catalog) = worker
+        .dataflow::<Time, _, _>(|scope| {
+            let (batch_input, batch) = scope.new_collection::<E, isize>();
+            let (speed_input, speed) = scope.new_collection::<E, isize>();
+            let (lanes, events) = batch.concat(speed).probe();
+            let (query_input, queries) = scope.new_collection::<QueryMsg, isize>();
+            let mut views = Views::new(queries.inner, replies.clone());
+            shared.pipeline.build(events, &mut views);
+            (
+                batch_input,
+                speed_input,
+                query_input,
+                lanes,
+                views.into_catalog(),
+            )
+        });
+    let names: Vec<String> = catalog.iter().map(|v| v.name.clone()).collect();
+    publish_catalog(catalog);
+
+    // The batch lane: this worker's share of history, then closed.
+    let started = Instant::now();
+    let mut batch = BatchLane::new(batch_input, settings.batch_time, metrics.clone());
+    let share = Share {
+        index: worker.index(),
+        count: worker.peers(),
+    };
+    let mut replayed = 0u64;
+    match &shared.history {
+        History::Files(paths) => {
+            for path in paths {
+                let mut since_step = 0u64;
+                let stats = read_share(
+                    path,
+                    share,
+                    |event| {
+                        batch.push(event);
+                        since_step += 1;
+                        if since_step == REPLAY_CHUNK {
+                            batch.flush(since_step);
+                            since_step = 0;
+                            worker.step();
+                        }
+                    },
+                    |reject| {
+                        warn!(%reject, "history line rejected");
+                        Metrics::add(&metrics.rejected, 1);
+                        (shared.on_reject)(reject);
+                    },
+                )
+                .map_err(|e| format!("cannot read history {}: {e}", path.display()))?;
+                batch.flush(since_step);
+                Metrics::add(&metrics.history_bytes, stats.bytes);
+                replayed += stats.accepted;
+            }
+        }
+        History::Events(events) => {
+            for (i, event) in events
+                .iter()
+                .enumerate()
+                .skip(share.index)
+                .step_by(share.count)
+            {
+                batch.push(event.clone());
+                if (i as u64).is_multiple_of(REPLAY_CHUNK) {
+                    batch.flush(0);
+                    worker.step();
+                }
+                replayed += 1;
+            }
+            Metrics::add(&metrics.history_events, replayed);
+        }
+    }
+    batch.close();
+    info!(
+        worker = worker.index(),
+        events = replayed,
+        seconds = started.elapsed().as_secs_f64(),
+        views = names.len(),
+        "history replayed"
+    );
+
+    // The speed lane and the queries, until both have ended.
+    let mut speed = Some(SpeedLane::new(
+        speed_input,
+        settings.allowed_lateness.as_millis() as Time,
+        settings.late_policy,
+        metrics.clone(),
+    ));
+    let mut requests = Some(requests);
+    let mut next_id = 0u64;
+    let mut last_tick = Instant::now();
+    loop {
+        if let Some(lane) = speed.as_mut() {
+            let mut ended = false;
+            for _ in 0..REPLAY_CHUNK {
+                match live.try_recv() {
+                    Ok(event) => lane.push(event),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            if ended {
+                if let Some(mut lane) = speed.take() {
+                    lane.tick();
+                    lane.close();
+                }
+            } else if last_tick.elapsed() >= settings.tick {
+                lane.tick();
+                last_tick = Instant::now();
+            }
+        }
+
+        // Keep the query input at the lanes' frontier, or on the wall clock once they ended.
+        let target = lanes
+            .with_frontier(|f| f.as_option().copied())
+            .unwrap_or_else(|| END_OF_TIME + wall_clock_ms());
+        if target > *query_input.time() {
+            query_input.advance_to(target);
+        }
+        if let Some(inbox) = requests.as_ref() {
+            loop {
+                match inbox.try_recv() {
+                    Ok((mut msg, key, reply)) => {
+                        msg.id = next_id;
+                        msg.origin = worker.index();
+                        msg.time = msg.time.max(*query_input.time());
+                        next_id += 1;
+                        let name = names.get(msg.view).cloned().unwrap_or_default();
+                        replies.borrow_mut().wait(msg.id, name, key, reply);
+                        Metrics::add(&metrics.queries, 1);
+                        let time = msg.time;
+                        query_input.update_at(msg, time, 1);
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        requests = None;
+                        break;
+                    }
+                }
+            }
+        }
+        query_input.flush();
+
+        if speed.is_none() && requests.is_none() && replies.borrow().is_empty() {
+            break;
+        }
+        worker.step_or_park(Some(settings.tick));
+    }
+    drop(query_input);
+    while worker.step_or_park(Some(settings.tick)) {}
+    Ok(())
+}
+
+fn wall_clock_ms() -> Time {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as Time)
+}

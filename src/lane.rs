@@ -1,0 +1,166 @@
+//! The two lanes: how events enter the one dataflow.
+//!
+//! Both lanes are differential input sessions whose collections are concatenated before any
+//! view, so the view code exists once. They differ only in how they choose timestamps, which is
+//! where the cost of differential dataflow lies (it pays per distinct time, not per event):
+//!
+//! * the [`BatchLane`] replays bounded history at coarse times ([`BatchTime`]): one time for the
+//!   whole replay, or one per bucket of event time, so that bulk history consolidates cheaply;
+//! * the [`SpeedLane`] keeps every event's own time and advances its input, in processing-time
+//!   ticks, to its [`Watermark`]; events behind it are late and follow the [`LatePolicy`].
+
+use std::sync::Arc;
+
+use differential_dataflow::input::InputSession;
+use tracing::warn;
+
+use crate::event::{END_OF_TIME, Event, Time};
+use crate::metrics::Metrics;
+use crate::watermark::{LatePolicy, Watermark};
+
+/// The timestamps the batch lane gives history.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BatchTime {
+    /// One time for the whole replay: the cheapest, but answers "as of" a time inside the
+    /// history are only available once the whole replay is in.
+    #[default]
+    Single,
+    /// One time per bucket of this many milliseconds of event time (each event at its bucket's
+    /// last millisecond, so no answer ever includes an event from its future).
+    Every(Time),
+}
+
+impl BatchTime {
+    /// The dataflow time at which an event of time `ts` is replayed.
+    pub fn time_of(self, ts: Time) -> Time {
+        match self {
+            BatchTime::Single => 0,
+            BatchTime::Every(width) if width > 1 => (ts - ts % width)
+                .saturating_add(width - 1)
+                .min(END_OF_TIME - 1),
+            BatchTime::Every(_) => ts,
+        }
+    }
+}
+
+/// The batch lane of one worker: replays history at coarse times, then closes.
+pub struct BatchLane<E: Event> {
+    input: InputSession<Time, E, isize>,
+    time: BatchTime,
+    metrics: Arc<Metrics>,
+}
+
+impl<E: Event> BatchLane<E> {
+    /// Wraps a worker's batch input session.
+    pub fn new(
+        input: InputSession<Time, E, isize>,
+        time: BatchTime,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        BatchLane {
+            input,
+            time,
+            metrics,
+        }
+    }
+
+    /// Replays one event of history.
+    pub fn push(&mut self, event: E) {
+        let time = self.time.time_of(event.time());
+        self.input.update_at(event, time, 1);
+    }
+
+    /// Sends what is buffered, so the dataflow can start consolidating it.
+    pub fn flush(&mut self, replayed: u64) {
+        Metrics::add(&self.metrics.history_events, replayed);
+        self.input.flush();
+    }
+
+    /// Ends the replay: the lane no longer holds the frontier back.
+    pub fn close(self) {
+        self.input.close();
+    }
+}
+
+/// The speed lane of one worker: live events at their own times, advanced by the watermark.
+pub struct SpeedLane<E: Event> {
+    input: InputSession<Time, E, isize>,
+    watermark: Watermark,
+    policy: LatePolicy,
+    metrics: Arc<Metrics>,
+}
+
+impl<E: Event> SpeedLane<E> {
+    /// Wraps a worker's speed input session.
+    pub fn new(
+        input: InputSession<Time, E, isize>,
+        lateness: Time,
+        policy: LatePolicy,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        SpeedLane {
+            input,
+            watermark: Watermark::new(lateness),
+            policy,
+            metrics,
+        }
+    }
+
+    /// The time below which this lane accepts no more events at their own time.
+    pub fn time(&self) -> Time {
+        *self.input.time()
+    }
+
+    /// Takes one live event; a late one follows the late policy.
+    pub fn push(&mut self, event: E) {
+        let ts = event.time();
+        self.watermark.observe(ts);
+        let now = self.time();
+        if ts >= now {
+            Metrics::add(&self.metrics.live_events, 1);
+            self.input.update_at(event, ts, 1);
+            return;
+        }
+        match self.policy {
+            LatePolicy::Correct => {
+                Metrics::add(&self.metrics.late_corrected, 1);
+                self.input.update_at(event, now, 1);
+            }
+            LatePolicy::Drop => {
+                Metrics::add(&self.metrics.late_dropped, 1);
+                warn!(event = ?event, watermark = now, "late event dropped");
+            }
+        }
+    }
+
+    /// Advances the lane to its watermark and sends what is buffered: one tick.
+    pub fn tick(&mut self) {
+        let target = self.watermark.value();
+        if target > self.time() {
+            self.input.advance_to(target);
+        }
+        self.input.flush();
+    }
+
+    /// Ends the live input: the lane no longer holds the frontier back.
+    pub fn close(self) {
+        self.input.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_times_never_precede_the_event() {
+        let hourly = BatchTime::Every(3_600_000);
+        for ts in [0, 1, 3_599_999, 3_600_000, 7_200_001] {
+            let t = hourly.time_of(ts);
+            assert!(t >= ts);
+            assert_eq!(t / 3_600_000, ts / 3_600_000, "same bucket");
+        }
+        assert_eq!(BatchTime::Single.time_of(12345), 0);
+        assert_eq!(BatchTime::Every(1).time_of(12345), 12345);
+    }
+}

@@ -1,0 +1,56 @@
+//! # lambdaflow
+//!
+//! The Lambda architecture without writing the logic twice: one differential dataflow with a
+//! **batch lane** (bounded history, replayed at coarse times for throughput) and a **speed lane**
+//! (live events at their own times, for latency), feeding the *same* view code. Views are
+//! arranged (indexed, shared) and served by joining a stream of queries against them inside the
+//! dataflow, consistent as of a time. Event time is the timestamp and the dataflow frontier is
+//! the watermark.
+//!
+//! The modules read like the architecture:
+//!
+//! * [`event`], [`history`]: what flows in, and how files are read in shares;
+//! * [`lane`], [`watermark`]: the two lanes, event time and late data;
+//! * [`aggregate`], [`view`]: views as arranged collections, sums as differences;
+//! * [`serve`]: queries answered inside the dataflow, by key or scattered and gathered;
+//! * [`engine`], [`cluster`], [`metrics`]: running it on threads, processes and hosts;
+//! * [`ecommerce`]: the built-in reference pipeline (see `REFERENCE.md`).
+//!
+//! ```no_run
+//! use lambdaflow::prelude::*;
+//!
+//! let mut engine = Engine::start(&Cluster::threads(2), Settings::default(),
+//!                            History::Files(vec!["history.jsonl".into()]), Ecommerce)?;
+//! engine.end_live(); // no live events in this example
+//! let client = engine.client();
+//! let answer = client.query_final(Query::all("revenue_by_day")).expect("answered");
+//! println!("{}", answer.to_json());
+//! engine.join()?;
+//! # Ok::<(), String>(())
+//! ```
+
+pub mod aggregate;
+pub mod cluster;
+pub mod ecommerce;
+pub mod engine;
+pub mod event;
+pub mod history;
+pub mod lane;
+pub mod metrics;
+pub mod serve;
+pub mod view;
+pub mod watermark;
+
+/// The names most programs need.
+pub mod prelude {
+    pub use crate::aggregate::Sums;
+    pub use crate::cluster::Cluster;
+    pub use crate::ecommerce::Ecommerce;
+    pub use crate::engine::{Client, Engine, LiveSender, Pipeline, QueryError, Settings};
+    pub use crate::event::{Event, Format, Reject, Time};
+    pub use crate::history::History;
+    pub use crate::lane::BatchTime;
+    pub use crate::serve::{Answer, AnswerValue, Query};
+    pub use crate::view::{ViewKey, Views};
+    pub use crate::watermark::LatePolicy;
+}

@@ -1,0 +1,37 @@
+//! Counters the engine keeps about its inputs, shared by every worker of a process.
+//!
+//! They are plain atomics so that any thread (a progress display, the server's `/metrics`) can
+//! read them without touching the dataflow.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Event counters for one process.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Events the batch lane replayed.
+    pub history_events: AtomicU64,
+    /// Bytes of history files read so far.
+    pub history_bytes: AtomicU64,
+    /// Events the speed lane took on time.
+    pub live_events: AtomicU64,
+    /// Lines rejected by a reader.
+    pub rejected: AtomicU64,
+    /// Late events applied at the current time (policy `correct`).
+    pub late_corrected: AtomicU64,
+    /// Late events left out (policy `drop`).
+    pub late_dropped: AtomicU64,
+    /// Queries answered.
+    pub queries: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,275 @@
+//! Views: named, arranged collections that the serving layer answers from.
+//!
+//! A view is ordinary differential code: a function of the unified event collection that yields
+//! a keyed collection `(key, value)` with some difference type. [`Views::register`] arranges it
+//! (indexed by key, sharded by the key's hash, compacted as the frontier advances) and wires it
+//! to the serving operator, so queries can read it by key or whole. [`Views::top_k`] adds a
+//! ranked view that shares the arrangement of another: it is a scatter/gather query, not a copy.
+//!
+//! Views are written once and fed by both lanes: nothing here knows whether an update came from
+//! replayed history or from a live event.
+
+use std::cell::RefCell;
+use std::hash::Hash;
+use std::rc::Rc;
+
+use differential_dataflow::difference::Semigroup;
+use differential_dataflow::hashable::Hashable;
+use differential_dataflow::operators::arrange::Arranged;
+use differential_dataflow::{ExchangeData, VecCollection};
+use serde::Serialize;
+use serde_json::Value;
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::operator::Operator;
+
+use crate::aggregate::pre_aggregate;
+use crate::event::Time;
+use crate::serve::{Combined, QueryMsg, Replies, Routed, ViewTrace, gather, serve};
+
+/// A type that can key a view: parsed from and rendered to the text of a query and an answer.
+pub trait ViewKey: ExchangeData + Hash {
+    /// Reads a key from its text; `None` if no key of this type is written so.
+    fn parse_key(text: &str) -> Option<Self>;
+    /// Writes the key as text (the inverse of `parse_key`).
+    fn key_text(&self) -> String;
+}
+
+macro_rules! integer_keys {
+    ($($t:ty),*) => {$(
+        impl ViewKey for $t {
+            fn parse_key(text: &str) -> Option<Self> { text.parse().ok() }
+            fn key_text(&self) -> String { self.to_string() }
+        }
+    )*};
+}
+integer_keys!(u32, u64, i32, i64, usize);
+
+impl ViewKey for String {
+    fn parse_key(text: &str) -> Option<Self> {
+        Some(text.to_string())
+    }
+    fn key_text(&self) -> String {
+        self.clone()
+    }
+}
+
+/// How a view's answers are shaped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewKind {
+    /// Rows by key.
+    Keyed,
+    /// One ranked list.
+    Ranked,
+}
+
+/// What the catalog knows of a view.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ViewInfo {
+    /// Its name, unique in a pipeline.
+    pub name: String,
+    /// One line saying what it holds.
+    pub description: String,
+    /// Rows by key, or a ranking.
+    pub kind: ViewKind,
+}
+
+/// The rows of a keyed view that one worker found: keys with their accumulated values.
+type KeyedRows<K, V, R> = Vec<(K, Vec<(V, R)>)>;
+
+/// A registered view's arrangement, for deriving further views from it.
+pub struct ViewRef<'s, K: ViewKey, V: ExchangeData, R: ExchangeData + Semigroup> {
+    name: String,
+    arranged: Arranged<'s, ViewTrace<K, V, R>>,
+}
+
+/// The set of views of one dataflow, as a pipeline registers them.
+pub struct Views<'s> {
+    queries: Stream<'s, Time, Vec<(QueryMsg, Time, isize)>>,
+    replies: Rc<RefCell<Replies>>,
+    catalog: Vec<ViewInfo>,
+}
+
+impl<'s> Views<'s> {
+    pub(crate) fn new(
+        queries: Stream<'s, Time, Vec<(QueryMsg, Time, isize)>>,
+        replies: Rc<RefCell<Replies>>,
+    ) -> Self {
+        Views {
+            queries,
+            replies,
+            catalog: Vec::new(),
+        }
+    }
+
+    pub(crate) fn into_catalog(self) -> Vec<ViewInfo> {
+        self.catalog
+    }
+
+    fn add(&mut self, name: &str, description: &str, kind: ViewKind) -> usize {
+        assert!(
+            self.catalog.iter().all(|v| v.name != name),
+            "view {name:?} is registered twice"
+        );
+        self.catalog.push(ViewInfo {
+            name: name.to_string(),
+            description: description.to_string(),
+            kind,
+        });
+        self.catalog.len() - 1
+    }
+
+    /// Registers a keyed view. `render` turns a key's accumulated values (never empty) into the
+    /// JSON value of its row, or `None` to show no row.
+    ///
+    /// Equal records are consolidated before they are exchanged ([`pre_aggregate`]), then
+    /// arranged by key.
+    pub fn register<K, V, R, F>(
+        &mut self,
+        name: &str,
+        description: &str,
+        collection: VecCollection<'s, Time, (K, V), R>,
+        render: F,
+    ) -> ViewRef<'s, K, V, R>
+    where
+        K: ViewKey,
+        V: ExchangeData + Hash,
+        R: ExchangeData + Semigroup,
+        F: Fn(&K, &[(V, R)]) -> Option<Value> + 'static,
+    {
+        let index = self.add(name, description, ViewKind::Keyed);
+        let arranged = pre_aggregate(collection).arrange_by_key_named(name);
+        let routed = self.route::<K>(index, false);
+        let partials = serve(routed, arranged.clone(), name, |q, reader| match &q.key {
+            Some(key) => {
+                let values = reader.get(key);
+                if values.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![(key.clone(), values)]
+                }
+            }
+            None if q.scan => {
+                let mut rows = Vec::new();
+                reader.for_each(|k, values| rows.push((k.clone(), values)));
+                rows
+            }
+            None => Vec::new(),
+        });
+        gather(
+            partials,
+            self.replies.clone(),
+            name,
+            move |scan, parts: Vec<KeyedRows<K, V, R>>| {
+                let mut rows: Vec<(K, Vec<(V, R)>)> = parts.into_iter().flatten().collect();
+                if scan {
+                    rows.sort_by(|a, b| a.0.cmp(&b.0));
+                    Combined::Rows(
+                        rows.iter()
+                            .filter_map(|(k, values)| render(k, values).map(|v| (k.key_text(), v)))
+                            .collect(),
+                    )
+                } else {
+                    Combined::Row(rows.first().and_then(|(k, values)| render(k, values)))
+                }
+            },
+        );
+        ViewRef {
+            name: name.to_string(),
+            arranged,
+        }
+    }
+
+    /// Registers a ranked view over another view's arrangement: the `k` keys with the highest
+    /// `score` (ties by smaller key), rendered by `render`. Keys scored `None` are left out.
+    ///
+    /// Each worker ranks its own shard and sends its best `k`; the asking worker merges them.
+    pub fn top_k<K, V, R, S, F, G>(
+        &mut self,
+        name: &str,
+        description: &str,
+        of: &ViewRef<'s, K, V, R>,
+        k: usize,
+        score: F,
+        render: G,
+    ) where
+        K: ViewKey,
+        V: ExchangeData + Hash,
+        R: ExchangeData + Semigroup,
+        S: ExchangeData,
+        F: Fn(&K, &[(V, R)]) -> Option<S> + 'static,
+        G: Fn(&K, &S) -> Value + 'static,
+    {
+        let index = self.add(name, description, ViewKind::Ranked);
+        let routed = self.route::<K>(index, true);
+        let ranking = |list: &mut Vec<(K, S)>, k: usize| {
+            list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            list.truncate(k);
+        };
+        let partials = serve(routed, of.arranged.clone(), &of.name, move |_q, reader| {
+            let mut best: Vec<(K, S)> = Vec::new();
+            reader.for_each(|key, values| {
+                if let Some(s) = score(key, &values) {
+                    best.push((key.clone(), s));
+                    if best.len() >= 2 * k.max(1) {
+                        ranking(&mut best, k);
+                    }
+                }
+            });
+            ranking(&mut best, k);
+            best
+        });
+        gather(
+            partials,
+            self.replies.clone(),
+            name,
+            move |_scan, parts: Vec<Vec<(K, S)>>| {
+                let mut all: Vec<(K, S)> = parts.into_iter().flatten().collect();
+                ranking(&mut all, k);
+                Combined::Ranked(all.iter().map(|(key, s)| render(key, s)).collect())
+            },
+        );
+    }
+
+    /// The queries for view `index`, parsed and routed to the workers that answer them.
+    fn route<K: ViewKey>(
+        &self,
+        index: usize,
+        always_scan: bool,
+    ) -> Stream<'s, Time, Vec<Routed<K>>> {
+        let peers = self.queries.scope().peers();
+        self.queries
+            .clone()
+            .unary(Pipeline, "Route", move |_cap, _info| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        let mut session = output.session(&cap);
+                        for (q, _, _) in data.drain(..).filter(|(q, _, _)| q.view == index) {
+                            let routed = |route: u64, key: Option<K>, scan: bool| Routed {
+                                id: q.id,
+                                origin: q.origin,
+                                route,
+                                key,
+                                scan,
+                                time: q.time,
+                            };
+                            match q.key.as_deref() {
+                                Some(text) if !always_scan => match K::parse_key(text) {
+                                    Some(key) => {
+                                        session.give(routed(key.hashed(), Some(key), false))
+                                    }
+                                    None => session.give(routed(q.origin as u64, None, false)),
+                                },
+                                _ => {
+                                    for worker in 0..peers {
+                                        session.give(routed(worker as u64, None, true));
+                                    }
+                                }
+                            }
+                        }
+                    });
+                }
+            })
+    }
+}

@@ -1,0 +1,91 @@
+//! Watermarks: how far event time has progressed, and what to do with events behind it.
+//!
+//! In lambdaflow the dataflow frontier *is* the watermark. Each worker's speed lane advances its
+//! input to `max event time seen − allowed lateness`; the frontier of the whole dataflow is the
+//! minimum over workers and lanes, and an answer as of `t` is complete once it has passed `t`.
+//!
+//! An event whose time is already behind its lane's input time is *late*. It can never be
+//! inserted at its own time (that time is sealed), so the [`LatePolicy`] decides: `Correct`
+//! applies it at the lane's current time with its fields intact, so every view still equals a
+//! recomputation over all events; `Drop` leaves it out and reports it.
+
+use std::str::FromStr;
+
+use crate::event::Time;
+
+/// What happens to an event that arrives after its time has passed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LatePolicy {
+    /// Apply it at the current input time; views are corrected (retraction plus new value).
+    #[default]
+    Correct,
+    /// Leave it out; count it and report it.
+    Drop,
+}
+
+impl FromStr for LatePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "correct" => Ok(LatePolicy::Correct),
+            "drop" => Ok(LatePolicy::Drop),
+            other => Err(format!(
+                "unknown late policy {other:?} (expected correct or drop)"
+            )),
+        }
+    }
+}
+
+/// A bounded-out-of-orderness watermark: the newest event time seen, minus the allowed lateness.
+#[derive(Clone, Copy, Debug)]
+pub struct Watermark {
+    lateness: Time,
+    newest: Option<Time>,
+}
+
+impl Watermark {
+    /// A watermark that trails the newest event by `lateness` milliseconds.
+    pub fn new(lateness: Time) -> Self {
+        Watermark {
+            lateness,
+            newest: None,
+        }
+    }
+
+    /// Takes note of an event time.
+    pub fn observe(&mut self, time: Time) {
+        self.newest = Some(self.newest.map_or(time, |n| n.max(time)));
+    }
+
+    /// The newest event time seen so far, if any.
+    pub fn newest(&self) -> Option<Time> {
+        self.newest
+    }
+
+    /// The time below which no more events are expected.
+    pub fn value(&self) -> Time {
+        self.newest.map_or(0, |n| n.saturating_sub(self.lateness))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trails_the_newest_event() {
+        let mut w = Watermark::new(5_000);
+        assert_eq!(w.value(), 0);
+        w.observe(3_000);
+        assert_eq!(w.value(), 0, "no underflow below the lateness");
+        w.observe(20_000);
+        w.observe(10_000);
+        assert_eq!(w.value(), 15_000, "an older event does not move it back");
+    }
+
+    #[test]
+    fn parses_policies() {
+        assert_eq!("drop".parse::<LatePolicy>(), Ok(LatePolicy::Drop));
+        assert!("later".parse::<LatePolicy>().is_err());
+    }
+}
