@@ -142,10 +142,18 @@ fn take_inbox<T>(inboxes: &Inboxes<T>, local: usize) -> Option<Receiver<T>> {
     Some(receiver)
 }
 
+/// What a producer says to the speed lane.
+enum Live<E> {
+    /// A live event.
+    Event(E),
+    /// No more events before this time will be sent (a source watermark).
+    Watermark(Time),
+}
+
 /// Feeds live events to this process's workers (round robin); clone it for every producer.
 /// The speed lane ends when every clone is dropped.
 pub struct LiveSender<E> {
-    workers: Vec<Mailbox<E>>,
+    workers: Vec<Mailbox<Live<E>>>,
     next: Arc<AtomicUsize>,
 }
 
@@ -162,7 +170,14 @@ impl<E: Event> LiveSender<E> {
     /// Sends one live event; `false` if the engine has stopped.
     pub fn send(&self, event: E) -> bool {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
-        self.workers[i].send(event)
+        self.workers[i].send(Live::Event(event))
+    }
+
+    /// Declares that no more events with a time before `time` will be sent: every worker of
+    /// this process advances its speed lane to at least `time` at once. Events sent after it
+    /// with earlier times are late and follow the late policy.
+    pub fn watermark(&self, time: Time) -> bool {
+        self.workers.iter().all(|w| w.send(Live::Watermark(time)))
     }
 }
 
@@ -255,7 +270,7 @@ impl<E: Event> Engine<E> {
         let config = cluster.timely_config()?;
         let local = cluster.workers;
         let metrics = Arc::new(Metrics::default());
-        let (live_boxes, live_inboxes) = mailboxes::<E>(local);
+        let (live_boxes, live_inboxes) = mailboxes::<Live<E>>(local);
         let (query_boxes, query_inboxes) = mailboxes::<Request>(local);
         let (catalog_tx, catalog_rx) = mpsc::channel();
         let catalog_tx = Mutex::new(catalog_tx);
@@ -358,7 +373,7 @@ const REPLAY_CHUNK: u64 = 64 * 1024;
 fn run_worker<E, P, F>(
     worker: &mut Worker,
     shared: &Shared<E, P, F>,
-    live: Receiver<E>,
+    live: Receiver<Live<E>>,
     requests: Receiver<Request>,
     publish_catalog: impl FnOnce(Vec<ViewInfo>),
 ) -> Result<(), String>
@@ -466,7 +481,8 @@ where
             let mut ended = false;
             for _ in 0..REPLAY_CHUNK {
                 match live.try_recv() {
-                    Ok(event) => lane.push(event),
+                    Ok(Live::Event(event)) => lane.push(event),
+                    Ok(Live::Watermark(time)) => lane.declare(time),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         ended = true;

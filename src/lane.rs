@@ -133,9 +133,15 @@ impl<E: Event> SpeedLane<E> {
         }
     }
 
+    /// Takes a source's promise that no events before `time` will come, and advances at once.
+    pub fn declare(&mut self, time: Time) {
+        self.watermark.declare(time);
+        self.tick();
+    }
+
     /// Advances the lane to its watermark and sends what is buffered: one tick.
     pub fn tick(&mut self) {
-        let target = self.watermark.value();
+        let target = self.watermark.value().min(END_OF_TIME - 1);
         if target > self.time() {
             self.input.advance_to(target);
         }

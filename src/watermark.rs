@@ -36,11 +36,13 @@ impl FromStr for LatePolicy {
     }
 }
 
-/// A bounded-out-of-orderness watermark: the newest event time seen, minus the allowed lateness.
+/// A bounded-out-of-orderness watermark: the newest event time seen, minus the allowed lateness,
+/// or a time a source declared explicitly, whichever is later.
 #[derive(Clone, Copy, Debug)]
 pub struct Watermark {
     lateness: Time,
     newest: Option<Time>,
+    declared: Time,
 }
 
 impl Watermark {
@@ -49,12 +51,18 @@ impl Watermark {
         Watermark {
             lateness,
             newest: None,
+            declared: 0,
         }
     }
 
     /// Takes note of an event time.
     pub fn observe(&mut self, time: Time) {
         self.newest = Some(self.newest.map_or(time, |n| n.max(time)));
+    }
+
+    /// Takes a source's promise that it sends no more events before `time`.
+    pub fn declare(&mut self, time: Time) {
+        self.declared = self.declared.max(time);
     }
 
     /// The newest event time seen so far, if any.
@@ -64,7 +72,9 @@ impl Watermark {
 
     /// The time below which no more events are expected.
     pub fn value(&self) -> Time {
-        self.newest.map_or(0, |n| n.saturating_sub(self.lateness))
+        self.newest
+            .map_or(0, |n| n.saturating_sub(self.lateness))
+            .max(self.declared)
     }
 }
 
@@ -81,6 +91,10 @@ mod tests {
         w.observe(20_000);
         w.observe(10_000);
         assert_eq!(w.value(), 15_000, "an older event does not move it back");
+        w.declare(18_000);
+        assert_eq!(w.value(), 18_000, "a declared watermark moves it ahead");
+        w.declare(1_000);
+        assert_eq!(w.value(), 18_000, "and never back");
     }
 
     #[test]

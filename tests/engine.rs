@@ -1,0 +1,290 @@
+//! The engine's core invariant, checked against an independent recomputation: every view, read
+//! through the serving operator, is the same for every worker count and every split of events
+//! between the lanes and every arrival order, and equals the naive fold of all events.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lambdaflow::ecommerce::{Kind, Order};
+use lambdaflow::prelude::*;
+use proptest::prelude::*;
+use serde_json::Value;
+use support::{golden, oracle, read_orders, run, run_with_watermarks};
+
+#[test]
+fn golden_views_for_one_two_and_three_workers() {
+    let history = read_orders(&golden("history.jsonl"));
+    let live = read_orders(&golden("live.jsonl"));
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(golden("expected.json")).expect("expected.json"))
+            .expect("valid JSON");
+    for workers in 1..=3 {
+        let views = run(workers, Settings::default(), history.clone(), &live);
+        assert_eq!(views, expected, "golden views with {workers} workers");
+    }
+}
+
+#[test]
+fn oracle_agrees_with_golden() {
+    // The oracle itself is checked against the independently computed golden views.
+    let mut all = read_orders(&golden("history.jsonl"));
+    all.extend(read_orders(&golden("live.jsonl")));
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(golden("expected.json")).expect("expected.json"))
+            .expect("valid JSON");
+    assert_eq!(oracle(&all), expected);
+}
+
+fn order() -> impl Strategy<Value = Order> {
+    (
+        0u64..(3 * 86_400_000),
+        prop_oneof![Just(Kind::Purchase), Just(Kind::Refund), Just(Kind::View)],
+        0u64..6,
+        0u64..16,
+        // coarse amounts, so that revenues tie and nets reach exactly 0
+        0u64..8,
+    )
+        .prop_map(|(ts, kind, customer, product, amount)| Order {
+            ts,
+            kind,
+            customer,
+            product,
+            amount_cents: amount * 250,
+        })
+}
+
+/// Events, a lane for each (true: history), a shuffled arrival order of the live ones, source
+/// watermarks declared after some of them (how far behind the newest event), workers.
+type Scenario = (Vec<Order>, Vec<bool>, Vec<usize>, Vec<Option<u64>>, usize);
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    prop::collection::vec(order(), 0..120).prop_flat_map(|events| {
+        let n = events.len();
+        (
+            Just(events),
+            prop::collection::vec(any::<bool>(), n),
+            Just((0..n).collect::<Vec<_>>()).prop_shuffle(),
+            prop::collection::vec(prop::option::weighted(0.25, 0u64..3_600_000), n),
+            1usize..=3,
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random events, random lane split, random (late) arrival order, 1-3 workers, random
+    /// batch-lane granularity: every view equals the recomputation.
+    #[test]
+    fn views_equal_the_recomputation(
+        (events, in_history, order, watermarks, workers) in scenario(),
+        hourly in any::<bool>(),
+        lateness in 0u64..10_000,
+    ) {
+        let history: Vec<Order> =
+            events.iter().zip(&in_history).filter(|(_, h)| **h).map(|(e, _)| e.clone()).collect();
+        let live: Vec<(Order, Option<u64>)> = order
+            .iter()
+            .zip(&watermarks)
+            .filter(|(i, _)| !in_history[**i])
+            .map(|(i, w)| (events[*i].clone(), *w))
+            .collect();
+        let settings = Settings {
+            allowed_lateness: Duration::from_millis(lateness),
+            batch_time: if hourly { BatchTime::Every(3_600_000) } else { BatchTime::Single },
+            tick: Duration::from_millis(1),
+            ..Settings::default()
+        };
+        let (views, late) = run_with_watermarks(workers, settings, history, &live);
+        LATE_SEEN.fetch_add(late, std::sync::atomic::Ordering::Relaxed);
+        prop_assert_eq!(views, oracle(&events));
+    }
+}
+
+/// Late events the property test produced, so the test can show it exercised them.
+static LATE_SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[test]
+fn the_property_test_produces_late_events() {
+    views_equal_the_recomputation();
+    assert!(LATE_SEEN.load(std::sync::atomic::Ordering::Relaxed) > 0);
+}
+
+/// Keyed reads go to the worker that owns the key; they agree with the whole-view reads and
+/// report a missing (or unparseable) key as no row.
+#[test]
+fn keyed_queries_agree_with_whole_view() {
+    let events = read_orders(&golden("history.jsonl"));
+    let expected = oracle(&events);
+    for workers in [1, 3] {
+        let mut engine = Engine::start(
+            &Cluster::threads(workers),
+            Settings::default(),
+            History::Events(Arc::new(events.clone())),
+            Ecommerce,
+        )
+        .expect("engine starts");
+        engine.end_live();
+        let client = engine.client();
+        for view in [
+            "revenue_by_day",
+            "product_stats",
+            "customer_spend",
+            "events_per_minute",
+        ] {
+            let rows = expected[view].as_object().expect("rows");
+            for (key, value) in rows.iter().take(25) {
+                let answer = client.query_final(Query::key(view, key)).expect("answered");
+                assert_eq!(
+                    &answer.to_json(),
+                    value,
+                    "{view}/{key} with {workers} workers"
+                );
+            }
+            for missing in ["999999999", "not-a-key", "2031-02-30"] {
+                let answer = client
+                    .query_final(Query::key(view, missing))
+                    .expect("answered");
+                assert_eq!(answer.to_json(), Value::Null, "{view}/{missing} has no row");
+            }
+        }
+        assert_eq!(
+            client.query(Query::all("no_such_view"), None),
+            Err(QueryError::UnknownView("no_such_view".into()))
+        );
+        drop(client);
+        engine.join().expect("workers finish");
+    }
+}
+
+/// An answer is consistent as of its time: with in-order live events it reflects exactly the
+/// events before `as_of`, never part of a time.
+#[test]
+fn answers_are_consistent_as_of_their_time() {
+    let day = 86_400_000;
+    let history: Vec<Order> = (0..200)
+        .map(|i| Order {
+            ts: i * 1_000,
+            kind: Kind::Purchase,
+            customer: i % 7,
+            product: i % 5,
+            amount_cents: 100 + i,
+        })
+        .collect();
+    let live: Vec<Order> = (0..2_000)
+        .map(|i| Order {
+            ts: day + i * 500,
+            kind: if i % 9 == 0 {
+                Kind::Refund
+            } else {
+                Kind::Purchase
+            },
+            customer: i % 11,
+            product: i % 13,
+            amount_cents: i,
+        })
+        .collect();
+    let settings = Settings {
+        allowed_lateness: Duration::ZERO,
+        tick: Duration::from_millis(1),
+        ..Settings::default()
+    };
+    let mut engine = Engine::start(
+        &Cluster::threads(2),
+        settings,
+        History::Events(Arc::new(history.clone())),
+        Ecommerce,
+    )
+    .expect("engine starts");
+    let sender = engine.live().expect("live input");
+    engine.end_live();
+    let client = engine.client();
+    let mut checked = 0;
+    for (i, e) in live.iter().enumerate() {
+        sender.send(e.clone());
+        if i % 400 == 399 {
+            let want = e.ts - 10_000;
+            let answer = client
+                .query(Query::all("customer_spend"), Some(want))
+                .expect("answered");
+            assert!(answer.as_of >= want);
+            let mut seen = history.clone();
+            seen.extend(live.iter().filter(|l| l.ts < answer.as_of).cloned());
+            assert_eq!(
+                answer.to_json(),
+                oracle(&seen)["customer_spend"],
+                "as of {}",
+                answer.as_of
+            );
+            checked += 1;
+        }
+    }
+    drop(sender);
+    assert_eq!(checked, 5);
+    drop(client);
+    engine.join().expect("workers finish");
+}
+
+/// Under the drop policy, late events are counted and left out; everything else is kept.
+#[test]
+fn drop_policy_counts_what_it_leaves_out() {
+    let live: Vec<Order> = (0..3_000u64)
+        .map(|i| {
+            // every tenth event is an hour older than the stream around it
+            let ts = 10 * 3_600_000 + i * 100 - if i % 10 == 5 { 3_600_000 } else { 0 };
+            Order {
+                ts,
+                kind: Kind::View,
+                customer: i % 3,
+                product: i % 4,
+                amount_cents: 0,
+            }
+        })
+        .collect();
+    let settings = Settings {
+        allowed_lateness: Duration::ZERO,
+        late_policy: LatePolicy::Drop,
+        tick: Duration::from_millis(1),
+        ..Settings::default()
+    };
+    let mut engine = Engine::start(
+        &Cluster::threads(2),
+        settings,
+        History::Events(Arc::new(Vec::new())),
+        Ecommerce,
+    )
+    .expect("engine starts");
+    let metrics = engine.metrics();
+    let sender = engine.live().expect("live input");
+    engine.end_live();
+    for e in &live {
+        sender.send(e.clone());
+        if e.ts % 50_000 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    drop(sender);
+    let client = engine.client();
+    let answer = client
+        .query_final(Query::all("events_per_minute"))
+        .expect("answered");
+    let counted: i64 = answer
+        .to_json()
+        .as_object()
+        .expect("rows")
+        .values()
+        .map(|v| v["view"].as_i64().unwrap_or(0))
+        .sum();
+    let dropped = lambdaflow::metrics::Metrics::get(&metrics.late_dropped);
+    let kept = lambdaflow::metrics::Metrics::get(&metrics.live_events);
+    assert!(dropped > 0, "some events were behind the watermark");
+    assert_eq!(kept + dropped, live.len() as u64);
+    assert_eq!(
+        counted as u64, kept,
+        "the views hold exactly the events kept"
+    );
+    drop(client);
+    engine.join().expect("workers finish");
+}

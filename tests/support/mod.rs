@@ -1,0 +1,145 @@
+//! Shared by the integration tests: an independent, naive recomputation of the reference views
+//! (the oracle), and ways to run the engine over in-memory events.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use lambdaflow::ecommerce::{Kind, Order};
+use lambdaflow::prelude::*;
+use serde_json::{Value, json};
+
+/// The five reference views folded naively from a list of events, in the shape of
+/// `golden/expected.json`.
+pub fn oracle(events: &[Order]) -> Value {
+    let mut by_day: BTreeMap<String, i64> = BTreeMap::new();
+    let mut products: BTreeMap<u64, (i64, i64, i64)> = BTreeMap::new();
+    let mut customers: BTreeMap<u64, i64> = BTreeMap::new();
+    let mut minutes: BTreeMap<u64, [i64; 3]> = BTreeMap::new();
+    for e in events {
+        let counts = minutes.entry(e.ts / 60_000 * 60_000).or_default();
+        match e.kind {
+            Kind::Purchase => counts[0] += 1,
+            Kind::Refund => counts[1] += 1,
+            Kind::View => counts[2] += 1,
+        }
+        let net = match e.kind {
+            Kind::Purchase => e.amount_cents as i64,
+            Kind::Refund => -(e.amount_cents as i64),
+            Kind::View => continue,
+        };
+        *by_day.entry(civil_date(e.ts)).or_default() += net;
+        let p = products.entry(e.product).or_default();
+        if e.kind == Kind::Purchase {
+            p.0 += 1
+        } else {
+            p.1 += 1
+        }
+        p.2 += net;
+        *customers.entry(e.customer).or_default() += net;
+    }
+    let mut ranked: Vec<(u64, i64)> = products.iter().map(|(p, s)| (*p, s.2)).collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.truncate(10);
+    json!({
+        "revenue_by_day": by_day,
+        "product_stats": products.iter().map(|(p, s)| (p.to_string(), json!({"purchases": s.0, "refunds": s.1, "revenue_cents": s.2}))).collect::<serde_json::Map<_, _>>(),
+        "customer_spend": customers.iter().map(|(c, n)| (c.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "events_per_minute": minutes.iter().map(|(m, c)| (m.to_string(), json!({"purchase": c[0], "refund": c[1], "view": c[2]}))).collect::<serde_json::Map<_, _>>(),
+        "top_products": ranked.iter().map(|(p, r)| json!({"product": p, "revenue_cents": r})).collect::<Vec<_>>(),
+    })
+}
+
+/// `YYYY-MM-DD` of a millisecond time, by Howard Hinnant's civil-from-days algorithm
+/// (independent of the date library the engine uses).
+pub fn civil_date(ts: u64) -> String {
+    let z = (ts / 86_400_000) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Every view of a running engine, read through the serving operator once all input ended.
+pub fn final_views(client: &Client) -> Value {
+    let mut views = serde_json::Map::new();
+    for view in client.catalog().to_vec() {
+        let answer = client
+            .query_final(Query::all(&view.name))
+            .expect("answered");
+        assert!(
+            answer.is_final(),
+            "a final query is answered as of the end of time"
+        );
+        views.insert(view.name, answer.to_json());
+    }
+    Value::Object(views)
+}
+
+/// Runs the reference pipeline: `history` through the batch lane, `live` through the speed
+/// lane in the given order, and returns the final views.
+pub fn run(workers: usize, settings: Settings, history: Vec<Order>, live: &[Order]) -> Value {
+    let live: Vec<(Order, Option<u64>)> = live.iter().map(|e| (e.clone(), None)).collect();
+    run_with_watermarks(workers, settings, history, &live).0
+}
+
+/// Like [`run`], and after each live event with `Some(behind)` the producer declares a watermark
+/// `behind` milliseconds before the newest time it sent, so the events after it may be late.
+/// Returns the views and how many events the speed lane took as late.
+pub fn run_with_watermarks(
+    workers: usize,
+    settings: Settings,
+    history: Vec<Order>,
+    live: &[(Order, Option<u64>)],
+) -> (Value, u64) {
+    let mut engine = Engine::start(
+        &Cluster::threads(workers),
+        settings,
+        History::Events(Arc::new(history)),
+        Ecommerce,
+    )
+    .expect("engine starts");
+    let sender = engine.live().expect("live input");
+    engine.end_live();
+    let mut newest = 0;
+    for (e, behind) in live {
+        sender.send(e.clone());
+        newest = newest.max(e.ts);
+        if let Some(behind) = behind {
+            sender.watermark(newest.saturating_sub(*behind));
+        }
+    }
+    drop(sender);
+    let metrics = engine.metrics();
+    let views = final_views(&engine.client());
+    engine.join().expect("workers finish");
+    let late = lambdaflow::metrics::Metrics::get(&metrics.late_corrected);
+    (views, late)
+}
+
+/// The golden dataset beside the checkout.
+pub fn golden(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/golden")
+        .join(name)
+}
+
+/// Reads a JSONL file of orders, panicking on any bad line (for trusted test data).
+pub fn read_orders(path: &std::path::Path) -> Vec<Order> {
+    let mut events = Vec::new();
+    lambdaflow::history::read_share(
+        path,
+        lambdaflow::history::Share::WHOLE,
+        |e| events.push(e),
+        |r| panic!("{r}"),
+    )
+    .expect("readable");
+    events
+}
