@@ -267,7 +267,7 @@ impl<E: Event> Engine<E> {
         pipeline: P,
         on_reject: impl Fn(Reject) + Send + Sync + 'static,
     ) -> Result<Engine<E>, String> {
-        let config = cluster.timely_config()?;
+        let (allocators, guard) = cluster.allocators()?;
         let local = cluster.workers;
         let metrics = Arc::new(Metrics::default());
         let (live_boxes, live_inboxes) = mailboxes::<Live<E>>(local);
@@ -282,7 +282,8 @@ impl<E: Event> Engine<E> {
             metrics: metrics.clone(),
         });
 
-        let guards = timely::execute(config, move |worker| {
+        let config = timely::WorkerConfig::default();
+        let guards = timely::execute::execute_from(allocators, guard, config, move |worker| {
             let index = worker.index() % local;
             let live = take_inbox(&live_inboxes, index).ok_or("live inbox taken twice")?;
             let queries = take_inbox(&query_inboxes, index).ok_or("query inbox taken twice")?;
