@@ -8,12 +8,13 @@
 //! input, and step the dataflow.
 //!
 //! ## The time of a query
-//! A query reads the views as of the time its worker inserts it at: the frontier of the lanes
-//! (every time before it is complete), or later if the query asks for a later `as_of`. Every
-//! worker keeps its query input at that same lane frontier, so a query is answered as soon as
-//! the lanes pass its time everywhere. Once every lane of every worker has ended, no data can
-//! change: query times then follow the wall clock beyond [`END_OF_TIME`], so the query inputs
-//! of all workers keep moving together without coordination, and answers are final.
+//! A query reads the views as of the time its worker inserts it at: the last complete time,
+//! just before the frontier of the lanes, or later if the query asks for a later `as_of`
+//! (then it waits for the lanes to pass it). Each worker keeps its query input at that time, so
+//! a query for the freshest answer is served at once: the serving operator waits only for the
+//! arrangement's frontier, which depends on the lanes alone. Once every lane of every worker
+//! has ended, no data can change: query times then follow the wall clock beyond
+//! [`END_OF_TIME`], and answers are final.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -458,7 +459,8 @@ where
             Metrics::add(&metrics.history_events, replayed);
         }
     }
-    batch.close();
+    let live_start = batch.close();
+    Metrics::add(&metrics.replayed_workers, 1);
     info!(
         worker = worker.index(),
         events = replayed,
@@ -468,12 +470,14 @@ where
     );
 
     // The speed lane and the queries, until both have ended.
-    let mut speed = Some(SpeedLane::new(
+    let mut lane = SpeedLane::new(
         speed_input,
         settings.allowed_lateness.as_millis() as Time,
         settings.late_policy,
         metrics.clone(),
-    ));
+    );
+    lane.declare(live_start);
+    let mut speed = Some(lane);
     let mut requests = Some(requests);
     let mut next_id = 0u64;
     let mut last_tick = Instant::now();
@@ -502,10 +506,15 @@ where
             }
         }
 
-        // Keep the query input at the lanes' frontier, or on the wall clock once they ended.
-        let target = lanes
-            .with_frontier(|f| f.as_option().copied())
-            .unwrap_or_else(|| END_OF_TIME + wall_clock_ms());
+        // Keep the query input at the last complete time, or on the wall clock once the lanes ended.
+        let frontier = lanes.with_frontier(|f| f.as_option().copied());
+        metrics
+            .frontier
+            .fetch_max(frontier.unwrap_or(END_OF_TIME), Ordering::Relaxed);
+        let target = match frontier {
+            Some(t) => t.saturating_sub(1),
+            None => END_OF_TIME + wall_clock_ms(),
+        };
         if target > *query_input.time() {
             query_input.advance_to(target);
         }

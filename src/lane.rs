@@ -47,6 +47,7 @@ impl BatchTime {
 pub struct BatchLane<E: Event> {
     input: InputSession<Time, E, isize>,
     time: BatchTime,
+    newest: Time,
     metrics: Arc<Metrics>,
 }
 
@@ -60,12 +61,14 @@ impl<E: Event> BatchLane<E> {
         BatchLane {
             input,
             time,
+            newest: 0,
             metrics,
         }
     }
 
     /// Replays one event of history.
     pub fn push(&mut self, event: E) {
+        self.newest = self.newest.max(event.time());
         let time = self.time.time_of(event.time());
         self.input.update_at(event, time, 1);
     }
@@ -76,9 +79,11 @@ impl<E: Event> BatchLane<E> {
         self.input.flush();
     }
 
-    /// Ends the replay: the lane no longer holds the frontier back.
-    pub fn close(self) {
+    /// Ends the replay: the lane no longer holds the frontier back. Returns the time live
+    /// events start at: just after the newest event replayed (history is the past).
+    pub fn close(self) -> Time {
         self.input.close();
+        self.newest.saturating_add(1)
     }
 }
 
@@ -115,6 +120,9 @@ impl<E: Event> SpeedLane<E> {
     pub fn push(&mut self, event: E) {
         let ts = event.time();
         self.watermark.observe(ts);
+        self.metrics
+            .newest_event
+            .fetch_max(ts, std::sync::atomic::Ordering::Relaxed);
         let now = self.time();
         if ts >= now {
             Metrics::add(&self.metrics.live_events, 1);

@@ -20,8 +20,15 @@ pub struct Metrics {
     pub late_corrected: AtomicU64,
     /// Late events left out (policy `drop`).
     pub late_dropped: AtomicU64,
-    /// Queries answered.
+    /// Queries taken.
     pub queries: AtomicU64,
+    /// Local workers that have finished replaying their share of history.
+    pub replayed_workers: AtomicU64,
+    /// The global watermark: every time before it is complete in every view
+    /// ([`END_OF_TIME`](crate::event::END_OF_TIME) once all input has ended).
+    pub frontier: AtomicU64,
+    /// The newest event time any live event of this process carried.
+    pub newest_event: AtomicU64,
 }
 
 impl Metrics {

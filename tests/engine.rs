@@ -288,3 +288,36 @@ fn drop_policy_counts_what_it_leaves_out() {
     drop(client);
     engine.join().expect("workers finish");
 }
+
+/// A query for the freshest answer never waits for new events: it reads the last complete
+/// time. With the live input open and idle, it sees all of history.
+#[test]
+fn fresh_queries_are_answered_while_live_input_is_idle() {
+    let events = read_orders(&golden("history.jsonl"));
+    let expected = oracle(&events);
+    let engine = Engine::start(
+        &Cluster::threads(2),
+        Settings::default(),
+        History::Events(Arc::new(events)),
+        Ecommerce,
+    )
+    .expect("engine starts");
+    let client = engine.client();
+    let (tx, rx) = std::sync::mpsc::channel();
+    client
+        .ask(
+            Query::all("revenue_by_day"),
+            None,
+            Box::new(move |a| drop(tx.send(a))),
+        )
+        .expect("asked");
+    let answer = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("answered without new events");
+    assert_eq!(answer.to_json(), expected["revenue_by_day"]);
+    assert!(!answer.is_final(), "the live input is still open");
+    drop(client);
+    let mut engine = engine;
+    engine.end_live();
+    engine.join().expect("workers finish");
+}
