@@ -276,6 +276,7 @@ impl<E: Event> Engine<E> {
         let (catalog_tx, catalog_rx) = mpsc::channel();
         let catalog_tx = Mutex::new(catalog_tx);
         let shared = Arc::new(Shared {
+            local,
             settings,
             history,
             pipeline,
@@ -362,6 +363,7 @@ impl<E: Event> Engine<E> {
 
 /// What every worker of a process shares.
 struct Shared<E, P, F> {
+    local: usize,
     settings: Settings,
     history: History<E>,
     pipeline: P,
@@ -457,6 +459,30 @@ where
                 replayed += 1;
             }
             Metrics::add(&metrics.history_events, replayed);
+        }
+        History::Master(dir) => {
+            let local = Share {
+                index: worker.index() % shared.local,
+                count: shared.local,
+            };
+            let mut since_step = 0u64;
+            let stats = crate::master::read_share_with_progress(
+                dir,
+                local,
+                &metrics.history_bytes,
+                |event| {
+                    batch.push(event);
+                    since_step += 1;
+                    if since_step == REPLAY_CHUNK {
+                        batch.flush(since_step);
+                        since_step = 0;
+                        worker.step();
+                    }
+                },
+            )
+            .map_err(|e| format!("cannot replay the master dataset: {e}"))?;
+            batch.flush(since_step);
+            replayed += stats.records;
         }
     }
     let live_start = batch.close();

@@ -22,6 +22,9 @@ pub enum History<E> {
     Files(Vec<PathBuf>),
     /// Events already in memory; worker `i` of `n` replays those at positions `i, i + n, ...`.
     Events(Arc<Vec<E>>),
+    /// This process's master dataset (a directory), shared among this process's workers only:
+    /// every process of a computation has its own.
+    Master(PathBuf),
 }
 
 impl<E> Default for History<E> {

@@ -10,6 +10,7 @@
 //! The modules read like the architecture:
 //!
 //! * [`event`], [`history`]: what flows in, and how files are read in shares;
+//! * [`master`]: the master dataset, the durable log of every accepted event;
 //! * [`lane`], [`watermark`]: the two lanes, event time and late data;
 //! * [`aggregate`], [`view`]: views as arranged collections, sums as differences;
 //! * [`serve`]: queries answered inside the dataflow, by key or scattered and gathered;
@@ -36,8 +37,11 @@ pub mod engine;
 pub mod event;
 pub mod history;
 pub mod lane;
+pub mod master;
 pub mod metrics;
+pub mod progress;
 pub mod serve;
+pub mod server;
 pub mod view;
 pub mod watermark;
 

@@ -1,0 +1,383 @@
+//! The `lambdaflow` command: run the server, import history, generate events, query, demo.
+//!
+//! Exit codes: 0 on success, 1 on a runtime failure, 2 on a usage error.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use lambdaflow::cluster::Cluster;
+use lambdaflow::ecommerce::generate::{GenConfig, Generator, push_json_line, write_jsonl};
+use lambdaflow::ecommerce::{Ecommerce, Order};
+use lambdaflow::engine::Settings;
+use lambdaflow::lane::BatchTime;
+use lambdaflow::master::{MasterDataset, MasterOptions};
+use lambdaflow::server::import::import;
+use lambdaflow::server::{ServerConfig, serve};
+use lambdaflow::watermark::LatePolicy;
+use tracing::info;
+
+#[derive(Parser)]
+#[command(
+    name = "lambdaflow",
+    version,
+    about = "One dataflow, two lanes: batch and speed views without writing the logic twice"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replay the master dataset (after appending any history files to it), then serve HTTP.
+    #[command(
+        disable_help_flag = true,
+        after_help = "Examples:\n  lambdaflow run --data-dir data\n  lambdaflow run --data-dir data --history old.jsonl -w 2 --listen 127.0.0.1:9000\n  lambdaflow run --data-dir d0 -n 2 -p 0 --hostfile hosts --listen 127.0.0.1:8080   # and -p 1 elsewhere"
+    )]
+    Run(Run),
+    /// Append JSON Lines or CSV history to the master dataset.
+    #[command(after_help = "Example:\n  lambdaflow import --data-dir data history.jsonl more.csv")]
+    Import {
+        /// The data directory of the master dataset.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Files to import (`.csv` is CSV with a header, anything else JSON Lines).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Generate synthetic e-commerce events as JSON Lines (seeded, Zipf products, out of order).
+    #[command(
+        after_help = "Example:\n  lambdaflow gen --events 1000000 --seed 7 --out history.jsonl"
+    )]
+    Gen(Gen),
+    /// Ask a running server for a view, or one key of it, and pretty-print the answer.
+    #[command(
+        after_help = "Examples:\n  lambdaflow query revenue_by_day\n  lambdaflow query product_stats 42\n  lambdaflow query --url http://127.0.0.1:9000 top_products"
+    )]
+    Query {
+        /// The server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Wait until the watermark passes this time (ms) and answer as of it.
+        #[arg(long)]
+        as_of: Option<u64>,
+        /// Bearer token, if the server wants one.
+        #[arg(long)]
+        token: Option<String>,
+        /// The view.
+        view: String,
+        /// A key of the view (all rows if absent).
+        key: Option<String>,
+    },
+    /// Generate history, replay it, serve on 127.0.0.1:8080 and feed live events; Ctrl-C stops.
+    #[command(after_help = "Example:\n  cargo run --release -- demo")]
+    Demo {
+        /// Where to serve.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// History events to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Live events per second to post.
+        #[arg(long, default_value_t = 5_000)]
+        rate: u64,
+    },
+}
+
+#[derive(clap::Args)]
+struct Run {
+    /// The data directory of the master dataset.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// History to append to the master dataset before the replay (repeatable).
+    #[arg(long)]
+    history: Vec<PathBuf>,
+    /// The HTTP address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    cluster: Cluster,
+    /// How far the watermark trails the newest event (e.g. 5s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    allowed_lateness: Duration,
+    /// What to do with events behind the watermark: correct or drop.
+    #[arg(long, default_value = "correct")]
+    late_policy: LatePolicy,
+    /// How often the speed lane advances its frontier (latency vs throughput).
+    #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
+    tick: Duration,
+    /// Replay history at one time per this much event time (default: one time for all).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    history_granularity: Option<Duration>,
+    /// Require `Authorization: Bearer TOKEN` (except on /health and /ready).
+    #[arg(long)]
+    token: Option<String>,
+    /// Requests per second per client address (429 above it).
+    #[arg(long)]
+    rate_limit: Option<NonZeroU32>,
+    /// Largest request body in bytes (413 above it).
+    #[arg(long, default_value_t = 16 << 20)]
+    max_body: usize,
+    /// How long an `?as_of=` read waits before 408.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    query_timeout: Duration,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+#[derive(clap::Args)]
+struct Gen {
+    /// How many events.
+    #[arg(long)]
+    events: u64,
+    /// The seed (equal seeds give equal events).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The share of events that arrive out of order.
+    #[arg(long, default_value_t = 0.02)]
+    late_fraction: f64,
+    /// How far back (ms) an out-of-order event goes at most.
+    #[arg(long, default_value_t = 10_000)]
+    max_lateness: u64,
+    /// Write to this file instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(run) => run_server(run),
+        Command::Import { data_dir, files } => import_files(&data_dir, &files),
+        Command::Gen(args) => generate(args),
+        Command::Query {
+            url,
+            as_of,
+            token,
+            view,
+            key,
+        } => query(&url, as_of, token.as_deref(), &view, key.as_deref()),
+        Command::Demo {
+            listen,
+            events,
+            rate,
+        } => demo(listen, events, rate),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+    info!("Ctrl-C: shutting down");
+}
+
+fn run_server(run: Run) -> Result<(), String> {
+    if !run.history.is_empty() {
+        import_files(&run.data_dir, &run.history)?;
+    }
+    let config = ServerConfig {
+        listen: run.listen,
+        cluster: run.cluster,
+        settings: Settings {
+            allowed_lateness: run.allowed_lateness,
+            late_policy: run.late_policy,
+            tick: run.tick,
+            batch_time: run.history_granularity.map_or(BatchTime::Single, |d| {
+                BatchTime::Every(d.as_millis().max(1) as u64)
+            }),
+        },
+        token: run.token,
+        rate_limit: run.rate_limit,
+        max_body_bytes: run.max_body,
+        query_timeout: run.query_timeout,
+        ..ServerConfig::new(run.data_dir)
+    };
+    runtime()?.block_on(serve(config, Ecommerce, |_| {}, ctrl_c()))
+}
+
+fn import_files(data_dir: &std::path::Path, files: &[PathBuf]) -> Result<(), String> {
+    let (master, _) =
+        MasterDataset::<Order>::open(data_dir, MasterOptions::default()).map_err(|e| {
+            format!(
+                "cannot open the master dataset in {}: {e}",
+                data_dir.display()
+            )
+        })?;
+    let summary = import(&master, files)?;
+    info!(
+        files = summary.files,
+        accepted = summary.accepted,
+        rejected = summary.rejected,
+        "import done"
+    );
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "imported {} events from {} files; {} lines rejected",
+        summary.accepted, summary.files, summary.rejected
+    )
+    .map_err(|e| e.to_string())
+}
+
+fn generate(args: Gen) -> Result<(), String> {
+    let events = Generator::new(GenConfig {
+        seed: args.seed,
+        events: args.events,
+        late_fraction: args.late_fraction,
+        max_lateness_ms: args.max_lateness,
+        ..GenConfig::default()
+    })?;
+    let written = match args.out {
+        Some(path) => {
+            let file = std::fs::File::create(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            write_jsonl(events, file)
+        }
+        None => write_jsonl(events, std::io::stdout().lock()),
+    };
+    written.map(drop).map_err(|e| e.to_string())
+}
+
+fn query(
+    url: &str,
+    as_of: Option<u64>,
+    token: Option<&str>,
+    view: &str,
+    key: Option<&str>,
+) -> Result<(), String> {
+    let mut target = format!("{}/views/{view}", url.trim_end_matches('/'));
+    if let Some(key) = key {
+        target.push('/');
+        target.push_str(key);
+    }
+    if let Some(t) = as_of {
+        target.push_str(&format!("?as_of={t}"));
+    }
+    let client = reqwest::blocking::Client::new();
+    let mut request = client.get(&target);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request
+        .send()
+        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .map_err(|e| format!("the answer is not JSON: {e}"))?;
+    let pretty = serde_json::to_string_pretty(&body).map_err(|e| e.to_string())?;
+    writeln!(std::io::stdout().lock(), "{pretty}").map_err(|e| e.to_string())?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{target}: {status}"))
+    }
+}
+
+fn demo(listen: SocketAddr, events: u64, rate: u64) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("lambdaflow-demo-{}", std::process::id()));
+    let history = dir.join("history.jsonl");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    info!(events, file = %history.display(), "generating history");
+    let config = GenConfig {
+        seed: 42,
+        events,
+        ..GenConfig::default()
+    };
+    let live_start = config.start_ts + events * 1000 / config.events_per_second;
+    let file = std::fs::File::create(&history).map_err(|e| e.to_string())?;
+    write_jsonl(Generator::new(config)?, file).map_err(|e| e.to_string())?;
+    let data_dir = dir.join("data");
+    import_files(&data_dir, &[history])?;
+
+    let server = ServerConfig {
+        listen,
+        cluster: Cluster::threads(2),
+        ..ServerConfig::new(data_dir)
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder_stop = stop.clone();
+    let on_listening = move |address: SocketAddr| {
+        let base = format!("http://{address}");
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "\nlambdaflow demo: serving the e-commerce views on {base}\n  \
+             curl {base}/views\n  curl {base}/views/top_products\n  curl {base}/views/revenue_by_day\n  \
+             curl {base}/views/product_stats/0\n  curl {base}/metrics\n  \
+             cargo run --release -- query top_products\n\
+             Live events are posted at {rate}/s. Ctrl-C stops.\n"
+        );
+        std::thread::spawn(move || feed_live(&base, live_start, rate, &feeder_stop));
+    };
+    let result = runtime()?.block_on(serve(server, Ecommerce, on_listening, ctrl_c()));
+    stop.store(true, Ordering::Relaxed);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// Posts generated live events to the demo server, in batches every 100 ms.
+fn feed_live(base: &str, start_ts: u64, rate: u64, stop: &AtomicBool) {
+    let client = reqwest::blocking::Client::new();
+    while !stop.load(Ordering::Relaxed) {
+        match client.get(format!("{base}/ready")).send() {
+            Ok(r) if r.status().is_success() => break,
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+    let config = GenConfig {
+        seed: 43,
+        events: u64::MAX / 2_000_000,
+        start_ts,
+        events_per_second: rate.max(1),
+        ..GenConfig::default()
+    };
+    let mut events = match Generator::new(config) {
+        Ok(g) => g,
+        Err(e) => return tracing::error!("live generator: {e}"),
+    };
+    let per_batch = (rate / 10).max(1);
+    let mut body = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        body.clear();
+        for order in events.by_ref().take(per_batch as usize) {
+            push_json_line(&mut body, &order);
+        }
+        let sent = client
+            .post(format!("{base}/events"))
+            .header("content-type", "application/x-ndjson")
+            .body(body.clone())
+            .send();
+        if let Err(e) = sent {
+            tracing::warn!("posting live events: {e}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

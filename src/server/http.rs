@@ -1,0 +1,345 @@
+//! The HTTP API (axum): ingest, source watermarks, view reads, health, readiness, metrics.
+//!
+//! Every handler is a thin translation: ingest parses the body, appends the accepted events to
+//! the master dataset (durable before the answer) and hands them to the speed lane; reads ask
+//! the serving operator and wait for its answer without blocking a runtime thread.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, Path, Query as UrlQuery, Request, State as Shared,
+};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ServerConfig;
+use super::ingest;
+use super::prometheus::Exporter;
+use crate::engine::{Client, LiveSender, QueryError};
+use crate::event::{END_OF_TIME, Event, Time};
+use crate::master::MasterDataset;
+use crate::metrics::Metrics;
+use crate::serve::{Answer, AnswerValue, Query};
+
+/// What every handler shares.
+pub struct State<E: Event> {
+    master: Arc<MasterDataset<E>>,
+    live: LiveSender<E>,
+    client: Client,
+    metrics: Arc<Metrics>,
+    exporter: Exporter,
+    workers: u64,
+    token: Option<String>,
+    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    query_timeout: std::time::Duration,
+}
+
+impl<E: Event> State<E> {
+    pub(super) fn new(
+        config: &ServerConfig,
+        master: Arc<MasterDataset<E>>,
+        live: LiveSender<E>,
+        client: Client,
+        metrics: Arc<Metrics>,
+        exporter: Exporter,
+    ) -> Self {
+        State {
+            master,
+            live,
+            client,
+            metrics,
+            exporter,
+            workers: config.cluster.workers as u64,
+            token: config.token.clone(),
+            limiter: config
+                .rate_limit
+                .map(|n| RateLimiter::keyed(Quota::per_second(n))),
+            query_timeout: config.query_timeout,
+        }
+    }
+
+    fn ready(&self) -> bool {
+        Metrics::get(&self.metrics.replayed_workers) >= self.workers
+    }
+
+    fn watermark(&self) -> Time {
+        Metrics::get(&self.metrics.frontier).min(END_OF_TIME)
+    }
+}
+
+type AppState<E> = Shared<Arc<State<E>>>;
+
+/// The routes, with authentication and rate limiting in front of them.
+pub fn router<E: Event>(state: Arc<State<E>>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/events", post(post_events::<E>))
+        .route("/watermark", post(post_watermark::<E>))
+        .route("/views", get(list_views::<E>))
+        .route("/views/{view}", get(read_view::<E>))
+        .route("/views/{view}/{key}", get(read_key::<E>))
+        .route("/metrics", get(metrics::<E>))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::<E>))
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/ready", get(ready::<E>))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+/// Bearer token and per-client rate limit.
+async fn guard<E: Event>(
+    Shared(state): AppState<E>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(token) = &state.token {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if presented != Some(token.as_str()) {
+            return error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        }
+    }
+    if let Some(limiter) = &state.limiter {
+        if let Err(not_until) = limiter.check_key(&peer.ip()) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.max(1).into());
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+async fn ready<E: Event>(Shared(state): AppState<E>) -> Response {
+    if state.ready() {
+        Json(json!({"ready": true})).into_response()
+    } else {
+        let done = Metrics::get(&state.metrics.replayed_workers);
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "workers_replayed": done, "workers": state.workers})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics<E: Event>(Shared(state): AppState<E>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.exporter.render(),
+    )
+        .into_response()
+}
+
+async fn post_events<E: Event>(
+    Shared(state): AppState<E>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !state.ready() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "replaying history; try again when /ready says so",
+        );
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body is empty: send JSON Lines or a JSON array of events",
+        );
+    }
+    let is_array = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let parsed = tokio::task::spawn_blocking(move || {
+        if is_array {
+            ingest::json_array::<E>(&body)
+        } else {
+            Ok(ingest::json_lines::<E>(&body))
+        }
+    })
+    .await;
+    let batch = match parsed {
+        Ok(Ok(batch)) => batch,
+        Ok(Err(message)) => return error(StatusCode::BAD_REQUEST, message),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    Metrics::add(&state.metrics.rejected, batch.rejected_total);
+    let events = batch.events;
+    let accepted = events.len();
+    if accepted > 0 {
+        let appended = {
+            let state = state.clone();
+            tokio::task::spawn_blocking(move || state.master.append(&events).map(|_| events)).await
+        };
+        match appended {
+            Ok(Ok(events)) => {
+                for event in events {
+                    state.live.send(event);
+                }
+            }
+            Ok(Err(e)) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("not stored, nothing accepted: {e}"),
+                );
+            }
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+    Json(json!({
+        "accepted": accepted,
+        "rejected": batch.rejected,
+        "rejected_total": batch.rejected_total,
+        "watermark": state.watermark(),
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct WatermarkBody {
+    ts: Time,
+}
+
+async fn post_watermark<E: Event>(Shared(state): AppState<E>, body: Bytes) -> Response {
+    match serde_json::from_slice::<WatermarkBody>(&body) {
+        Ok(WatermarkBody { ts }) if ts <= END_OF_TIME => {
+            state.live.watermark(ts);
+            Json(json!({"declared": ts, "watermark": state.watermark()})).into_response()
+        }
+        Ok(_) => error(StatusCode::BAD_REQUEST, "ts must not be above 2^53"),
+        Err(e) => error(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"ts\": T}}: {e}"),
+        ),
+    }
+}
+
+async fn list_views<E: Event>(Shared(state): AppState<E>) -> Response {
+    Json(json!({"views": state.client.catalog()})).into_response()
+}
+
+#[derive(Deserialize)]
+struct ReadParams {
+    as_of: Option<Time>,
+}
+
+/// Asks the serving operator and waits for its answer.
+async fn ask<E: Event>(
+    state: &State<E>,
+    query: Query,
+    as_of: Option<Time>,
+) -> Result<Answer, Response> {
+    let started = Instant::now();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    match state
+        .client
+        .ask(query, as_of, Box::new(move |answer| drop(tx.send(answer))))
+    {
+        Ok(()) => {}
+        Err(QueryError::UnknownView(view)) => {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                format!("no view is named {view:?}"),
+            ));
+        }
+        Err(e) => return Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+    }
+    let answer = match tokio::time::timeout(state.query_timeout, rx).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) => return Err(error(StatusCode::SERVICE_UNAVAILABLE, "the engine stopped")),
+        Err(_) => {
+            return Err(error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the watermark did not pass as_of within {:?}",
+                    state.query_timeout
+                ),
+            ));
+        }
+    };
+    state
+        .exporter
+        .query_latency
+        .observe(started.elapsed().as_secs_f64());
+    Ok(answer)
+}
+
+async fn read_key<E: Event>(
+    Shared(state): AppState<E>,
+    Path((view, key)): Path<(String, String)>,
+    UrlQuery(params): UrlQuery<ReadParams>,
+) -> Response {
+    let answer = match ask(&state, Query::key(&view, &key), params.as_of).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    match answer.value {
+        AnswerValue::Row {
+            value: Some(value), ..
+        } => Json(json!({"view": view, "key": key, "value": value, "as_of": answer.as_of}))
+            .into_response(),
+        AnswerValue::Row { value: None, .. } => error(
+            StatusCode::NOT_FOUND,
+            format!("{view} has no row for key {key:?} as of {}", answer.as_of),
+        ),
+        AnswerValue::Ranked(list) => {
+            Json(json!({"view": view, "key": key, "value": list, "as_of": answer.as_of}))
+                .into_response()
+        }
+        AnswerValue::Rows(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a keyed read answered with rows",
+        ),
+    }
+}
+
+async fn read_view<E: Event>(
+    Shared(state): AppState<E>,
+    Path(view): Path<String>,
+    UrlQuery(params): UrlQuery<ReadParams>,
+) -> Response {
+    let answer = match ask(&state, Query::all(&view), params.as_of).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    let rows: Vec<Value> = match answer.value {
+        AnswerValue::Rows(rows) => rows
+            .into_iter()
+            .map(|(key, value)| json!({"key": key, "value": value}))
+            .collect(),
+        AnswerValue::Ranked(list) => list,
+        AnswerValue::Row { .. } => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "a whole-view read answered one row",
+            );
+        }
+    };
+    Json(json!({"view": view, "as_of": answer.as_of, "rows": rows})).into_response()
+}

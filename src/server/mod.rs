@@ -1,0 +1,169 @@
+//! The lambdaflow server: a pipeline served over HTTP, with its master dataset.
+//!
+//! The server is the Lambda architecture in one process:
+//!
+//! * the **master dataset** (`DATA_DIR`) is the system of record: every accepted event is
+//!   appended to it, durably (fsync, with group commit), before it is acknowledged;
+//! * on start the master dataset is replayed through the **batch lane**; `/ready` answers 503
+//!   until that replay is done, and ingest waits for it (so no event is both replayed and live);
+//! * then `POST /events` feeds the **speed lane**, and `GET /views/...` reads the arranged views
+//!   through the serving operator, consistent as of a time.
+//!
+//! It is generic over the [`Pipeline`]: a user's own event type and views get the same HTTP API,
+//! master dataset and metrics ([`serve`]). Several processes (`-n`, `-p`, `--hostfile`) form one
+//! timely computation; each has its own data directory and HTTP address and answers every query
+//! with the global result.
+
+mod http;
+pub mod import;
+pub mod ingest;
+pub mod prometheus;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::cluster::Cluster;
+use crate::engine::{Engine, Pipeline, Settings};
+use crate::history::History;
+use crate::master::{MasterDataset, MasterOptions};
+use crate::metrics::Metrics;
+use crate::progress::Progress;
+
+/// How a server runs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where the master dataset lives.
+    pub data_dir: PathBuf,
+    /// The HTTP address (loopback by default).
+    pub listen: SocketAddr,
+    /// Threads, processes and hosts.
+    pub cluster: Cluster,
+    /// Event-time settings.
+    pub settings: Settings,
+    /// If set, every request but `/health` and `/ready` needs `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+    /// Requests per second allowed to each client address (a token bucket); `None`: no limit.
+    pub rate_limit: Option<NonZeroU32>,
+    /// The largest request body taken (413 above it).
+    pub max_body_bytes: usize,
+    /// How long a read with `?as_of=` waits for the watermark before answering 408.
+    pub query_timeout: Duration,
+    /// Master dataset settings.
+    pub master: MasterOptions,
+}
+
+impl ServerConfig {
+    /// Defaults for a data directory: loopback port 8080, one worker, 16 MiB bodies.
+    pub fn new(data_dir: PathBuf) -> Self {
+        ServerConfig {
+            data_dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            cluster: Cluster::default(),
+            settings: Settings::default(),
+            token: None,
+            rate_limit: None,
+            max_body_bytes: 16 << 20,
+            query_timeout: Duration::from_secs(10),
+            master: MasterOptions::default(),
+        }
+    }
+}
+
+/// Opens the master dataset, starts the engine replaying it, serves HTTP until `shutdown`
+/// completes, then stops cleanly (the engine finishes once every process has stopped).
+///
+/// `on_listening` is called with the bound address once the server accepts connections.
+pub async fn serve<P: Pipeline>(
+    config: ServerConfig,
+    pipeline: P,
+    on_listening: impl FnOnce(SocketAddr) + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let (master, recovery) =
+        MasterDataset::<P::Event>::open(&config.data_dir, config.master.clone()).map_err(|e| {
+            format!(
+                "cannot open the master dataset in {}: {e}",
+                config.data_dir.display()
+            )
+        })?;
+    if let Some(torn) = &recovery.torn_tail {
+        warn!(
+            file = %torn.path.display(),
+            offset = torn.offset,
+            bytes = torn.bytes,
+            reason = %torn.reason,
+            "torn tail of the master dataset cut off"
+        );
+    }
+    info!(
+        records = recovery.records,
+        bytes = recovery.bytes,
+        segments = recovery.segments,
+        "master dataset opened"
+    );
+    let master = Arc::new(master);
+    let total_bytes = master.bytes();
+
+    let cluster = config.cluster.clone();
+    let settings = config.settings.clone();
+    let history = History::Master(config.data_dir.clone());
+    let mut engine =
+        tokio::task::spawn_blocking(move || Engine::start(&cluster, settings, history, pipeline))
+            .await
+            .map_err(|e| e.to_string())??;
+    let live = engine.live().ok_or("the live input ended before serving")?;
+    engine.end_live();
+
+    let metrics = engine.metrics();
+    let workers = config.cluster.workers as u64;
+    let progress = {
+        let metrics = metrics.clone();
+        Progress::start(
+            "replaying the master dataset",
+            total_bytes,
+            Box::new(move || {
+                let done = Metrics::get(&metrics.replayed_workers) >= workers;
+                (
+                    Metrics::get(&metrics.history_bytes),
+                    Metrics::get(&metrics.history_events),
+                    done,
+                )
+            }),
+        )
+    };
+
+    let exporter = prometheus::Exporter::new(metrics.clone(), master.clone(), total_bytes, workers);
+    let state = Arc::new(http::State::new(
+        &config,
+        master,
+        live,
+        engine.client(),
+        metrics,
+        exporter,
+    ));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    info!(%address, "serving HTTP");
+    on_listening(address);
+    let app = http::router(state, config.max_body_bytes);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|e| format!("HTTP server failed: {e}"))?;
+    drop(progress);
+    info!("stopping: waiting for the workers (and the other processes) to finish");
+    tokio::task::spawn_blocking(move || engine.join())
+        .await
+        .map_err(|e| e.to_string())?
+}

@@ -1,0 +1,213 @@
+//! `/metrics`: the engine's and the master dataset's counters in the Prometheus (OpenMetrics)
+//! text format, through the `prometheus-client` crate.
+//!
+//! The counters live where they are counted (plain atomics in [`Metrics`] and
+//! [`MasterCounters`](crate::master::MasterCounters)); a [`Collector`] reads them at each scrape, so counting costs the
+//! engine nothing more than an atomic add. Only the query latency is a histogram owned here.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::event::END_OF_TIME;
+use crate::master::MasterDataset;
+use crate::metrics::Metrics;
+
+/// The metrics one server exports.
+#[derive(Debug)]
+pub struct Exporter {
+    registry: Registry,
+    /// Seconds from a query's arrival to its answer.
+    pub query_latency: Histogram,
+}
+
+impl Exporter {
+    /// An exporter over the engine's counters, the master dataset's, and the number of local
+    /// workers (to show replay progress as workers done).
+    pub fn new<E: Send + Sync + 'static>(
+        metrics: Arc<Metrics>,
+        master: Arc<MasterDataset<E>>,
+        replay_total_bytes: u64,
+        workers: u64,
+    ) -> Self {
+        let mut registry = Registry::default();
+        let query_latency = Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
+        registry.register(
+            "lambdaflow_query_duration_seconds",
+            "time from a query's arrival to its answer",
+            query_latency.clone(),
+        );
+        registry.register_collector(Box::new(Counters {
+            metrics,
+            master,
+            replay_total_bytes,
+            workers,
+        }));
+        Exporter {
+            registry,
+            query_latency,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+struct Counters<E> {
+    metrics: Arc<Metrics>,
+    master: Arc<MasterDataset<E>>,
+    replay_total_bytes: u64,
+    workers: u64,
+}
+
+impl<E> std::fmt::Debug for Counters<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counters")
+            .field("metrics", &self.metrics)
+            .finish_non_exhaustive()
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: &AtomicU64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstCounter::new(Metrics::get(value));
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+impl<E: Send + Sync + 'static> Collector for Counters<E> {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let m = &self.metrics;
+        counter(
+            &mut e,
+            "lambdaflow_history_events",
+            "events replayed through the batch lane",
+            &m.history_events,
+        )?;
+        counter(
+            &mut e,
+            "lambdaflow_live_events",
+            "events taken on time by the speed lane",
+            &m.live_events,
+        )?;
+        counter(
+            &mut e,
+            "lambdaflow_rejected_lines",
+            "input lines rejected",
+            &m.rejected,
+        )?;
+        counter(
+            &mut e,
+            "lambdaflow_late_corrected",
+            "late events applied at the current time",
+            &m.late_corrected,
+        )?;
+        counter(
+            &mut e,
+            "lambdaflow_late_dropped",
+            "late events left out",
+            &m.late_dropped,
+        )?;
+        counter(&mut e, "lambdaflow_queries", "queries taken", &m.queries)?;
+        let frontier = Metrics::get(&m.frontier).min(END_OF_TIME);
+        let newest = Metrics::get(&m.newest_event);
+        gauge(
+            &mut e,
+            "lambdaflow_watermark_ms",
+            "global watermark: every time before it is complete",
+            frontier as i64,
+        )?;
+        gauge(
+            &mut e,
+            "lambdaflow_watermark_lag_ms",
+            "how far the watermark trails the newest live event",
+            newest.saturating_sub(frontier) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "lambdaflow_replay_bytes",
+            "bytes of history replayed",
+            Metrics::get(&m.history_bytes) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "lambdaflow_replay_total_bytes",
+            "bytes of history to replay",
+            self.replay_total_bytes as i64,
+        )?;
+        gauge(
+            &mut e,
+            "lambdaflow_replay_workers_done",
+            "local workers that finished replaying history",
+            Metrics::get(&m.replayed_workers) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "lambdaflow_workers",
+            "local workers",
+            self.workers as i64,
+        )?;
+        let l = self.master.counters();
+        gauge(
+            &mut e,
+            "lambdaflow_log_records",
+            "records in the master dataset",
+            Metrics::get(&l.records) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "lambdaflow_log_bytes",
+            "bytes in the master dataset",
+            Metrics::get(&l.bytes) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "lambdaflow_log_segments",
+            "segment files of the master dataset",
+            Metrics::get(&l.segments) as i64,
+        )?;
+        counter(
+            &mut e,
+            "lambdaflow_log_fsyncs",
+            "group commits (fsyncs) of the master dataset",
+            &l.fsyncs,
+        )?;
+        counter(
+            &mut e,
+            "lambdaflow_log_appends",
+            "appends acknowledged by the master dataset",
+            &l.appends,
+        )?;
+        gauge(
+            &mut e,
+            "lambdaflow_log_truncated_bytes",
+            "bytes of torn tail cut off the master dataset when it was opened",
+            Metrics::get(&l.truncated_bytes) as i64,
+        )?;
+        Ok(())
+    }
+}
