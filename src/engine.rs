@@ -147,8 +147,9 @@ fn take_inbox<T>(inboxes: &Inboxes<T>, local: usize) -> Option<Receiver<T>> {
 enum Live<E> {
     /// A live event.
     Event(E),
-    /// No more events before this time will be sent (a source watermark).
-    Watermark(Time),
+    /// No more events before this time will be sent (a source watermark); the worker answers
+    /// with its speed lane's new time.
+    Watermark(Time, Sender<Time>),
 }
 
 /// Feeds live events to this process's workers (round robin); clone it for every producer.
@@ -177,8 +178,36 @@ impl<E: Event> LiveSender<E> {
     /// Declares that no more events with a time before `time` will be sent: every worker of
     /// this process advances its speed lane to at least `time` at once. Events sent after it
     /// with earlier times are late and follow the late policy.
-    pub fn watermark(&self, time: Time) -> bool {
-        self.workers.iter().all(|w| w.send(Live::Watermark(time)))
+    ///
+    /// Waits for the workers and returns the time from which answers reflect every event sent
+    /// before the declaration (`as_of` at least this; late events corrected at the lanes'
+    /// current time can put it past `time`), or `None` if the engine stopped.
+    pub fn watermark(&self, time: Time) -> Option<Time> {
+        // A worker that corrected late events moves one past its time; the others then follow it,
+        // so that every lane of this process ends at the same time.
+        let mut target = time;
+        loop {
+            let reached = self.declare_round(target)?;
+            if reached == target {
+                return Some(reached);
+            }
+            target = reached;
+        }
+    }
+
+    fn declare_round(&self, time: Time) -> Option<Time> {
+        let (tx, rx) = mpsc::channel();
+        for worker in &self.workers {
+            if !worker.send(Live::Watermark(time, tx.clone())) {
+                return None;
+            }
+        }
+        drop(tx);
+        let mut reached = time;
+        for _ in &self.workers {
+            reached = reached.max(rx.recv().ok()?);
+        }
+        Some(reached)
     }
 }
 
@@ -513,7 +542,7 @@ where
             for _ in 0..REPLAY_CHUNK {
                 match live.try_recv() {
                     Ok(Live::Event(event)) => lane.push(event),
-                    Ok(Live::Watermark(time)) => lane.declare(time),
+                    Ok(Live::Watermark(time, ack)) => drop(ack.send(lane.declare(time))),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         ended = true;

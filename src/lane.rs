@@ -91,6 +91,8 @@ impl<E: Event> BatchLane<E> {
 pub struct SpeedLane<E: Event> {
     input: InputSession<Time, E, isize>,
     watermark: Watermark,
+    /// Whether late events were applied at the current time since the last tick.
+    corrected_at_now: bool,
     policy: LatePolicy,
     metrics: Arc<Metrics>,
 }
@@ -106,6 +108,7 @@ impl<E: Event> SpeedLane<E> {
         SpeedLane {
             input,
             watermark: Watermark::new(lateness),
+            corrected_at_now: false,
             policy,
             metrics,
         }
@@ -133,6 +136,7 @@ impl<E: Event> SpeedLane<E> {
             LatePolicy::Correct => {
                 Metrics::add(&self.metrics.late_corrected, 1);
                 self.input.update_at(event, now, 1);
+                self.corrected_at_now = true;
             }
             LatePolicy::Drop => {
                 Metrics::add(&self.metrics.late_dropped, 1);
@@ -142,14 +146,23 @@ impl<E: Event> SpeedLane<E> {
     }
 
     /// Takes a source's promise that no events before `time` will come, and advances at once.
-    pub fn declare(&mut self, time: Time) {
+    /// Returns the lane's new time: answers as of it reflect every event this lane has taken.
+    pub fn declare(&mut self, time: Time) -> Time {
         self.watermark.declare(time);
         self.tick();
+        self.time()
     }
 
-    /// Advances the lane to its watermark and sends what is buffered: one tick.
+    /// Advances the lane to its watermark and sends what is buffered: one tick. Late events
+    /// corrected at the current time move the lane one past it, so they become visible within
+    /// a tick even when the watermark stands still.
     pub fn tick(&mut self) {
-        let target = self.watermark.value().min(END_OF_TIME - 1);
+        let mut target = self.watermark.value();
+        if self.corrected_at_now {
+            target = target.max(self.time() + 1);
+            self.corrected_at_now = false;
+        }
+        let target = target.min(END_OF_TIME - 1);
         if target > self.time() {
             self.input.advance_to(target);
         }

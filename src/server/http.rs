@@ -229,8 +229,16 @@ struct WatermarkBody {
 async fn post_watermark<E: Event>(Shared(state): AppState<E>, body: Bytes) -> Response {
     match serde_json::from_slice::<WatermarkBody>(&body) {
         Ok(WatermarkBody { ts }) if ts <= END_OF_TIME => {
-            state.live.watermark(ts);
-            Json(json!({"declared": ts, "watermark": state.watermark()})).into_response()
+            let live = state.live.clone();
+            match tokio::task::spawn_blocking(move || live.watermark(ts)).await {
+                Ok(Some(visible)) => Json(json!({
+                    "declared": ts,
+                    "visible_as_of": visible,
+                    "watermark": state.watermark(),
+                }))
+                .into_response(),
+                _ => error(StatusCode::SERVICE_UNAVAILABLE, "the engine stopped"),
+            }
         }
         Ok(_) => error(StatusCode::BAD_REQUEST, "ts must not be above 2^53"),
         Err(e) => error(

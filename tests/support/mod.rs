@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -113,7 +115,9 @@ pub fn run_with_watermarks(
         sender.send(e.clone());
         newest = newest.max(e.ts);
         if let Some(behind) = behind {
-            sender.watermark(newest.saturating_sub(*behind));
+            sender
+                .watermark(newest.saturating_sub(*behind))
+                .expect("declared");
         }
     }
     drop(sender);

@@ -1,0 +1,443 @@
+//! The server end to end: the real binary, real HTTP on loopback, real files and fsync, real
+//! processes (killed with SIGKILL for the crash test). Every view is checked against the golden
+//! expectation or the naive recomputation.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lambdaflow::ecommerce::generate::push_json_line;
+use lambdaflow::ecommerce::{Kind, Order};
+use serde_json::{Value, json};
+use support::server::{Server, free_port, import};
+use support::{golden, oracle, read_orders};
+
+fn expected() -> Value {
+    serde_json::from_slice(&std::fs::read(golden("expected.json")).expect("expected.json"))
+        .expect("JSON")
+}
+
+fn jsonl(events: &[Order]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for e in events {
+        push_json_line(&mut body, e);
+    }
+    body
+}
+
+fn json_array(events: &[Order]) -> Vec<u8> {
+    let lines = String::from_utf8(jsonl(events)).expect("utf-8");
+    format!("[{}]", lines.lines().collect::<Vec<_>>().join(",")).into_bytes()
+}
+
+/// Posts the live events in chunks, alternating JSON Lines and JSON arrays, spread over servers.
+fn post_live(servers: &[&Server], live: &[Order]) {
+    for (i, chunk) in live.chunks(700).enumerate() {
+        let server = servers[i % servers.len()];
+        let (status, answer) = if i % 2 == 0 {
+            server.post("/events", "application/x-ndjson", jsonl(chunk))
+        } else {
+            server.post("/events", "application/json", json_array(chunk))
+        };
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["accepted"], json!(chunk.len()));
+    }
+}
+
+/// Declares a source watermark; returns the time from which answers reflect everything sent.
+fn declare(server: &Server, ts: u64) -> u64 {
+    let (status, answer) = server.post(
+        "/watermark",
+        "application/json",
+        format!("{{\"ts\":{ts}}}").into_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let visible = answer["visible_as_of"].as_u64().expect("visible_as_of");
+    assert!(visible >= ts);
+    visible
+}
+
+fn past_the_end(events: &[Order]) -> u64 {
+    events.iter().map(|e| e.ts).max().unwrap_or(0) + 1
+}
+
+#[test]
+fn golden_views_over_http_with_one_and_two_workers() {
+    let live = read_orders(&golden("live.jsonl"));
+    let end = past_the_end(&live).max(past_the_end(&read_orders(&golden("history.jsonl"))));
+    for workers in ["1", "2"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        import(dir.path(), &[golden("history.jsonl")]);
+        let server = Server::start(dir.path(), free_port(), &["-w", workers], true);
+        post_live(&[&server], &live);
+        let visible = declare(&server, end);
+        assert_eq!(server.views(visible), expected(), "{workers} workers");
+        let (status, row) = server.get("/views/product_stats/174");
+        assert_eq!(status, 200);
+        assert_eq!(row["value"], expected()["product_stats"]["174"]);
+        assert_eq!(row["key"], "174");
+        let (status, _) = server.get("/views/customer_spend/123456789012");
+        assert_eq!(status, 404);
+        let (status, _) = server.get("/views/nope");
+        assert_eq!(status, 404);
+    }
+}
+
+#[test]
+fn two_processes_answer_with_the_global_views() {
+    let history = read_orders(&golden("history.jsonl"));
+    let live = read_orders(&golden("live.jsonl"));
+    let end = past_the_end(&live).max(past_the_end(&history));
+    let dirs = [
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    ];
+    let (first, second) = history.split_at(history.len() / 2);
+    for (dir, part) in dirs.iter().zip([first, second]) {
+        let file = dir.path().join("history.jsonl");
+        std::fs::write(&file, jsonl(part)).expect("write");
+        import(&dir.path().join("data"), &[file]);
+    }
+    let hosts = dirs[0].path().join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .expect("hosts");
+    let hosts = hosts.to_str().expect("path").to_string();
+    let ports = [free_port(), free_port()];
+    let start = |p: usize| {
+        let data = dirs[p].path().join("data");
+        let process = p.to_string();
+        let hosts = hosts.clone();
+        let port = ports[p];
+        std::thread::spawn(move || {
+            Server::start(
+                &data,
+                port,
+                &["-w", "2", "-n", "2", "-p", &process, "-h", &hosts],
+                true,
+            )
+        })
+    };
+    let (a, b) = (start(0), start(1));
+    let servers = [a.join().expect("process 0"), b.join().expect("process 1")];
+    post_live(&[&servers[0], &servers[1]], &live);
+    // Each process's lanes end where its own late corrections put them; declaring the later of
+    // the two to both brings every lane of the computation there.
+    let first = servers.iter().map(|s| declare(s, end)).max().unwrap_or(end);
+    let visible = servers
+        .iter()
+        .map(|s| declare(s, first))
+        .max()
+        .unwrap_or(first);
+    for server in &servers {
+        assert_eq!(
+            server.views(visible),
+            expected(),
+            "answered by {}",
+            server.base
+        );
+    }
+}
+
+/// Requests of 20 purchases, each request with its own customer and amounts 1..=20, so a
+/// customer's spend tells whether its request is there whole (210), or not at all.
+fn request(id: u64) -> Vec<Order> {
+    (1..=20)
+        .map(|i| Order {
+            ts: 1_800_000_000_000 + id * 100 + i,
+            kind: Kind::Purchase,
+            customer: id,
+            product: i % 7,
+            amount_cents: i,
+        })
+        .collect()
+}
+
+#[test]
+fn a_crash_loses_no_acknowledged_event_and_leaves_nothing_half_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let server = Server::start(dir.path(), port, &["-w", "2"], true);
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let sent = Arc::new(Mutex::new(0u64));
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut clients = Vec::new();
+    for c in 0..4u64 {
+        let (acknowledged, sent, base) = (acknowledged.clone(), sent.clone(), server.base.clone());
+        clients.push(std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("client");
+            for n in 0.. {
+                let id = 1 + c + 4 * n;
+                *sent.lock().expect("lock") = id;
+                let answer = http
+                    .post(format!("{base}/events"))
+                    .body(jsonl(&request(id)))
+                    .send();
+                match answer {
+                    Ok(r) if r.status().is_success() => acknowledged.lock().expect("lock").push(id),
+                    _ => return,
+                }
+            }
+        }));
+    }
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.kill();
+    for client in clients {
+        let _ = client.join();
+    }
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    assert!(
+        acknowledged.len() > 10,
+        "clients were posting when the server died"
+    );
+
+    let server = Server::start(dir.path(), port, &["-w", "2"], true);
+    let (_, spend) = server.get(&format!("/views/customer_spend?as_of={}", 0));
+    let rows: BTreeMap<u64, i64> = spend["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().and_then(|k| k.parse().ok()).expect("key"),
+                r["value"].as_i64().expect("value"),
+            )
+        })
+        .collect();
+    for id in &acknowledged {
+        assert_eq!(
+            rows.get(id),
+            Some(&210),
+            "acknowledged request {id} is there exactly once"
+        );
+    }
+    for (id, spend) in &rows {
+        assert_eq!(*spend, 210, "request {id} is there whole, or not at all");
+    }
+}
+
+/// The last segment file of a data directory.
+fn last_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut segments: Vec<_> = std::fs::read_dir(dir)
+        .expect("data dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    segments.pop().expect("a segment")
+}
+
+fn metric(server: &Server, name: &str) -> f64 {
+    let text = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+}
+
+#[test]
+fn a_torn_tail_is_cut_off_and_reported() {
+    let history = read_orders(&golden("history.jsonl"))[..500].to_vec();
+    for damage in ["truncate", "flip"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("h.jsonl");
+        std::fs::write(&file, jsonl(&history)).expect("write");
+        let data = dir.path().join("data");
+        import(&data, &[file]);
+        let segment = last_segment(&data);
+        let len = std::fs::metadata(&segment).expect("segment").len();
+        match damage {
+            // a record cut short, as by a crash in the middle of a write
+            "truncate" => std::fs::OpenOptions::new()
+                .write(true)
+                .open(&segment)
+                .expect("open")
+                .set_len(len - 3)
+                .expect("truncate"),
+            // the last record's payload damaged
+            _ => {
+                let mut bytes = std::fs::read(&segment).expect("read");
+                let last = bytes.len() - 2;
+                bytes[last] ^= 0x5a;
+                std::fs::write(&segment, bytes).expect("write");
+            }
+        }
+        let server = Server::start(&data, free_port(), &[], true);
+        assert!(
+            metric(&server, "lambdaflow_log_truncated_bytes") > 0.0,
+            "{damage} is reported"
+        );
+        let (_, answer) = server.get("/views/events_per_minute");
+        let survivors = &history[..history.len() - 1];
+        let want = oracle(survivors)["events_per_minute"].clone();
+        let got: serde_json::Map<String, Value> = answer["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                (
+                    r["key"].as_str().expect("key").to_string(),
+                    r["value"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            Value::Object(got),
+            want,
+            "{damage}: every whole record but the last is replayed"
+        );
+    }
+}
+
+#[test]
+fn bad_input_over_http_is_rejected_clearly_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), free_port(), &["--max-body", "1000000"], true);
+    let good = |ts: u64| {
+        format!(r#"{{"ts":{ts},"kind":"purchase","customer":7,"product":3,"amount_cents":100}}"#)
+    };
+    let mut body = Vec::new();
+    for line in [
+        good(1_000),
+        "{malformed".to_string(),
+        r#"{"ts":"x","kind":"view","customer":1,"product":2}"#.to_string(),
+        r#"{"ts":5,"kind":"teleport","customer":1,"product":2}"#.to_string(),
+        r#"{"ts":5,"kind":"refund","customer":1,"product":2,"amount_cents":-3}"#.to_string(),
+        r#"{"ts":5,"kind":"refund","customer":1,"product":2,"amount_cents":2.5}"#.to_string(),
+        good(2_000),
+    ] {
+        body.extend(line.into_bytes());
+        body.push(b'\n');
+    }
+    body.extend(b"{\"ts\":9,\"kind\":\"v\xfe\"}\n");
+    body.extend(good(3_000).into_bytes());
+    let (status, answer) = server.post("/events", "application/x-ndjson", body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 3);
+    let lines: Vec<u64> = answer["rejected"]
+        .as_array()
+        .expect("rejected")
+        .iter()
+        .map(|r| r["line"].as_u64().expect("line"))
+        .collect();
+    assert_eq!(lines, vec![2, 3, 4, 5, 6, 8]);
+    assert!(
+        answer["rejected"][2]["error"]
+            .as_str()
+            .expect("reason")
+            .contains("unknown kind")
+    );
+
+    let (status, answer) = server.post("/events", "application/x-ndjson", Vec::new());
+    assert_eq!(status, 400, "empty body: {answer}");
+    assert!(answer["error"].as_str().expect("error").contains("empty"));
+    let (status, _) = server.post(
+        "/events",
+        "application/json",
+        b"{\"not\":\"an array\"}".to_vec(),
+    );
+    assert_eq!(status, 400);
+    let huge = vec![b' '; 100 << 20];
+    let status = server
+        .http
+        .post(server.url("/events"))
+        .body(huge)
+        .send()
+        .map(|r| r.status().as_u16());
+    assert!(
+        matches!(status, Ok(413) | Err(_)),
+        "a 100 MB body is refused: {status:?}"
+    );
+    let (status, answer) = server.post("/watermark", "application/json", b"{\"ts\":-1}".to_vec());
+    assert_eq!(status, 400, "{answer}");
+
+    // The server still serves, and holds exactly the accepted events.
+    let visible = declare(&server, 3_001);
+    let (status, answer) = server.get(&format!("/views/customer_spend/7?as_of={visible}"));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["value"], 300);
+    let (status, _) = server.get("/health");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn token_and_rate_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(
+        dir.path(),
+        free_port(),
+        &["--token", "s3cret", "--rate-limit", "5"],
+        true,
+    );
+    let (status, _) = server.get("/views");
+    assert_eq!(status, 401);
+    assert_eq!(server.get("/health").0, 200, "probes need no token");
+    let authorized = |path: &str| {
+        server
+            .http
+            .get(server.url(path))
+            .bearer_auth("s3cret")
+            .send()
+            .expect("answered")
+    };
+    assert_eq!(authorized("/views").status().as_u16(), 200);
+    let mut limited = None;
+    for _ in 0..50 {
+        let r = authorized("/views");
+        if r.status().as_u16() == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let limited = limited.expect("the rate limit answers 429");
+    assert!(limited.headers().get("retry-after").is_some());
+}
+
+#[test]
+fn as_of_reads_wait_for_the_watermark_or_time_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(
+        dir.path(),
+        free_port(),
+        &["--query-timeout", "300ms", "--allowed-lateness", "0s"],
+        true,
+    );
+    let events: Vec<Order> = (0..10)
+        .map(|i| Order {
+            ts: 10_000 + i,
+            kind: Kind::View,
+            customer: 1,
+            product: 1,
+            amount_cents: 0,
+        })
+        .collect();
+    let (status, _) = server.post("/events", "application/x-ndjson", jsonl(&events));
+    assert_eq!(status, 200);
+    let (status, _) = server.get("/views/events_per_minute?as_of=999999999");
+    assert_eq!(status, 408, "the watermark is far from that time");
+    let (status, answer) = server.get("/views/events_per_minute?as_of=10009");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["rows"][0]["value"]["view"], 9,
+        "exactly the events before as_of"
+    );
+    let _ = std::io::stderr().flush();
+}

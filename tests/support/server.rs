@@ -1,0 +1,150 @@
+//! Running the real `lambdaflow` binary as a server on loopback, for end-to-end tests.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+
+/// A free TCP port on loopback (bound and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// `lambdaflow import --data-dir DIR FILE...`.
+pub fn import(data_dir: &Path, files: &[PathBuf]) {
+    let status = Command::new(env!("CARGO_BIN_EXE_lambdaflow"))
+        .arg("import")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(files)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("import runs");
+    assert!(status.success(), "import failed");
+}
+
+/// A server process, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub http: reqwest::blocking::Client,
+}
+
+impl Server {
+    /// Starts `lambdaflow run --data-dir DIR --listen 127.0.0.1:PORT ARGS...`, and waits until
+    /// it is ready (unless `wait_ready` is false: then until it answers `/health`).
+    pub fn start(data_dir: &Path, port: u16, args: &[&str], wait_ready: bool) -> Server {
+        let child = Command::new(env!("CARGO_BIN_EXE_lambdaflow"))
+            .arg("run")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server starts");
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client");
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http,
+        };
+        server.wait_for(if wait_ready { "/ready" } else { "/health" });
+        server
+    }
+
+    fn wait_for(&self, path: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(r) = self
+                .http
+                .get(self.url(path))
+                .timeout(Duration::from_secs(1))
+                .send()
+            {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server at {} never answered {path}", self.base);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Posts a body; returns the status and the JSON answer.
+    pub fn post(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .expect("posted");
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().expect("answered");
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    /// Every view as of `as_of`, in the shape of `golden/expected.json`.
+    pub fn views(&self, as_of: u64) -> Value {
+        let (status, list) = self.get("/views");
+        assert_eq!(status, 200);
+        let mut views = Map::new();
+        for view in list["views"].as_array().expect("views") {
+            let name = view["name"].as_str().expect("name");
+            let (status, answer) = self.get(&format!("/views/{name}?as_of={as_of}"));
+            assert_eq!(status, 200, "{name}: {:?}", answer.get("error"));
+            assert!(answer["as_of"].as_u64().expect("as_of") >= as_of);
+            let rows = answer["rows"].as_array().expect("rows").clone();
+            let value = if view["kind"] == "ranked" {
+                Value::Array(rows)
+            } else {
+                Value::Object(
+                    rows.into_iter()
+                        .map(|r| {
+                            (
+                                r["key"].as_str().expect("key").to_string(),
+                                r["value"].clone(),
+                            )
+                        })
+                        .collect(),
+                )
+            };
+            views.insert(name.to_string(), value);
+        }
+        Value::Object(views)
+    }
+
+    /// Kills the process at once (SIGKILL).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
