@@ -441,3 +441,70 @@ fn as_of_reads_wait_for_the_watermark_or_time_out() {
     );
     let _ = std::io::stderr().flush();
 }
+
+/// The custom-server example serves its own event type and views with the same API.
+#[test]
+fn a_custom_pipeline_is_served_the_same_way() {
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--example", "custom_server"])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success());
+    let exe = std::env::current_exe().expect("test binary");
+    let binary = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("examples/custom_server");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let child = std::process::Command::new(binary)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", &format!("127.0.0.1:{port}"), "-w", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("example starts");
+    let server = Server::attach(child, port);
+    let mut body = String::new();
+    let mut expected: BTreeMap<u64, (i64, i64)> = BTreeMap::new();
+    for i in 0..300u64 {
+        let (sensor, celsius) = (i % 7, (i * 37 % 50) as i64 - 10);
+        body.push_str(&format!(
+            "{{\"ts\":{},\"sensor\":{sensor},\"celsius\":{celsius}}}\n",
+            1_000 + i
+        ));
+        let e = expected.entry(sensor).or_default();
+        e.0 += 1;
+        e.1 += celsius;
+    }
+    body.push_str("{\"ts\":5,\"sensor\":\"x\"}\n");
+    let (status, answer) = server.post("/events", "application/x-ndjson", body.into_bytes());
+    assert_eq!(status, 200);
+    assert_eq!(answer["accepted"], 300);
+    assert_eq!(answer["rejected"][0]["line"], 301);
+    let visible = declare(&server, 2_000);
+    for (sensor, (n, sum)) in &expected {
+        let (status, row) = server.get(&format!("/views/sensor_stats/{sensor}?as_of={visible}"));
+        assert_eq!(status, 200);
+        assert_eq!(row["value"]["readings"], json!(n));
+        let mean = row["value"]["mean_celsius"].as_f64().expect("mean");
+        assert!(
+            (mean - *sum as f64 / *n as f64).abs() < 1e-9,
+            "sensor {sensor}: {mean}"
+        );
+    }
+    let (_, top) = server.get(&format!("/views/busiest_sensors?as_of={visible}"));
+    assert_eq!(top["rows"].as_array().map(Vec::len), Some(5));
+    assert!(
+        server
+            .http
+            .get(server.url("/metrics"))
+            .send()
+            .expect("metrics")
+            .text()
+            .expect("text")
+            .contains("lambdaflow_live_events_total 300")
+    );
+}

@@ -117,16 +117,18 @@ async fn guard<E: Event>(
             return error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
         }
     }
-    if let Some(limiter) = &state.limiter {
-        if let Err(not_until) = limiter.check_key(&peer.ip()) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, seconds.max(1).into());
-            return response;
-        }
+    let limited = state
+        .limiter
+        .as_ref()
+        .and_then(|l| l.check_key(&peer.ip()).err());
+    if let Some(not_until) = limited {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, seconds.max(1).into());
+        return response;
     }
     next.run(request).await
 }

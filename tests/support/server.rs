@@ -51,6 +51,15 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("server starts");
+        Server::attach_waiting(child, port, if wait_ready { "/ready" } else { "/health" })
+    }
+
+    /// Takes charge of a server process started some other way, once it is ready.
+    pub fn attach(child: Child, port: u16) -> Server {
+        Server::attach_waiting(child, port, "/ready")
+    }
+
+    fn attach_waiting(child: Child, port: u16, path: &str) -> Server {
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -60,22 +69,20 @@ impl Server {
             base: format!("http://127.0.0.1:{port}"),
             http,
         };
-        server.wait_for(if wait_ready { "/ready" } else { "/health" });
+        server.wait_for(path);
         server
     }
 
     fn wait_for(&self, path: &str) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if let Ok(r) = self
+            let answer = self
                 .http
                 .get(self.url(path))
                 .timeout(Duration::from_secs(1))
-                .send()
-            {
-                if r.status().is_success() {
-                    return;
-                }
+                .send();
+            if answer.is_ok_and(|r| r.status().is_success()) {
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
