@@ -193,9 +193,27 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Completes on Ctrl-C or SIGTERM (how service managers stop a process).
 async fn ctrl_c() {
-    let _ = tokio::signal::ctrl_c().await;
-    info!("Ctrl-C: shutting down");
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    info!("shutting down");
 }
 
 fn run_server(run: Run) -> Result<(), String> {
@@ -337,8 +355,11 @@ fn demo(listen: SocketAddr, events: u64, rate: u64) -> Result<(), String> {
         );
         std::thread::spawn(move || feed_live(&base, live_start, rate, &feeder_stop));
     };
-    let result = runtime()?.block_on(serve(server, Ecommerce, on_listening, ctrl_c()));
-    stop.store(true, Ordering::Relaxed);
+    let shutdown = async move {
+        ctrl_c().await;
+        stop.store(true, Ordering::Relaxed);
+    };
+    let result = runtime()?.block_on(serve(server, Ecommerce, on_listening, shutdown));
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
