@@ -17,6 +17,8 @@ use crate::engine::Pipeline;
 use crate::event::{Event, Format, Time};
 use crate::view::{ViewKey, Views};
 
+pub mod generate;
+
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Kind {
