@@ -424,7 +424,7 @@ where
             let (speed_input, speed) = scope.new_collection::<E, isize>();
             let (lanes, events) = batch.concat(speed).probe();
             let (query_input, queries) = scope.new_collection::<QueryMsg, isize>();
-            let mut views = Views::new(queries.inner, replies.clone());
+            let mut views = Views::new(queries.inner, replies.clone(), metrics.clone());
             shared.pipeline.build(events, &mut views);
             (
                 batch_input,

@@ -3,6 +3,8 @@
 //! They are plain atomics so that any thread (a progress display, the server's `/metrics`) can
 //! read them without touching the dataflow.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Event counters for one process.
@@ -29,12 +31,32 @@ pub struct Metrics {
     pub frontier: AtomicU64,
     /// The newest event time any live event of this process carried.
     pub newest_event: AtomicU64,
+    /// Updates held by each view's arrangement, per local worker (its shard).
+    arrangement_records: Mutex<BTreeMap<(String, usize), u64>>,
 }
 
 impl Metrics {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records how many updates worker `worker`'s shard of `view`'s arrangement holds.
+    pub fn set_arrangement_records(&self, view: &str, worker: usize, records: u64) {
+        if let Ok(mut map) = self.arrangement_records.lock() {
+            map.insert((view.to_string(), worker), records);
+        }
+    }
+
+    /// Updates held by each view's arrangement in this process, by view name.
+    pub fn arrangement_records(&self) -> BTreeMap<String, u64> {
+        let mut totals = BTreeMap::new();
+        if let Ok(map) = self.arrangement_records.lock() {
+            for ((view, _), n) in map.iter() {
+                *totals.entry(view.clone()).or_insert(0) += n;
+            }
+        }
+        totals
     }
 
     /// Reads a counter.

@@ -23,6 +23,7 @@ use differential_dataflow::difference::Semigroup;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::cursor::{Cursor, cursor_list};
 use differential_dataflow::trace::implementations::ValSpine;
+use differential_dataflow::trace::implementations::spine_fueled::SpineBatch;
 use differential_dataflow::trace::{Navigable, TraceReader};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -240,12 +241,14 @@ where
 }
 
 /// Answers routed queries from one arrangement, each once the arrangement is complete at its
-/// time; `read` computes this worker's part of the answer.
+/// time; `read` computes this worker's part of the answer. `on_records` hears how many updates
+/// this worker's shard of the trace holds, whenever new batches arrive.
 pub fn serve<'s, K, V, R, P, F>(
     queries: Stream<'s, Time, Vec<Routed<K>>>,
     arranged: Arranged<'s, ViewTrace<K, V, R>>,
     name: &str,
     mut read: F,
+    mut on_records: impl FnMut(usize) + 'static,
 ) -> Stream<'s, Time, Vec<Partial<P>>>
 where
     K: differential_dataflow::ExchangeData + std::hash::Hash,
@@ -270,7 +273,13 @@ where
                         pending.push((cap.delayed(&q.time, 0), q));
                     }
                 });
-                batches.for_each(|_, _| {});
+                let mut grew = false;
+                batches.for_each(|_, _| grew = true);
+                if grew {
+                    trace.read_upper(&mut upper);
+                    let batches = trace.batches_through(upper.borrow()).unwrap_or_default();
+                    on_records(batches.iter().map(|b| SpineBatch::len(&**b)).sum());
+                }
 
                 let view_frontier = view_frontier.frontier();
                 let ready = |q: &Routed<K>| !view_frontier.less_equal(&q.time);

@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 use std::hash::Hash;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::hashable::Hashable;
@@ -25,7 +26,8 @@ use timely::dataflow::operators::generic::operator::Operator;
 
 use crate::aggregate::pre_aggregate;
 use crate::event::Time;
-use crate::serve::{Combined, QueryMsg, Replies, Routed, ViewTrace, gather, serve};
+use crate::metrics::Metrics;
+use crate::serve::{Combined, QueryMsg, Reader, Replies, Routed, ViewTrace, gather, serve};
 
 /// A type that can key a view: parsed from and rendered to the text of a query and an answer.
 pub trait ViewKey: ExchangeData + Hash {
@@ -88,6 +90,7 @@ pub struct ViewRef<'s, K: ViewKey, V: ExchangeData, R: ExchangeData + Semigroup>
 pub struct Views<'s> {
     queries: Stream<'s, Time, Vec<(QueryMsg, Time, isize)>>,
     replies: Rc<RefCell<Replies>>,
+    metrics: Arc<Metrics>,
     catalog: Vec<ViewInfo>,
 }
 
@@ -95,10 +98,12 @@ impl<'s> Views<'s> {
     pub(crate) fn new(
         queries: Stream<'s, Time, Vec<(QueryMsg, Time, isize)>>,
         replies: Rc<RefCell<Replies>>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Views {
             queries,
             replies,
+            metrics,
             catalog: Vec::new(),
         }
     }
@@ -141,7 +146,7 @@ impl<'s> Views<'s> {
         let index = self.add(name, description, ViewKind::Keyed);
         let arranged = pre_aggregate(collection).arrange_by_key_named(name);
         let routed = self.route::<K>(index, false);
-        let partials = serve(routed, arranged.clone(), name, |q, reader| match &q.key {
+        let read = |q: &Routed<K>, reader: &mut Reader<K, V, R>| match &q.key {
             Some(key) => {
                 let values = reader.get(key);
                 if values.is_empty() {
@@ -156,7 +161,14 @@ impl<'s> Views<'s> {
                 rows
             }
             None => Vec::new(),
-        });
+        };
+        let (metrics, view, worker) = (
+            self.metrics.clone(),
+            name.to_string(),
+            self.queries.scope().index(),
+        );
+        let records = move |n| metrics.set_arrangement_records(&view, worker, n as u64);
+        let partials = serve(routed, arranged.clone(), name, read, records);
         gather(
             partials,
             self.replies.clone(),
@@ -207,7 +219,7 @@ impl<'s> Views<'s> {
             list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             list.truncate(k);
         };
-        let partials = serve(routed, of.arranged.clone(), &of.name, move |_q, reader| {
+        let read = move |_q: &Routed<K>, reader: &mut Reader<K, V, R>| {
             let mut best: Vec<(K, S)> = Vec::new();
             reader.for_each(|key, values| {
                 if let Some(s) = score(key, &values) {
@@ -219,7 +231,9 @@ impl<'s> Views<'s> {
             });
             ranking(&mut best, k);
             best
-        });
+        };
+        // The arrangement is the other view's: its records are counted there.
+        let partials = serve(routed, of.arranged.clone(), &of.name, read, |_| {});
         gather(
             partials,
             self.replies.clone(),

@@ -83,6 +83,13 @@ fn golden_views_over_http_with_one_and_two_workers() {
         assert_eq!(status, 404);
         let (status, _) = server.get("/views/nope");
         assert_eq!(status, 404);
+        assert!(
+            metric(
+                &server,
+                "lambdaflow_arrangement_records{view=\"product_stats\"}"
+            ) > 0.0
+        );
+        assert_eq!(metric(&server, "lambdaflow_history_events_total"), 14006.0);
     }
 }
 

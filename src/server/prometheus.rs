@@ -171,6 +171,18 @@ impl<E: Send + Sync + 'static> Collector for Counters<E> {
             "local workers",
             self.workers as i64,
         )?;
+        let records = m.arrangement_records();
+        let family = ConstGauge::new(0i64);
+        let mut views = e.encode_descriptor(
+            "lambdaflow_arrangement_records",
+            "updates held by each view's arrangement in this process",
+            None,
+            family.metric_type(),
+        )?;
+        for (view, n) in records {
+            let labels = [("view", view)];
+            ConstGauge::new(n as i64).encode(views.encode_family(&labels)?)?;
+        }
         let l = self.master.counters();
         gauge(
             &mut e,
