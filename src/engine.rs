@@ -16,7 +16,7 @@
 //! has ended, no data can change: query times then follow the wall clock beyond
 //! [`END_OF_TIME`], and answers are final.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -26,17 +26,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use differential_dataflow::VecCollection;
 use differential_dataflow::input::Input;
+use timely::dataflow::channels::pact::Pipeline as Pipelined;
+use timely::dataflow::operators::Input as TimelyInput;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::worker::Worker;
 use tracing::{info, warn};
 
 use crate::cluster::Cluster;
 use crate::event::{END_OF_TIME, Event, Reject, Time};
 use crate::history::{History, Share, read_share};
-use crate::lane::{BatchLane, BatchTime, SpeedLane};
+use crate::lane::{BatchLane, BatchTime, LateSink, SpeedLane};
 use crate::metrics::Metrics;
 use crate::serve::{Answer, Lookup, Query, QueryMsg, Replies, Reply};
 use crate::view::{ViewInfo, Views};
-use crate::watermark::LatePolicy;
+use crate::watermark::{LatePolicy, LateRules};
 
 /// A user's business logic: an event type and the views computed from it, written once for
 /// both lanes.
@@ -60,6 +64,14 @@ pub struct Settings {
     /// How often (processing time) the speed lane advances its frontier: the micro-batch
     /// trade-off between latency and throughput.
     pub tick: Duration,
+    /// Beyond this far behind the watermark even `Correct` drops a late event (so state for
+    /// old windows can be compacted); `None`: no horizon.
+    pub max_lateness: Option<Duration>,
+    /// A worker whose speed lane has taken nothing for this long (processing time) stops
+    /// holding the watermark back: it follows the newest event any worker has seen (minus the
+    /// allowed lateness), and once every worker is idle, the watermark passes the newest event
+    /// seen, so a quiet stream still finalizes its windows. `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -69,6 +81,25 @@ impl Default for Settings {
             late_policy: LatePolicy::Correct,
             batch_time: BatchTime::Single,
             tick: Duration::from_millis(10),
+            max_lateness: None,
+            idle_timeout: Some(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// Callbacks for what the engine leaves out, beyond logging and counting it.
+pub struct Hooks<E> {
+    /// Every history line that was rejected.
+    pub on_reject: Option<Arc<dyn Fn(Reject) + Send + Sync>>,
+    /// Every late event the speed lane left out (policy `drop`, or beyond the maximum lateness).
+    pub on_late_drop: Option<LateSink<E>>,
+}
+
+impl<E> Default for Hooks<E> {
+    fn default() -> Self {
+        Hooks {
+            on_reject: None,
+            on_late_drop: None,
         }
     }
 }
@@ -285,17 +316,17 @@ impl<E: Event> Engine<E> {
         history: History<E>,
         pipeline: P,
     ) -> Result<Engine<E>, String> {
-        Self::start_with(cluster, settings, history, pipeline, |_| {})
+        Self::start_with(cluster, settings, history, pipeline, Hooks::default())
     }
 
-    /// Like [`start`](Engine::start), and hands every rejected history line to `on_reject`
-    /// (they are also logged and counted).
+    /// Like [`start`](Engine::start), and calls `hooks` with what the engine leaves out
+    /// (rejected history lines, dropped late events), which it also logs and counts.
     pub fn start_with<P: Pipeline<Event = E>>(
         cluster: &Cluster,
         settings: Settings,
         history: History<E>,
         pipeline: P,
-        on_reject: impl Fn(Reject) + Send + Sync + 'static,
+        hooks: Hooks<E>,
     ) -> Result<Engine<E>, String> {
         let (allocators, guard) = cluster.allocators()?;
         let local = cluster.workers;
@@ -309,7 +340,7 @@ impl<E: Event> Engine<E> {
             settings,
             history,
             pipeline,
-            on_reject,
+            hooks,
             metrics: metrics.clone(),
         });
 
@@ -391,21 +422,21 @@ impl<E: Event> Engine<E> {
 }
 
 /// What every worker of a process shares.
-struct Shared<E, P, F> {
+struct Shared<E, P> {
     local: usize,
     settings: Settings,
     history: History<E>,
     pipeline: P,
-    on_reject: F,
+    hooks: Hooks<E>,
     metrics: Arc<Metrics>,
 }
 
 /// How many history events a worker replays between steps of its dataflow.
 const REPLAY_CHUNK: u64 = 64 * 1024;
 
-fn run_worker<E, P, F>(
+fn run_worker<E, P>(
     worker: &mut Worker,
-    shared: &Shared<E, P, F>,
+    shared: &Shared<E, P>,
     live: Receiver<Live<E>>,
     requests: Receiver<Request>,
     publish_catalog: impl FnOnce(Vec<ViewInfo>),
@@ -413,23 +444,26 @@ fn run_worker<E, P, F>(
 where
     E: Event,
     P: Pipeline<Event = E>,
-    F: Fn(Reject) + Send + Sync,
 {
     let settings = &shared.settings;
     let metrics = &shared.metrics;
     let replies = Rc::new(RefCell::new(Replies::default()));
-    let (batch_input, speed_input, mut query_input, lanes, catalog) = worker
+    let heard = Rc::new(Cell::new((0, 0)));
+    let (batch_input, speed_input, mut query_input, mut gossip_input, lanes, catalog) = worker
         .dataflow::<Time, _, _>(|scope| {
             let (batch_input, batch) = scope.new_collection::<E, isize>();
             let (speed_input, speed) = scope.new_collection::<E, isize>();
             let (lanes, events) = batch.concat(speed).probe();
             let (query_input, queries) = scope.new_collection::<QueryMsg, isize>();
+            let (gossip_input, gossip) = scope.new_input::<Vec<(Time, Time)>>();
+            listen(gossip, heard.clone());
             let mut views = Views::new(queries.inner, replies.clone(), metrics.clone());
             shared.pipeline.build(events, &mut views);
             (
                 batch_input,
                 speed_input,
                 query_input,
+                gossip_input,
                 lanes,
                 views.into_catalog(),
             )
@@ -464,7 +498,9 @@ where
                     |reject| {
                         warn!(%reject, "history line rejected");
                         Metrics::add(&metrics.rejected, 1);
-                        (shared.on_reject)(reject);
+                        if let Some(hook) = &shared.hooks.on_reject {
+                            hook(reject);
+                        }
                     },
                 )
                 .map_err(|e| format!("cannot read history {}: {e}", path.display()))?;
@@ -525,13 +561,19 @@ where
     );
 
     // The speed lane and the queries, until both have ended.
+    let rules = LateRules {
+        allowed_lateness: settings.allowed_lateness.as_millis() as Time,
+        policy: settings.late_policy,
+        max_lateness: settings.max_lateness.map(|d| d.as_millis() as Time),
+    };
     let mut lane = SpeedLane::new(
         speed_input,
-        settings.allowed_lateness.as_millis() as Time,
-        settings.late_policy,
+        rules,
+        shared.hooks.on_late_drop.clone(),
         metrics.clone(),
     );
     lane.declare(live_start);
+    let mut told = (0, 0);
     let mut speed = Some(lane);
     let mut requests = Some(requests);
     let mut next_id = 0u64;
@@ -556,8 +598,21 @@ where
                     lane.close();
                 }
             } else if last_tick.elapsed() >= settings.tick {
+                if let Some(timeout) = settings.idle_timeout {
+                    follow_when_idle(lane, timeout, rules.allowed_lateness, &heard);
+                }
                 lane.tick();
+                metrics.set_worker_watermark(worker.index(), lane.time());
                 last_tick = Instant::now();
+                let news = (
+                    lane.newest().unwrap_or(0),
+                    wall_clock_ms() - lane.idle_for().as_millis() as Time,
+                );
+                if news != told {
+                    gossip_input.send(news);
+                    gossip_input.flush();
+                    told = news;
+                }
             }
         }
 
@@ -603,8 +658,51 @@ where
         worker.step_or_park(Some(settings.tick));
     }
     drop(query_input);
+    drop(gossip_input);
     while worker.step_or_park(Some(settings.tick)) {}
     Ok(())
+}
+
+/// Every worker tells every other the newest event time its speed lane has seen and when it
+/// last took an event (wall clock ms); `heard` keeps the maxima. This small broadcast is how an
+/// idle worker learns where the others are, across processes.
+fn listen<'s>(
+    gossip: timely::dataflow::Stream<'s, Time, Vec<(Time, Time)>>,
+    heard: Rc<Cell<(Time, Time)>>,
+) {
+    gossip
+        .broadcast()
+        .sink(Pipelined, "Gossip", move |(input, _)| {
+            input.for_each(|_, data| {
+                for (newest, active) in data.drain(..) {
+                    let (n, a) = heard.get();
+                    heard.set((n.max(newest), a.max(active)));
+                }
+            });
+        });
+}
+
+/// An idle lane stops holding the watermark back: it follows the newest event any worker has
+/// seen (minus the lateness), or passes it once every worker has been idle for `timeout`.
+fn follow_when_idle<E: Event>(
+    lane: &mut SpeedLane<E>,
+    timeout: Duration,
+    lateness: Time,
+    heard: &Cell<(Time, Time)>,
+) {
+    if lane.idle_for() < timeout {
+        return;
+    }
+    let (newest, active) = heard.get();
+    let everyone_idle = wall_clock_ms().saturating_sub(active) >= timeout.as_millis() as Time;
+    let target = if everyone_idle {
+        newest.saturating_add(1)
+    } else {
+        newest.saturating_sub(lateness)
+    };
+    if target > lane.time() {
+        lane.declare(target);
+    }
 }
 
 fn wall_clock_ms() -> Time {

@@ -10,13 +10,15 @@
 //!   ticks, to its [`Watermark`]; events behind it are late and follow the [`LatePolicy`].
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use differential_dataflow::input::InputSession;
 use tracing::warn;
 
 use crate::event::{END_OF_TIME, Event, Time};
 use crate::metrics::Metrics;
-use crate::watermark::{LatePolicy, Watermark};
+use crate::watermark::{LateRules, Lateness, Watermark};
 
 /// The timestamps the batch lane gives history.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -87,13 +89,19 @@ impl<E: Event> BatchLane<E> {
     }
 }
 
+/// Hears about each late event the speed lane leaves out: the event, why, and the lane's time.
+pub type LateSink<E> = Arc<dyn Fn(&E, &'static str, Time) + Send + Sync>;
+
 /// The speed lane of one worker: live events at their own times, advanced by the watermark.
 pub struct SpeedLane<E: Event> {
     input: InputSession<Time, E, isize>,
     watermark: Watermark,
+    rules: LateRules,
     /// Whether late events were applied at the current time since the last tick.
     corrected_at_now: bool,
-    policy: LatePolicy,
+    /// When this lane last took an event (processing time), for idleness.
+    last_event: Instant,
+    on_drop: Option<LateSink<E>>,
     metrics: Arc<Metrics>,
 }
 
@@ -101,15 +109,17 @@ impl<E: Event> SpeedLane<E> {
     /// Wraps a worker's speed input session.
     pub fn new(
         input: InputSession<Time, E, isize>,
-        lateness: Time,
-        policy: LatePolicy,
+        rules: LateRules,
+        on_drop: Option<LateSink<E>>,
         metrics: Arc<Metrics>,
     ) -> Self {
         SpeedLane {
             input,
-            watermark: Watermark::new(lateness),
+            watermark: Watermark::new(rules.allowed_lateness),
+            rules,
             corrected_at_now: false,
-            policy,
+            last_event: Instant::now(),
+            on_drop,
             metrics,
         }
     }
@@ -119,28 +129,39 @@ impl<E: Event> SpeedLane<E> {
         *self.input.time()
     }
 
-    /// Takes one live event; a late one follows the late policy.
+    /// How long since this lane last took an event.
+    pub fn idle_for(&self) -> Duration {
+        self.last_event.elapsed()
+    }
+
+    /// The newest event time this lane has seen.
+    pub fn newest(&self) -> Option<Time> {
+        self.watermark.newest()
+    }
+
+    /// Takes one live event; a late one follows the late rules.
     pub fn push(&mut self, event: E) {
         let ts = event.time();
+        self.last_event = Instant::now();
         self.watermark.observe(ts);
-        self.metrics
-            .newest_event
-            .fetch_max(ts, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.newest_event.fetch_max(ts, Ordering::Relaxed);
         let now = self.time();
-        if ts >= now {
-            Metrics::add(&self.metrics.live_events, 1);
-            self.input.update_at(event, ts, 1);
-            return;
-        }
-        match self.policy {
-            LatePolicy::Correct => {
+        match self.rules.judge(ts, now) {
+            Lateness::OnTime => {
+                Metrics::add(&self.metrics.live_events, 1);
+                self.input.update_at(event, ts, 1);
+            }
+            Lateness::Correct => {
                 Metrics::add(&self.metrics.late_corrected, 1);
                 self.input.update_at(event, now, 1);
                 self.corrected_at_now = true;
             }
-            LatePolicy::Drop => {
+            Lateness::Drop(reason) => {
                 Metrics::add(&self.metrics.late_dropped, 1);
-                warn!(event = ?event, watermark = now, "late event dropped");
+                warn!(event = ?event, watermark = now, reason, "late event dropped");
+                if let Some(sink) = &self.on_drop {
+                    sink(&event, reason, now);
+                }
             }
         }
     }

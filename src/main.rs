@@ -110,6 +110,12 @@ struct Run {
     /// What to do with events behind the watermark: correct or drop.
     #[arg(long, default_value = "correct")]
     late_policy: LatePolicy,
+    /// Beyond this far behind the watermark even `correct` drops late events (default: no limit).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_lateness: Option<Duration>,
+    /// A worker with no live events for this long stops holding the watermark back ("off": never).
+    #[arg(long, default_value = "5s", value_parser = parse_idle)]
+    idle_timeout: Idle,
     /// How often the speed lane advances its frontier (latency vs throughput).
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     tick: Duration,
@@ -186,6 +192,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// An idle timeout, or none (`off`).
+#[derive(Clone, Copy, Debug)]
+struct Idle(Option<Duration>);
+
+fn parse_idle(text: &str) -> Result<Idle, humantime::DurationError> {
+    if text == "off" {
+        Ok(Idle(None))
+    } else {
+        humantime::parse_duration(text).map(|d| Idle(Some(d)))
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -227,6 +245,8 @@ fn run_server(run: Run) -> Result<(), String> {
             allowed_lateness: run.allowed_lateness,
             late_policy: run.late_policy,
             tick: run.tick,
+            max_lateness: run.max_lateness,
+            idle_timeout: run.idle_timeout.0,
             batch_time: run.history_granularity.map_or(BatchTime::Single, |d| {
                 BatchTime::Every(d.as_millis().max(1) as u64)
             }),

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub frontier: AtomicU64,
     /// The newest event time any live event of this process carried.
     pub newest_event: AtomicU64,
+    /// Each local worker's speed-lane time (its watermark), by worker index.
+    worker_watermarks: Mutex<BTreeMap<usize, u64>>,
     /// Updates held by each view's arrangement, per local worker (its shard).
     arrangement_records: Mutex<BTreeMap<(String, usize), u64>>,
 }
@@ -39,6 +41,21 @@ impl Metrics {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records worker `worker`'s watermark (its speed lane's time).
+    pub fn set_worker_watermark(&self, worker: usize, time: u64) {
+        if let Ok(mut map) = self.worker_watermarks.lock() {
+            map.insert(worker, time);
+        }
+    }
+
+    /// Every local worker's watermark, by worker index.
+    pub fn worker_watermarks(&self) -> BTreeMap<usize, u64> {
+        self.worker_watermarks
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 
     /// Records how many updates worker `worker`'s shard of `view`'s arrangement holds.

@@ -36,6 +36,45 @@ impl FromStr for LatePolicy {
     }
 }
 
+/// How a speed lane judges event times against its own time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LateRules {
+    /// How far behind the newest event the watermark trails (ms).
+    pub allowed_lateness: Time,
+    /// What happens to events behind the watermark.
+    pub policy: LatePolicy,
+    /// Beyond this far behind the lane's time (ms), even `Correct` drops, so that state for old
+    /// windows can be forgotten; `None`: no horizon.
+    pub max_lateness: Option<Time>,
+}
+
+/// The verdict on one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lateness {
+    /// At or after the lane's time: taken at its own time.
+    OnTime,
+    /// Behind it: applied at the lane's time.
+    Correct,
+    /// Behind it and left out, for this reason.
+    Drop(&'static str),
+}
+
+impl LateRules {
+    /// Judges an event of time `ts` arriving when the lane's time is `now`.
+    pub fn judge(&self, ts: Time, now: Time) -> Lateness {
+        if ts >= now {
+            return Lateness::OnTime;
+        }
+        if self.max_lateness.is_some_and(|horizon| now - ts > horizon) {
+            return Lateness::Drop("beyond the maximum lateness");
+        }
+        match self.policy {
+            LatePolicy::Correct => Lateness::Correct,
+            LatePolicy::Drop => Lateness::Drop("behind the watermark"),
+        }
+    }
+}
+
 /// A bounded-out-of-orderness watermark: the newest event time seen, minus the allowed lateness,
 /// or a time a source declared explicitly, whichever is later.
 #[derive(Clone, Copy, Debug)]
@@ -95,6 +134,29 @@ mod tests {
         assert_eq!(w.value(), 18_000, "a declared watermark moves it ahead");
         w.declare(1_000);
         assert_eq!(w.value(), 18_000, "and never back");
+    }
+
+    #[test]
+    fn judges_lateness() {
+        let rules = LateRules {
+            allowed_lateness: 0,
+            policy: LatePolicy::Correct,
+            max_lateness: Some(1_000),
+        };
+        assert_eq!(rules.judge(500, 500), Lateness::OnTime);
+        assert_eq!(rules.judge(499, 500), Lateness::Correct);
+        assert_eq!(
+            rules.judge(2_000, 3_000),
+            Lateness::Correct,
+            "exactly at the horizon"
+        );
+        assert!(matches!(rules.judge(1_999, 3_000), Lateness::Drop(_)));
+        let dropping = LateRules {
+            policy: LatePolicy::Drop,
+            max_lateness: None,
+            ..rules
+        };
+        assert!(matches!(dropping.judge(0, 1), Lateness::Drop(_)));
     }
 
     #[test]

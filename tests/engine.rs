@@ -227,66 +227,80 @@ fn answers_are_consistent_as_of_their_time() {
     engine.join().expect("workers finish");
 }
 
-/// Under the drop policy, late events are counted and left out; everything else is kept.
+/// Under the drop policy, late events are counted, handed to the hook and left out; everything
+/// else is kept.
 #[test]
-fn drop_policy_counts_what_it_leaves_out() {
-    let live: Vec<Order> = (0..3_000u64)
-        .map(|i| {
-            // every tenth event is an hour older than the stream around it
-            let ts = 10 * 3_600_000 + i * 100 - if i % 10 == 5 { 3_600_000 } else { 0 };
-            Order {
-                ts,
-                kind: Kind::View,
-                customer: i % 3,
-                product: i % 4,
-                amount_cents: 0,
-            }
+fn drop_policy_leaves_out_exactly_the_late_events() {
+    let on_time: Vec<Order> = (0..3_000u64)
+        .map(|i| Order {
+            ts: 10 * 3_600_000 + i * 100,
+            kind: Kind::Purchase,
+            customer: i % 3,
+            product: i % 4,
+            amount_cents: 10,
+        })
+        .collect();
+    let late: Vec<Order> = (0..40u64)
+        .map(|i| Order {
+            ts: 3_600_000 + i,
+            kind: Kind::Refund,
+            customer: 100 + i,
+            product: 1,
+            amount_cents: 5,
         })
         .collect();
     let settings = Settings {
         allowed_lateness: Duration::ZERO,
         late_policy: LatePolicy::Drop,
-        tick: Duration::from_millis(1),
         ..Settings::default()
     };
-    let mut engine = Engine::start(
+    let dropped = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = dropped.clone();
+    let hooks = lambdaflow::engine::Hooks {
+        on_late_drop: Some(Arc::new(move |e: &Order, _: &'static str, _| {
+            seen.lock().expect("lock").push(e.clone())
+        })),
+        ..Default::default()
+    };
+    let mut engine = Engine::start_with(
         &Cluster::threads(2),
         settings,
         History::Events(Arc::new(Vec::new())),
         Ecommerce,
+        hooks,
     )
     .expect("engine starts");
     let metrics = engine.metrics();
     let sender = engine.live().expect("live input");
     engine.end_live();
-    for e in &live {
-        sender.send(e.clone());
-        if e.ts % 50_000 == 0 {
-            std::thread::sleep(Duration::from_millis(2));
+    for chunk in on_time.chunks(500) {
+        for e in chunk {
+            sender.send(e.clone());
         }
+        sender.watermark(chunk[0].ts).expect("declared");
+    }
+    for e in &late {
+        sender.send(e.clone());
     }
     drop(sender);
-    let client = engine.client();
-    let answer = client
-        .query_final(Query::all("events_per_minute"))
-        .expect("answered");
-    let counted: i64 = answer
-        .to_json()
-        .as_object()
-        .expect("rows")
-        .values()
-        .map(|v| v["view"].as_i64().unwrap_or(0))
-        .sum();
-    let dropped = lambdaflow::metrics::Metrics::get(&metrics.late_dropped);
-    let kept = lambdaflow::metrics::Metrics::get(&metrics.live_events);
-    assert!(dropped > 0, "some events were behind the watermark");
-    assert_eq!(kept + dropped, live.len() as u64);
-    assert_eq!(
-        counted as u64, kept,
-        "the views hold exactly the events kept"
-    );
-    drop(client);
+    let views = support::final_views(&engine.client());
     engine.join().expect("workers finish");
+    assert_eq!(
+        views,
+        oracle(&on_time),
+        "the views hold exactly the on-time events"
+    );
+    let mut dropped = dropped.lock().expect("lock").clone();
+    dropped.sort();
+    assert_eq!(dropped, late, "the hook heard exactly the late events");
+    assert_eq!(
+        lambdaflow::metrics::Metrics::get(&metrics.late_dropped),
+        late.len() as u64
+    );
+    assert_eq!(
+        lambdaflow::metrics::Metrics::get(&metrics.live_events),
+        on_time.len() as u64
+    );
 }
 
 /// A query for the freshest answer never waits for new events: it reads the last complete

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ServerConfig;
+use super::dead_letter::DeadLetter;
 use super::ingest;
 use super::prometheus::Exporter;
 use crate::engine::{Client, LiveSender, QueryError};
@@ -43,6 +44,7 @@ pub struct State<E: Event> {
     token: Option<String>,
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     query_timeout: std::time::Duration,
+    dead_letter: Arc<DeadLetter>,
 }
 
 impl<E: Event> State<E> {
@@ -53,6 +55,7 @@ impl<E: Event> State<E> {
         client: Client,
         metrics: Arc<Metrics>,
         exporter: Exporter,
+        dead_letter: Arc<DeadLetter>,
     ) -> Self {
         State {
             master,
@@ -66,6 +69,7 @@ impl<E: Event> State<E> {
                 .rate_limit
                 .map(|n| RateLimiter::keyed(Quota::per_second(n))),
             query_timeout: config.query_timeout,
+            dead_letter,
         }
     }
 
@@ -89,6 +93,7 @@ pub fn router<E: Event>(state: Arc<State<E>>, max_body_bytes: usize) -> Router {
         .route("/views/{view}", get(read_view::<E>))
         .route("/views/{view}/{key}", get(read_key::<E>))
         .route("/metrics", get(metrics::<E>))
+        .route("/late", get(late::<E>))
         .layer(middleware::from_fn_with_state(state.clone(), guard::<E>))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready::<E>))
@@ -219,6 +224,24 @@ async fn post_events<E: Event>(
         "rejected": batch.rejected,
         "rejected_total": batch.rejected_total,
         "watermark": state.watermark(),
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct LateParams {
+    limit: Option<usize>,
+}
+
+/// The most recent late events left out (policy `drop`, or beyond the maximum lateness).
+async fn late<E: Event>(
+    Shared(state): AppState<E>,
+    UrlQuery(params): UrlQuery<LateParams>,
+) -> Response {
+    let limit = params.limit.unwrap_or(100).min(super::dead_letter::RECENT);
+    Json(json!({
+        "dropped_total": Metrics::get(&state.metrics.late_dropped),
+        "recent": state.dead_letter.recent(limit),
     }))
     .into_response()
 }

@@ -14,6 +14,7 @@
 //! timely computation; each has its own data directory and HTTP address and answers every query
 //! with the global result.
 
+pub mod dead_letter;
 mod http;
 pub mod import;
 pub mod ingest;
@@ -29,11 +30,12 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::cluster::Cluster;
-use crate::engine::{Engine, Pipeline, Settings};
+use crate::engine::{Engine, Hooks, Pipeline, Settings};
 use crate::history::History;
 use crate::master::{MasterDataset, MasterOptions};
 use crate::metrics::Metrics;
 use crate::progress::Progress;
+use dead_letter::DeadLetter;
 
 /// How a server runs.
 #[derive(Clone, Debug)]
@@ -113,10 +115,21 @@ pub async fn serve<P: Pipeline>(
     let cluster = config.cluster.clone();
     let settings = config.settings.clone();
     let history = History::Master(config.data_dir.clone());
-    let mut engine =
-        tokio::task::spawn_blocking(move || Engine::start(&cluster, settings, history, pipeline))
-            .await
-            .map_err(|e| e.to_string())??;
+    let dead_letter = DeadLetter::open(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot open the dead-letter file in {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let hooks = Hooks {
+        on_late_drop: Some(dead_letter.sink()),
+        ..Hooks::default()
+    };
+    let mut engine = tokio::task::spawn_blocking(move || {
+        Engine::start_with(&cluster, settings, history, pipeline, hooks)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     let live = engine.live().ok_or("the live input ended before serving")?;
     engine.end_live();
 
@@ -146,6 +159,7 @@ pub async fn serve<P: Pipeline>(
         engine.client(),
         metrics,
         exporter,
+        dead_letter.clone(),
     ));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -163,7 +177,9 @@ pub async fn serve<P: Pipeline>(
     .map_err(|e| format!("HTTP server failed: {e}"))?;
     drop(progress);
     info!("stopping: waiting for the workers (and the other processes) to finish");
-    tokio::task::spawn_blocking(move || engine.join())
+    let joined = tokio::task::spawn_blocking(move || engine.join())
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    dead_letter.close();
+    joined
 }

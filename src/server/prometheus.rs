@@ -171,6 +171,17 @@ impl<E: Send + Sync + 'static> Collector for Counters<E> {
             "local workers",
             self.workers as i64,
         )?;
+        let family = ConstGauge::new(0i64);
+        let mut workers = e.encode_descriptor(
+            "lambdaflow_worker_watermark_ms",
+            "each local worker's watermark (its speed lane's time)",
+            None,
+            family.metric_type(),
+        )?;
+        for (worker, time) in m.worker_watermarks() {
+            let labels = [("worker", worker.to_string())];
+            ConstGauge::new(time as i64).encode(workers.encode_family(&labels)?)?;
+        }
         let records = m.arrangement_records();
         let family = ConstGauge::new(0i64);
         let mut views = e.encode_descriptor(
