@@ -33,6 +33,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::worker::Worker;
 use tracing::{info, warn};
 
+use crate::changelog::Changelog;
 use crate::cluster::Cluster;
 use crate::event::{END_OF_TIME, Event, Reject, Time};
 use crate::history::{History, Share, read_share};
@@ -72,6 +73,9 @@ pub struct Settings {
     /// allowed lateness), and once every worker is idle, the watermark passes the newest event
     /// seen, so a quiet stream still finalizes its windows. `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// Whether to keep every view's changelog (for subscriptions and sinks; see
+    /// [`changelog`](crate::changelog)): it costs a copy of each view's state.
+    pub changelog: bool,
 }
 
 impl Default for Settings {
@@ -83,6 +87,7 @@ impl Default for Settings {
             tick: Duration::from_millis(10),
             max_lateness: None,
             idle_timeout: Some(Duration::from_secs(5)),
+            changelog: false,
         }
     }
 }
@@ -301,6 +306,7 @@ impl Client {
 
 /// A running engine: this process's workers, its live input and its query client.
 pub struct Engine<E: Event> {
+    changelog: Arc<Changelog>,
     live: Option<LiveSender<E>>,
     client: Client,
     metrics: Arc<Metrics>,
@@ -331,6 +337,7 @@ impl<E: Event> Engine<E> {
         let (allocators, guard) = cluster.allocators()?;
         let local = cluster.workers;
         let metrics = Arc::new(Metrics::default());
+        let changelog = Arc::new(Changelog::default());
         let (live_boxes, live_inboxes) = mailboxes::<Live<E>>(local);
         let (query_boxes, query_inboxes) = mailboxes::<Request>(local);
         let (catalog_tx, catalog_rx) = mpsc::channel();
@@ -342,6 +349,7 @@ impl<E: Event> Engine<E> {
             pipeline,
             hooks,
             metrics: metrics.clone(),
+            changelog: changelog.clone(),
         });
 
         let config = timely::WorkerConfig::default();
@@ -360,6 +368,7 @@ impl<E: Event> Engine<E> {
             .map_err(|_| "the workers stopped before building their dataflow".to_string())?;
         let next = Arc::new(AtomicUsize::new(0));
         Ok(Engine {
+            changelog,
             live: Some(LiveSender {
                 workers: live_boxes,
                 next: next.clone(),
@@ -388,6 +397,11 @@ impl<E: Event> Engine<E> {
     /// A query client.
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// This process's changelogs (kept when [`Settings::changelog`] is set).
+    pub fn changelog(&self) -> Arc<Changelog> {
+        self.changelog.clone()
     }
 
     /// This process's counters.
@@ -429,6 +443,7 @@ struct Shared<E, P> {
     pipeline: P,
     hooks: Hooks<E>,
     metrics: Arc<Metrics>,
+    changelog: Arc<Changelog>,
 }
 
 /// How many history events a worker replays between steps of its dataflow.
@@ -457,7 +472,10 @@ where
             let (query_input, queries) = scope.new_collection::<QueryMsg, isize>();
             let (gossip_input, gossip) = scope.new_input::<Vec<(Time, Time)>>();
             listen(gossip, heard.clone());
-            let mut views = Views::new(queries.inner, replies.clone(), metrics.clone());
+            let changelog = settings
+                .changelog
+                .then(|| (shared.changelog.clone(), shared.local));
+            let mut views = Views::new(queries.inner, replies.clone(), metrics.clone(), changelog);
             shared.pipeline.build(events, &mut views);
             (
                 batch_input,

@@ -122,6 +122,9 @@ struct Run {
     /// Replay history at one time per this much event time (default: one time for all).
     #[arg(long, value_parser = humantime::parse_duration)]
     history_granularity: Option<Duration>,
+    /// Also write every view's changelog as JSON Lines, one file per view, in this directory.
+    #[arg(long)]
+    sink_dir: Option<PathBuf>,
     /// Require `Authorization: Bearer TOKEN` (except on /health and /ready).
     #[arg(long)]
     token: Option<String>,
@@ -247,6 +250,7 @@ fn run_server(run: Run) -> Result<(), String> {
             tick: run.tick,
             max_lateness: run.max_lateness,
             idle_timeout: run.idle_timeout.0,
+            changelog: true,
             batch_time: run.history_granularity.map_or(BatchTime::Single, |d| {
                 BatchTime::Every(d.as_millis().max(1) as u64)
             }),
@@ -255,6 +259,7 @@ fn run_server(run: Run) -> Result<(), String> {
         rate_limit: run.rate_limit,
         max_body_bytes: run.max_body,
         query_timeout: run.query_timeout,
+        sink_dir: run.sink_dir,
         ..ServerConfig::new(run.data_dir)
     };
     runtime()?.block_on(serve(config, Ecommerce, |_| {}, ctrl_c()))

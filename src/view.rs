@@ -25,6 +25,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 
 use crate::aggregate::pre_aggregate;
+use crate::changelog::{Changelog, Finality, changelog};
 use crate::event::Time;
 use crate::metrics::Metrics;
 use crate::serve::{Combined, QueryMsg, Reader, Replies, Routed, ViewTrace, gather, serve};
@@ -84,6 +85,15 @@ type KeyedRows<K, V, R> = Vec<(K, Vec<(V, R)>)>;
 pub struct ViewRef<'s, K: ViewKey, V: ExchangeData, R: ExchangeData + Semigroup> {
     name: String,
     arranged: Arranged<'s, ViewTrace<K, V, R>>,
+    finality: Finality<K>,
+}
+
+impl<K: ViewKey, V: ExchangeData, R: ExchangeData + Semigroup> ViewRef<'_, K, V, R> {
+    /// Says when each row becomes final (for a window: its end). The changelog then emits a
+    /// row once the watermark passes that time, and afterwards only for late-data corrections.
+    pub fn final_after(&self, end: impl Fn(&K) -> Time + 'static) {
+        *self.finality.borrow_mut() = Some(Box::new(end));
+    }
 }
 
 /// The set of views of one dataflow, as a pipeline registers them.
@@ -91,6 +101,8 @@ pub struct Views<'s> {
     queries: Stream<'s, Time, Vec<(QueryMsg, Time, isize)>>,
     replies: Rc<RefCell<Replies>>,
     metrics: Arc<Metrics>,
+    /// Where changelogs go (and how many workers each process has), if they are kept.
+    changelog: Option<(Arc<Changelog>, usize)>,
     catalog: Vec<ViewInfo>,
 }
 
@@ -99,11 +111,13 @@ impl<'s> Views<'s> {
         queries: Stream<'s, Time, Vec<(QueryMsg, Time, isize)>>,
         replies: Rc<RefCell<Replies>>,
         metrics: Arc<Metrics>,
+        changelog: Option<(Arc<Changelog>, usize)>,
     ) -> Self {
         Views {
             queries,
             replies,
             metrics,
+            changelog,
             catalog: Vec::new(),
         }
     }
@@ -144,7 +158,20 @@ impl<'s> Views<'s> {
         F: Fn(&K, &[(V, R)]) -> Option<Value> + 'static,
     {
         let index = self.add(name, description, ViewKind::Keyed);
-        let arranged = pre_aggregate(collection).arrange_by_key_named(name);
+        let updates = pre_aggregate(collection);
+        let arranged = updates.clone().arrange_by_key_named(name);
+        let render: Rc<dyn Fn(&K, &[(V, R)]) -> Option<Value>> = Rc::new(render);
+        let finality: Finality<K> = Rc::new(RefCell::new(None));
+        if let Some((hub, local)) = &self.changelog {
+            changelog(
+                updates,
+                name,
+                render.clone(),
+                finality.clone(),
+                Some(hub.clone()),
+                *local,
+            );
+        }
         let routed = self.route::<K>(index, false);
         let read = |q: &Routed<K>, reader: &mut Reader<K, V, R>| match &q.key {
             Some(key) => {
@@ -190,6 +217,7 @@ impl<'s> Views<'s> {
         ViewRef {
             name: name.to_string(),
             arranged,
+            finality,
         }
     }
 

@@ -24,17 +24,26 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ServerConfig;
+use std::convert::Infallible;
+
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::StreamExt;
+use tokio::sync::broadcast::error::RecvError;
+
 use super::dead_letter::DeadLetter;
 use super::ingest;
 use super::prometheus::Exporter;
+use crate::changelog::Changelog;
 use crate::engine::{Client, LiveSender, QueryError};
 use crate::event::{END_OF_TIME, Event, Time};
 use crate::master::MasterDataset;
 use crate::metrics::Metrics;
 use crate::serve::{Answer, AnswerValue, Query};
+use crate::view::ViewKind;
 
 /// What every handler shares.
 pub struct State<E: Event> {
+    changelog: Arc<Changelog>,
     master: Arc<MasterDataset<E>>,
     live: LiveSender<E>,
     client: Client,
@@ -48,8 +57,10 @@ pub struct State<E: Event> {
 }
 
 impl<E: Event> State<E> {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         config: &ServerConfig,
+        changelog: Arc<Changelog>,
         master: Arc<MasterDataset<E>>,
         live: LiveSender<E>,
         client: Client,
@@ -58,6 +69,7 @@ impl<E: Event> State<E> {
         dead_letter: Arc<DeadLetter>,
     ) -> Self {
         State {
+            changelog,
             master,
             live,
             client,
@@ -94,6 +106,7 @@ pub fn router<E: Event>(state: Arc<State<E>>, max_body_bytes: usize) -> Router {
         .route("/views/{view}/{key}", get(read_key::<E>))
         .route("/metrics", get(metrics::<E>))
         .route("/late", get(late::<E>))
+        .route("/subscribe/{view}", get(subscribe::<E>))
         .layer(middleware::from_fn_with_state(state.clone(), guard::<E>))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready::<E>))
@@ -226,6 +239,72 @@ async fn post_events<E: Event>(
         "watermark": state.watermark(),
     }))
     .into_response()
+}
+
+/// Server-Sent Events: a consistent snapshot of the view (event `snapshot`), then every change
+/// from its `as_of` on, in time order (events `change`: `{"key", "value", "time", "diff"}`).
+/// A subscriber that falls behind gets an `error` event and is dropped.
+async fn subscribe<E: Event>(Shared(state): AppState<E>, Path(view): Path<String>) -> Response {
+    let keyed = state
+        .client
+        .catalog()
+        .iter()
+        .any(|v| v.name == view && v.kind == ViewKind::Keyed);
+    if !keyed {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no keyed view is named {view:?}"),
+        );
+    }
+    let Some(changes) = state.changelog.subscribe(&view) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the changelog is unavailable",
+        );
+    };
+    let answer = match ask(&state, Query::all(&view), None).await {
+        Ok(answer) => answer,
+        Err(response) => return response,
+    };
+    let rows: Vec<Value> = match answer.value {
+        AnswerValue::Rows(rows) => rows
+            .into_iter()
+            .map(|(key, value)| json!({"key": key, "value": value}))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let snapshot = SseEvent::default()
+        .event("snapshot")
+        .data(json!({"view": view, "as_of": answer.as_of, "rows": rows}).to_string());
+    let as_of = answer.as_of;
+    let changes = futures_util::stream::unfold(Some(changes), move |receiver| async move {
+        let mut receiver = receiver?;
+        loop {
+            match receiver.recv().await {
+                Ok(batch) if batch.time < as_of => continue,
+                Ok(batch) => {
+                    let events: Vec<Result<SseEvent, Infallible>> = batch
+                        .changes
+                        .iter()
+                        .map(|c| Ok(SseEvent::default().event("change").data(json!(c).to_string())))
+                        .collect();
+                    return Some((futures_util::stream::iter(events), Some(receiver)));
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    let message = format!("this subscriber fell {missed} change batches behind and was dropped; subscribe again");
+                    let event = SseEvent::default().event("error").data(json!({"error": message}).to_string());
+                    return Some((futures_util::stream::iter(vec![Ok(event)]), None));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
+    .flatten();
+    let stream =
+        futures_util::stream::once(async move { Ok::<_, Infallible>(snapshot) }).chain(changes);
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 #[derive(Deserialize)]

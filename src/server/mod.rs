@@ -19,6 +19,7 @@ mod http;
 pub mod import;
 pub mod ingest;
 pub mod prometheus;
+mod sink;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -58,6 +59,8 @@ pub struct ServerConfig {
     pub query_timeout: Duration,
     /// Master dataset settings.
     pub master: MasterOptions,
+    /// If set, every keyed view's changelog is also written to `DIR/{view}.jsonl`.
+    pub sink_dir: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -73,6 +76,7 @@ impl ServerConfig {
             max_body_bytes: 16 << 20,
             query_timeout: Duration::from_secs(10),
             master: MasterOptions::default(),
+            sink_dir: None,
         }
     }
 }
@@ -113,7 +117,10 @@ pub async fn serve<P: Pipeline>(
     let total_bytes = master.bytes();
 
     let cluster = config.cluster.clone();
-    let settings = config.settings.clone();
+    let settings = Settings {
+        changelog: true,
+        ..config.settings.clone()
+    };
     let history = History::Master(config.data_dir.clone());
     let dead_letter = DeadLetter::open(&config.data_dir).map_err(|e| {
         format!(
@@ -135,6 +142,9 @@ pub async fn serve<P: Pipeline>(
 
     let metrics = engine.metrics();
     let workers = config.cluster.workers as u64;
+    if let Some(dir) = &config.sink_dir {
+        sink::start(dir, &engine.client(), engine.changelog())?;
+    }
     let progress = {
         let metrics = metrics.clone();
         Progress::start(
@@ -154,6 +164,7 @@ pub async fn serve<P: Pipeline>(
     let exporter = prometheus::Exporter::new(metrics.clone(), master.clone(), total_bytes, workers);
     let state = Arc::new(http::State::new(
         &config,
+        engine.changelog(),
         master,
         live,
         engine.client(),

@@ -1,0 +1,243 @@
+//! Changelogs: folded from the start they give the view; they come in time order; every
+//! retraction retracts what was last told; subscribers see them over SSE and in sink files.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lambdaflow::changelog::Change;
+use lambdaflow::ecommerce::generate::push_json_line;
+use lambdaflow::ecommerce::{Kind, Order};
+use lambdaflow::prelude::*;
+use serde_json::Value;
+use support::server::{Server, free_port};
+use support::{golden, oracle, read_orders};
+
+/// Applies changes to a folded view, checking each retraction retracts the current value.
+fn fold(rows: &mut BTreeMap<String, Value>, change: &Change) {
+    if change.diff < 0 {
+        assert_eq!(
+            rows.remove(&change.key).as_ref(),
+            Some(&change.value),
+            "a retraction retracts what was told"
+        );
+    } else {
+        assert!(
+            rows.insert(change.key.clone(), change.value.clone())
+                .is_none(),
+            "an insertion follows a retraction"
+        );
+    }
+}
+
+#[test]
+fn changelogs_fold_to_the_views() {
+    let history = read_orders(&golden("history.jsonl"));
+    let live = read_orders(&golden("live.jsonl"));
+    let views = [
+        "revenue_by_day",
+        "product_stats",
+        "customer_spend",
+        "events_per_minute",
+    ];
+    for workers in [1, 3] {
+        let settings = Settings {
+            changelog: true,
+            ..Settings::default()
+        };
+        let mut engine = Engine::start(
+            &Cluster::threads(workers),
+            settings,
+            History::Events(Arc::new(history.clone())),
+            Ecommerce,
+        )
+        .expect("engine starts");
+        let hub = engine.changelog();
+        let mut receivers: Vec<_> = views
+            .iter()
+            .map(|v| hub.subscribe(v).expect("subscribed"))
+            .collect();
+        let sender = engine.live().expect("live");
+        engine.end_live();
+        for (i, chunk) in live.chunks(500).enumerate() {
+            for e in chunk {
+                sender.send(e.clone());
+            }
+            let newest = chunk.iter().map(|e| e.ts).max().unwrap_or(0);
+            sender
+                .watermark(newest - (i as u64 % 3) * 60_000)
+                .expect("declared");
+        }
+        drop(sender);
+        let client = engine.client();
+        let finals: Vec<Answer> = views
+            .iter()
+            .map(|v| client.query_final(Query::all(v)).expect("answered"))
+            .collect();
+        drop(client);
+        engine.join().expect("workers finish");
+        let mut all = history.clone();
+        all.extend(live.iter().cloned());
+        let expected = oracle(&all);
+        for ((view, receiver), answer) in views.iter().zip(receivers.iter_mut()).zip(finals) {
+            let mut rows = BTreeMap::new();
+            let mut last_time = 0;
+            while let Ok(batch) = receiver.try_recv() {
+                assert!(batch.time >= last_time, "{view}: batches in time order");
+                last_time = batch.time;
+                for change in &batch.changes {
+                    fold(&mut rows, change);
+                }
+            }
+            let folded = Value::Object(rows.into_iter().collect());
+            assert_eq!(
+                folded,
+                answer.to_json(),
+                "{view}: the changelog folds to the view ({workers} workers)"
+            );
+            assert_eq!(folded, expected[*view], "{view}");
+        }
+    }
+}
+
+fn jsonl(events: &[Order]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for e in events {
+        push_json_line(&mut body, e);
+    }
+    body
+}
+
+#[test]
+fn subscribers_see_a_snapshot_then_the_changes_and_sinks_write_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sinks = dir.path().join("sinks");
+    let sink_arg = sinks.to_str().expect("path").to_string();
+    let server = Server::start(
+        &dir.path().join("data"),
+        free_port(),
+        &["-w", "2", "--sink-dir", &sink_arg],
+        true,
+    );
+    let purchase = |ts: u64, customer: u64, amount: u64| Order {
+        ts,
+        kind: Kind::Purchase,
+        customer,
+        product: 1,
+        amount_cents: amount,
+    };
+    let first: Vec<Order> = (0..20)
+        .map(|i| purchase(1_000_000 + i, i % 4, 100))
+        .collect();
+    assert_eq!(
+        server
+            .post("/events", "application/x-ndjson", jsonl(&first))
+            .0,
+        200
+    );
+    let visible = support_declare(&server, 1_000_100);
+    // Subscribe after the first events: they come in the snapshot.
+    let response = server
+        .http
+        .get(server.url("/subscribe/customer_spend"))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .expect("subscribed");
+    assert_eq!(response.status().as_u16(), 200);
+    let mut lines = BufReader::new(response).lines();
+    let mut next_event = || -> (String, Value) {
+        let mut event = String::new();
+        loop {
+            let line = lines.next().expect("more events").expect("readable");
+            if let Some(name) = line.strip_prefix("event: ") {
+                event = name.to_string();
+            } else if let Some(data) = line.strip_prefix("data: ") {
+                return (
+                    event.clone(),
+                    serde_json::from_str(data).expect("JSON data"),
+                );
+            }
+        }
+    };
+    let (kind, snapshot) = next_event();
+    assert_eq!(kind, "snapshot");
+    assert!(snapshot["as_of"].as_u64().expect("as_of") >= visible);
+    let mut rows: BTreeMap<String, Value> = snapshot["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().expect("key").to_string(),
+                r["value"].clone(),
+            )
+        })
+        .collect();
+    let second: Vec<Order> = (0..30).map(|i| purchase(2_000_000 + i, i % 6, 7)).collect();
+    assert_eq!(
+        server
+            .post("/events", "application/x-ndjson", jsonl(&second))
+            .0,
+        200
+    );
+    let visible = support_declare(&server, 2_000_100);
+    let mut all = first.clone();
+    all.extend(second.iter().cloned());
+    let want = oracle(&all)["customer_spend"].clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Value::Object(rows.clone().into_iter().collect()) != want {
+        assert!(
+            Instant::now() < deadline,
+            "the changes never folded to the view: {rows:?}"
+        );
+        let (kind, data) = next_event();
+        assert_eq!(kind, "change");
+        let change = Change {
+            key: data["key"].as_str().expect("key").to_string(),
+            value: data["value"].clone(),
+            time: data["time"].as_u64().expect("time"),
+            diff: data["diff"].as_i64().expect("diff") as i8,
+        };
+        assert!(change.time < visible);
+        fold(&mut rows, &change);
+    }
+    // The sink file holds the whole changelog from the start.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(sinks.join("customer_spend.jsonl")).unwrap_or_default();
+        let mut folded = BTreeMap::new();
+        for line in text.lines() {
+            let c: Value = serde_json::from_str(line).expect("a JSON line");
+            let change = Change {
+                key: c["key"].as_str().expect("key").to_string(),
+                value: c["value"].clone(),
+                time: c["time"].as_u64().expect("time"),
+                diff: c["diff"].as_i64().expect("diff") as i8,
+            };
+            fold(&mut folded, &change);
+        }
+        if Value::Object(folded.into_iter().collect()) == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sink file never folded to the view"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, _) = server.get("/subscribe/top_products");
+    assert_eq!(status, 404, "ranked views have no changelog");
+}
+
+fn support_declare(server: &Server, ts: u64) -> u64 {
+    let (status, answer) = server.post(
+        "/watermark",
+        "application/json",
+        format!("{{\"ts\":{ts}}}").into_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    answer["visible_as_of"].as_u64().expect("visible_as_of")
+}
