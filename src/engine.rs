@@ -491,7 +491,23 @@ where
 
     // The batch lane: this worker's share of history, then closed.
     let started = Instant::now();
-    let mut batch = BatchLane::new(batch_input, settings.batch_time, metrics.clone());
+    let rules = LateRules {
+        allowed_lateness: settings.allowed_lateness.as_millis() as Time,
+        policy: settings.late_policy,
+        max_lateness: settings.max_lateness.map(|d| d.as_millis() as Time),
+    };
+    let mut lane = SpeedLane::new(
+        speed_input,
+        rules,
+        shared.hooks.on_late_drop.clone(),
+        metrics.clone(),
+    );
+    let mut batch = BatchLane::new(
+        batch_input,
+        settings.batch_time,
+        rules.allowed_lateness,
+        metrics.clone(),
+    );
     let share = Share {
         index: worker.index(),
         count: worker.peers(),
@@ -508,7 +524,7 @@ where
                         batch.push(event);
                         since_step += 1;
                         if since_step == REPLAY_CHUNK {
-                            batch.flush(since_step);
+                            lane.declare(batch.flush(since_step));
                             since_step = 0;
                             worker.step();
                         }
@@ -528,20 +544,15 @@ where
             }
         }
         History::Events(events) => {
-            for (i, event) in events
-                .iter()
-                .enumerate()
-                .skip(share.index)
-                .step_by(share.count)
-            {
+            for event in events.iter().skip(share.index).step_by(share.count) {
                 batch.push(event.clone());
-                if (i as u64).is_multiple_of(REPLAY_CHUNK) {
-                    batch.flush(0);
+                replayed += 1;
+                if replayed.is_multiple_of(REPLAY_CHUNK) {
+                    lane.declare(batch.flush(REPLAY_CHUNK));
                     worker.step();
                 }
-                replayed += 1;
             }
-            Metrics::add(&metrics.history_events, replayed);
+            batch.flush(replayed % REPLAY_CHUNK);
         }
         History::Master(dir) => {
             let local = Share {
@@ -557,7 +568,7 @@ where
                     batch.push(event);
                     since_step += 1;
                     if since_step == REPLAY_CHUNK {
-                        batch.flush(since_step);
+                        lane.declare(batch.flush(since_step));
                         since_step = 0;
                         worker.step();
                     }
@@ -579,17 +590,6 @@ where
     );
 
     // The speed lane and the queries, until both have ended.
-    let rules = LateRules {
-        allowed_lateness: settings.allowed_lateness.as_millis() as Time,
-        policy: settings.late_policy,
-        max_lateness: settings.max_lateness.map(|d| d.as_millis() as Time),
-    };
-    let mut lane = SpeedLane::new(
-        speed_input,
-        rules,
-        shared.hooks.on_late_drop.clone(),
-        metrics.clone(),
-    );
     lane.declare(live_start);
     let mut told = (0, 0);
     let mut speed = Some(lane);

@@ -49,36 +49,51 @@ impl BatchTime {
 pub struct BatchLane<E: Event> {
     input: InputSession<Time, E, isize>,
     time: BatchTime,
+    /// How far behind the newest replayed event history may still arrive (ms).
+    disorder: Time,
     newest: Time,
     metrics: Arc<Metrics>,
 }
 
 impl<E: Event> BatchLane<E> {
-    /// Wraps a worker's batch input session.
+    /// Wraps a worker's batch input session; history arrives at most `disorder` ms behind its
+    /// newest event (further behind, it is applied at the lane's time).
     pub fn new(
         input: InputSession<Time, E, isize>,
         time: BatchTime,
+        disorder: Time,
         metrics: Arc<Metrics>,
     ) -> Self {
         BatchLane {
             input,
             time,
+            disorder,
             newest: 0,
             metrics,
         }
     }
 
-    /// Replays one event of history.
+    /// Replays one event of history (one further behind than the lane's time, which its
+    /// disorder bound has passed, is applied at the lane's time, like a corrected late event).
     pub fn push(&mut self, event: E) {
         self.newest = self.newest.max(event.time());
-        let time = self.time.time_of(event.time());
+        let time = self.time.time_of(event.time()).max(*self.input.time());
         self.input.update_at(event, time, 1);
     }
 
-    /// Sends what is buffered, so the dataflow can start consolidating it.
-    pub fn flush(&mut self, replayed: u64) {
+    /// Sends what is buffered, and with per-bucket times advances the lane behind the newest
+    /// event by the disorder bound, so history's windows finalize during the replay and state
+    /// stays bounded by the disorder, not by the size of history. Returns the lane's time.
+    pub fn flush(&mut self, replayed: u64) -> Time {
         Metrics::add(&self.metrics.history_events, replayed);
+        if let BatchTime::Every(_) = self.time {
+            let target = self.time.time_of(self.newest.saturating_sub(self.disorder));
+            if target > *self.input.time() {
+                self.input.advance_to(target);
+            }
+        }
         self.input.flush();
+        *self.input.time()
     }
 
     /// Ends the replay: the lane no longer holds the frontier back. Returns the time live
