@@ -15,6 +15,11 @@
 //! The plain program's `revenue_by_day` and `top_products` must equal lambdaflow's (batch and
 //! speed lane), or the bench exits with an error. Timings are reported, never asserted.
 //!
+//! Variants (`--only`, comma-separated; default `batch,speed,plain,batch-full`):
+//! `batch` and `speed` run the engine on exactly the five reference views (the plain program's
+//! work); `batch-full` and `speed-full` run the whole built-in `Ecommerce` pipeline, which may
+//! register more views (the count is printed); `plain` is the hand-written program.
+//!
 //! Run without `--bench` (as `cargo test --benches` does) it only does a quick smoke run.
 
 mod common;
@@ -28,28 +33,54 @@ use std::time::{Duration, Instant};
 use lambdaflow::ecommerce::Order;
 use lambdaflow::ecommerce::generate::{GenConfig, Generator, write_jsonl};
 
-use common::{Results, Run, lambdaflow_batch, lambdaflow_speed, median, plain_dd};
+use common::{
+    Results, Run, ViewSet, lambdaflow_batch, lambdaflow_speed, median, plain_dd, view_count,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Variant {
+    /// The batch lane, the five reference views.
     Batch,
+    /// The speed lane, the five reference views.
     Speed,
+    /// The batch lane, the whole built-in pipeline.
+    BatchFull,
+    /// The speed lane, the whole built-in pipeline.
+    SpeedFull,
+    /// The hand-written differential program.
     Plain,
 }
 
 impl Variant {
+    fn parse(text: &str) -> Result<Variant, String> {
+        match text {
+            "batch" => Ok(Variant::Batch),
+            "speed" => Ok(Variant::Speed),
+            "batch-full" => Ok(Variant::BatchFull),
+            "speed-full" => Ok(Variant::SpeedFull),
+            "plain" => Ok(Variant::Plain),
+            other => Err(format!(
+                "unknown variant {other:?} (batch, speed, batch-full, speed-full, plain)"
+            )),
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Variant::Batch => "lambdaflow batch lane",
             Variant::Speed => "lambdaflow speed lane",
+            Variant::BatchFull => "batch lane, all views",
+            Variant::SpeedFull => "speed lane, all views",
             Variant::Plain => "plain differential",
         }
     }
 
     fn run(self, events: &Arc<Vec<Order>>, workers: usize, check: bool) -> Result<Run, String> {
         match self {
-            Variant::Batch => lambdaflow_batch(events, workers, check),
-            Variant::Speed => lambdaflow_speed(events, workers, check),
+            Variant::Batch => lambdaflow_batch(events, workers, ViewSet::Reference, check),
+            Variant::Speed => lambdaflow_speed(events, workers, ViewSet::Reference, check),
+            Variant::BatchFull => lambdaflow_batch(events, workers, ViewSet::Full, check),
+            Variant::SpeedFull => lambdaflow_speed(events, workers, ViewSet::Full, check),
             Variant::Plain => plain_dd(events, workers, check),
         }
     }
@@ -66,7 +97,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: replay [--events N] [-w N] [--runs N] [--seed N] [--eps N] \
-                     [--only batch,speed,plain] [--write-jsonl PATH]";
+                     [--only batch,speed,plain,batch-full,speed-full] [--write-jsonl PATH]";
 
 fn number<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, String> {
     let text = value.ok_or_else(|| format!("{flag} needs a value"))?;
@@ -85,7 +116,12 @@ fn parse_args() -> Result<Args, String> {
         runs: if bench { 5 } else { 1 },
         seed: 42,
         events_per_second: GenConfig::default().events_per_second,
-        only: vec![Variant::Batch, Variant::Speed, Variant::Plain],
+        only: vec![
+            Variant::Batch,
+            Variant::Speed,
+            Variant::Plain,
+            Variant::BatchFull,
+        ],
         write_jsonl: None,
     };
     let mut iter = raw.into_iter();
@@ -104,12 +140,7 @@ fn parse_args() -> Result<Args, String> {
                 let list = iter.next().ok_or("--only needs a list")?;
                 args.only = list
                     .split(',')
-                    .map(|v| match v.trim() {
-                        "batch" => Ok(Variant::Batch),
-                        "speed" => Ok(Variant::Speed),
-                        "plain" => Ok(Variant::Plain),
-                        other => Err(format!("unknown variant {other:?}")),
-                    })
+                    .map(|v| Variant::parse(v.trim()))
                     .collect::<Result<_, _>>()?;
             }
             "-h" | "--help" => return Err(USAGE.into()),
@@ -180,6 +211,12 @@ fn run() -> Result<(), String> {
         started.elapsed().as_secs_f64(),
         args.workers,
         args.runs
+    );
+    println!(
+        "batch/speed: the {} reference views; batch-full/speed-full: all {} views of the \
+         built-in pipeline; plain: the 5 reference views",
+        view_count(ViewSet::Reference)?,
+        view_count(ViewSet::Full)?
     );
     let baseline = peak_rss_mib();
     let can_reset = reset_peak_rss();
@@ -262,7 +299,11 @@ fn run() -> Result<(), String> {
         );
     }
     if let Some(b) = baseline {
-        println!("(peak memory includes the {b:.0} MiB the process held before the runs)");
+        println!(
+            "(peak memory: resident peak of the process during a variant's runs, including the \
+             {b:.0} MiB it held before them and what earlier runs left allocated; for one \
+             variant alone run it with --only under /usr/bin/time -v)"
+        );
     }
     let median_of = |v: Variant| {
         args.only
@@ -271,7 +312,12 @@ fn run() -> Result<(), String> {
             .map(|i| median(&times[i]).as_secs_f64())
     };
     if let Some(plain) = median_of(Variant::Plain) {
-        for v in [Variant::Batch, Variant::Speed] {
+        for v in [
+            Variant::Batch,
+            Variant::Speed,
+            Variant::BatchFull,
+            Variant::SpeedFull,
+        ] {
             if let Some(t) = median_of(v) {
                 println!("ratio {} / plain (time): {:.2}", v.name(), t / plain);
             }

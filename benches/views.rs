@@ -31,7 +31,10 @@ fn views(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(EVENTS));
     group.bench_function("lambdaflow_batch_lane", |b| {
-        b.iter(|| common::lambdaflow_batch(&events, 1, false).expect("batch lane run"))
+        b.iter(|| {
+            common::lambdaflow_batch(&events, 1, common::ViewSet::Reference, false)
+                .expect("batch lane run")
+        })
     });
     group.bench_function("plain_differential", |b| {
         b.iter(|| common::plain_dd(&events, 1, false).expect("plain differential run"))

@@ -54,7 +54,8 @@ pub struct ChangeBatch {
     pub view: String,
     /// The time that completed.
     pub time: Time,
-    /// Retractions first, then insertions, each sorted by key.
+    /// Sorted by key; each key's changes in the order they happened (a retraction before the
+    /// value that replaces it).
     pub changes: Vec<Change>,
 }
 
@@ -105,7 +106,7 @@ struct Rows<K, V, R> {
     values: HashMap<K, Vec<(V, R)>>,
     /// The value subscribers were last told, per key.
     published: HashMap<K, Value>,
-    render: Rc<dyn Fn(&K, &[(V, R)]) -> Option<Value>>,
+    render: Render<K, V, R>,
 }
 
 impl<K: ViewKey, V: ExchangeData, R: ExchangeData + Semigroup> Rows<K, V, R> {
@@ -164,6 +165,33 @@ impl<K: ViewKey, V: ExchangeData, R: ExchangeData + Semigroup> Rows<K, V, R> {
     }
 }
 
+/// Emits the waiting rows whose window has ended (`still_open(end)` false), labelled `time`.
+fn release<K: ViewKey, V: ExchangeData, R: ExchangeData + Semigroup>(
+    waiting: &mut BTreeMap<Time, Vec<K>>,
+    rows: &mut Rows<K, V, R>,
+    time: Time,
+    still_open: impl Fn(Time) -> bool,
+    give: &mut impl FnMut(Wire),
+) {
+    while let Some(entry) = waiting.first_entry() {
+        if still_open(*entry.key()) {
+            break;
+        }
+        let mut keys = entry.remove();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            rows.emit(k, time, &mut *give);
+        }
+    }
+}
+
+/// How a view renders a key's accumulated values as the JSON value of its row.
+pub type Render<K, V, R> = Rc<dyn Fn(&K, &[(V, R)]) -> Option<Value>>;
+
+/// A time's pending updates, with the capability to emit their changes.
+type Pending<K, V, R> = BTreeMap<Time, (Capability<Time>, Vec<((K, V), R)>)>;
+
 /// When each row of a view becomes final: the first time its value can no longer change but
 /// by late data (a window's end). Shared with the view's registration.
 pub type Finality<K> = Rc<RefCell<Option<Box<dyn Fn(&K) -> Time>>>>;
@@ -172,7 +200,7 @@ pub type Finality<K> = Rc<RefCell<Option<Box<dyn Fn(&K) -> Time>>>>;
 pub fn changelog<'s, K, V, R>(
     updates: VecCollection<'s, Time, (K, V), R>,
     view: &str,
-    render: Rc<dyn Fn(&K, &[(V, R)]) -> Option<Value>>,
+    render: Render<K, V, R>,
     finality: Finality<K>,
     hub: Option<Arc<Changelog>>,
     local_workers: usize,
@@ -183,10 +211,10 @@ pub fn changelog<'s, K, V, R>(
 {
     let view_name = view.to_string();
     let changes = updates.inner.unary_frontier(
-        Exchange::new(|((k, _), _, _): &((K, V), Time, R)| k.hashed().into()),
+        Exchange::new(|((k, _), _, _): &((K, V), Time, R)| k.hashed()),
         &format!("Changelog({view})"),
         move |_cap, _info| {
-            let mut pending: BTreeMap<Time, (Capability<Time>, Vec<((K, V), R)>)> = BTreeMap::new();
+            let mut pending: Pending<K, V, R> = BTreeMap::new();
             let mut rows = Rows {
                 values: HashMap::new(),
                 published: HashMap::new(),
@@ -213,35 +241,44 @@ pub fn changelog<'s, K, V, R>(
                         break;
                     }
                     let (time, (cap, updates)) = entry.remove_entry();
+                    let mut session = output.session(&cap);
+                    // Rows whose window ended by this time are final as they stand, before
+                    // this time's updates (which can then only be corrections).
+                    release(&mut waiting, &mut rows, time, |end| end > time, &mut |w| {
+                        session.give(w)
+                    });
                     let mut ready = Vec::new();
                     for k in rows.apply(updates) {
                         match finality.borrow().as_ref().map(|end| end(&k)) {
-                            Some(end) if open(end) => waiting.entry(end).or_default().push(k),
+                            Some(end) if end > time + 1 => waiting.entry(end).or_default().push(k),
                             _ => ready.push(k),
                         }
                     }
-                    let mut session = output.session(&cap);
                     for k in ready {
                         rows.emit(k, time, |w| session.give(w));
                     }
+                    drop(session);
                     if !waiting.is_empty() && hold.as_ref().is_none_or(|h| *h.time() > time) {
                         hold = Some(cap.clone());
                     }
                 }
                 if let Some(cap) = hold.take() {
-                    let mut session = output.session(&cap);
-                    while let Some(entry) = waiting.first_entry() {
-                        if open(*entry.key()) {
-                            break;
-                        }
-                        let mut keys = entry.remove();
-                        keys.sort();
-                        keys.dedup();
-                        for k in keys {
-                            rows.emit(k, *cap.time(), |w| session.give(w));
-                        }
+                    // Each window's rows, labelled with the last time of the window.
+                    while let Some(end) = waiting
+                        .first_key_value()
+                        .map(|(end, _)| *end)
+                        .filter(|end| !open(*end))
+                    {
+                        let label = cap.delayed(&(end - 1).max(*cap.time()));
+                        let mut session = output.session(&label);
+                        release(
+                            &mut waiting,
+                            &mut rows,
+                            *label.time(),
+                            |e| e > end,
+                            &mut |w| session.give(w),
+                        );
                     }
-                    drop(session);
                     hold = match (waiting.is_empty(), frontier.iter().next()) {
                         (false, Some(t)) => Some(cap.delayed(t.max(cap.time()))),
                         _ => None,
@@ -270,7 +307,8 @@ pub fn changelog<'s, K, V, R>(
                     break;
                 }
                 let (time, mut wires) = entry.remove_entry();
-                wires.sort_by(|a, b| (a.diff, &a.key).cmp(&(b.diff, &b.key)));
+                // Stable: a key's changes keep the order its worker emitted them in.
+                wires.sort_by(|a, b| a.key.cmp(&b.key));
                 let changes = wires
                     .into_iter()
                     .map(|w| Change {

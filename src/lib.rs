@@ -13,6 +13,7 @@
 //! * [`master`]: the master dataset, the durable log of every accepted event;
 //! * [`lane`], [`watermark`]: the two lanes, event time and late data;
 //! * [`aggregate`], [`view`]: views as arranged collections, sums as differences;
+//! * [`window`]: tumbling, sliding and session windows over event time, for any view;
 //! * [`serve`]: queries answered inside the dataflow, by key or scattered and gathered;
 //! * [`engine`], [`cluster`], [`metrics`]: running it on threads, processes and hosts;
 //! * [`ecommerce`]: the built-in reference pipeline (see `REFERENCE.md`).
@@ -31,6 +32,7 @@
 //! ```
 
 pub mod aggregate;
+pub mod changelog;
 pub mod cluster;
 pub mod ecommerce;
 pub mod engine;
@@ -44,6 +46,7 @@ pub mod serve;
 pub mod server;
 pub mod view;
 pub mod watermark;
+pub mod window;
 
 /// The names most programs need.
 pub mod prelude {

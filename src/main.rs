@@ -14,7 +14,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use lambdaflow::cluster::Cluster;
 use lambdaflow::ecommerce::generate::{GenConfig, Generator, push_json_line, write_jsonl};
-use lambdaflow::ecommerce::{Ecommerce, Order};
+use lambdaflow::ecommerce::{EcommerceWithWindows, Order};
 use lambdaflow::engine::Settings;
 use lambdaflow::lane::BatchTime;
 use lambdaflow::master::{MasterDataset, MasterOptions};
@@ -262,7 +262,7 @@ fn run_server(run: Run) -> Result<(), String> {
         sink_dir: run.sink_dir,
         ..ServerConfig::new(run.data_dir)
     };
-    runtime()?.block_on(serve(config, Ecommerce, |_| {}, ctrl_c()))
+    runtime()?.block_on(serve(config, EcommerceWithWindows, |_| {}, ctrl_c()))
 }
 
 fn import_files(data_dir: &std::path::Path, files: &[PathBuf]) -> Result<(), String> {
@@ -384,7 +384,7 @@ fn demo(listen: SocketAddr, events: u64, rate: u64) -> Result<(), String> {
         ctrl_c().await;
         stop.store(true, Ordering::Relaxed);
     };
-    let result = runtime()?.block_on(serve(server, Ecommerce, on_listening, shutdown));
+    let result = runtime()?.block_on(serve(server, EcommerceWithWindows, on_listening, shutdown));
     let _ = std::fs::remove_dir_all(&dir);
     result
 }

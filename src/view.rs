@@ -25,7 +25,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 
 use crate::aggregate::pre_aggregate;
-use crate::changelog::{Changelog, Finality, changelog};
+use crate::changelog::{Changelog, Finality, Render, changelog};
 use crate::event::Time;
 use crate::metrics::Metrics;
 use crate::serve::{Combined, QueryMsg, Reader, Replies, Routed, ViewTrace, gather, serve};
@@ -160,7 +160,7 @@ impl<'s> Views<'s> {
         let index = self.add(name, description, ViewKind::Keyed);
         let updates = pre_aggregate(collection);
         let arranged = updates.clone().arrange_by_key_named(name);
-        let render: Rc<dyn Fn(&K, &[(V, R)]) -> Option<Value>> = Rc::new(render);
+        let render: Render<K, V, R> = Rc::new(render);
         let finality: Finality<K> = Rc::new(RefCell::new(None));
         if let Some((hub, local)) = &self.changelog {
             changelog(

@@ -241,3 +241,107 @@ fn support_declare(server: &Server, ts: u64) -> u64 {
     assert_eq!(status, 200, "{answer}");
     answer["visible_as_of"].as_u64().expect("visible_as_of")
 }
+
+/// A pipeline with one windowed view whose rows are final at the window's end.
+struct Minutes;
+
+impl Pipeline for Minutes {
+    type Event = Order;
+
+    fn build<'s>(
+        &self,
+        events: differential_dataflow::VecCollection<'s, Time, Order>,
+        views: &mut Views<'s>,
+    ) {
+        let minutes = views.register(
+            "per_minute",
+            "events per minute",
+            events.explode(|o| Some(((o.ts - o.ts % 60_000, ()), Sums([1])))),
+            |_, values| values.first().map(|(_, s)| serde_json::json!(s.0[0])),
+        );
+        minutes.final_after(|start| start + 60_000);
+    }
+}
+
+/// Window finality: a window's row is emitted once, when the watermark passes its end, and
+/// again only when a late event corrects it (as a retraction and the corrected row).
+#[test]
+fn windows_are_emitted_once_final_and_then_only_corrected() {
+    let settings = Settings {
+        changelog: true,
+        allowed_lateness: Duration::ZERO,
+        ..Settings::default()
+    };
+    let mut engine = Engine::start(
+        &Cluster::threads(2),
+        settings,
+        History::Events(Arc::new(Vec::new())),
+        Minutes,
+    )
+    .expect("engine starts");
+    let mut changes = engine
+        .changelog()
+        .subscribe("per_minute")
+        .expect("subscribed");
+    let live = engine.live().expect("live");
+    engine.end_live();
+    let at = |ts: u64| Order {
+        ts,
+        kind: Kind::View,
+        customer: 1,
+        product: 1,
+        amount_cents: 0,
+    };
+    // Minutes 0..5, ten events each, in order, with the watermark moving every 10 s.
+    for second in 0..300u64 {
+        live.send(at(second * 1_000));
+        if second % 10 == 9 {
+            live.watermark(second * 1_000 + 1).expect("declared");
+        }
+    }
+    live.watermark(300_000).expect("declared");
+    // Two late events: one for minute 1 (final by now), one for minute 4.
+    live.send(at(61_000));
+    live.send(at(250_000));
+    live.watermark(300_001).expect("declared");
+    drop(live);
+    let client = engine.client();
+    let last = client
+        .query_final(Query::all("per_minute"))
+        .expect("answered");
+    drop(client);
+    engine.join().expect("workers finish");
+
+    let mut emitted: BTreeMap<String, Vec<(i8, Value, u64)>> = BTreeMap::new();
+    let mut rows = BTreeMap::new();
+    while let Ok(batch) = changes.try_recv() {
+        for change in &batch.changes {
+            fold(&mut rows, change);
+            emitted.entry(change.key.clone()).or_default().push((
+                change.diff,
+                change.value.clone(),
+                change.time,
+            ));
+        }
+    }
+    assert_eq!(Value::Object(rows.into_iter().collect()), last.to_json());
+    for minute in 0..5u64 {
+        let key = (minute * 60_000).to_string();
+        let history = &emitted[&key];
+        let end = (minute + 1) * 60_000;
+        assert!(
+            history.iter().all(|(_, _, t)| *t + 1 >= end),
+            "minute {minute} is emitted only once final: {history:?}"
+        );
+        let expected: Vec<(i8, Value)> = match minute {
+            1 | 4 => vec![
+                (1, Value::from(60)),
+                (-1, Value::from(60)),
+                (1, Value::from(61)),
+            ],
+            _ => vec![(1, Value::from(60))],
+        };
+        let got: Vec<(i8, Value)> = history.iter().map(|(d, v, _)| (*d, v.clone())).collect();
+        assert_eq!(got, expected, "minute {minute}");
+    }
+}

@@ -362,7 +362,8 @@ fn progressive_replay_of_disordered_history_keeps_the_views() {
     history.rotate_left(7);
     let expected = oracle(&history);
     // One worker, so that its share spans several replay chunks.
-    for workers in [1] {
+    {
+        let workers = 1;
         let settings = Settings {
             batch_time: BatchTime::Every(60_000),
             allowed_lateness: Duration::from_secs(1),

@@ -165,6 +165,11 @@ fn dropped_events_go_to_the_dead_letter_file() {
     let (_, listed) = server.get("/late");
     assert_eq!(listed["dropped_total"], 7);
     assert_eq!(listed["recent"].as_array().map(Vec::len), Some(7));
+    // The dead-letter file is written (and fsync'd) by its own thread, soon after the drop.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while dead_letters(dir.path()).len() < 7 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(server);
     let letters = dead_letters(dir.path());
     let mut customers: Vec<u64> = letters
@@ -232,6 +237,10 @@ fn the_maximum_lateness_bounds_corrections() {
     assert!(text.contains("lambdaflow_late_corrected_total 1"), "{text}");
     assert!(text.contains("lambdaflow_late_dropped_total 1"));
     assert!(text.contains("lambdaflow_worker_watermark_ms{worker=\"0\"}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while dead_letters(dir.path()).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(server);
     let letters = dead_letters(dir.path());
     assert_eq!(letters.len(), 1);

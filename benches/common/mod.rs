@@ -5,6 +5,10 @@
 //! * [`lambdaflow_speed`]: the engine, every event through the speed lane at its own time;
 //! * [`plain_dd`]: a hand-written differential-dataflow program for the same views.
 //!
+//! The engine runs either [`ReferenceViews`] (exactly the five views of `REFERENCE.md`, the
+//! same work as the plain program) or the whole built-in [`Ecommerce`] pipeline, which may
+//! register more views than the five.
+//!
 //! Each returns the time until the final answer was available (not counting the teardown of
 //! the workers, which happens after), plus `revenue_by_day` and `top_products` so that the
 //! runs can be checked to have done the same work.
@@ -16,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use differential_dataflow::VecCollection;
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::input::Input;
 use lambdaflow::ecommerce::{Day, Kind, MINUTE_MS, Order};
@@ -81,19 +86,111 @@ fn finish(engine: Engine<Order>, started: Instant, check: bool) -> Result<Run, S
     Ok(Run { elapsed, results })
 }
 
+/// Exactly the five views of `REFERENCE.md`, written as the built-in [`Ecommerce`] pipeline
+/// writes them (sums carried as differences), and nothing else.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReferenceViews;
+
+impl Pipeline for ReferenceViews {
+    type Event = Order;
+
+    fn build<'s>(&self, events: VecCollection<'s, u64, Order>, views: &mut Views<'s>) {
+        let money = events.clone().filter(Order::is_money);
+        let net = |values: &[((), Sums<2>)]| values.first().map(|(_, s)| json!(s.0[1]));
+        views.register(
+            "revenue_by_day",
+            "net revenue (cents) per UTC day",
+            money
+                .clone()
+                .explode(|o| Some(((Day::of(o.ts), ()), Sums([1, o.net()])))),
+            move |_, values| net(values),
+        );
+        let products = views.register(
+            "product_stats",
+            "purchases, refunds and net revenue (cents) per product",
+            money.clone().explode(|o| {
+                let purchase = i64::from(o.kind == Kind::Purchase);
+                Some(((o.product, ()), Sums([purchase, 1 - purchase, o.net()])))
+            }),
+            |_, values| {
+                values.first().map(|(_, s)| {
+                    json!({"purchases": s.0[0], "refunds": s.0[1], "revenue_cents": s.0[2]})
+                })
+            },
+        );
+        views.register(
+            "customer_spend",
+            "net spend (cents) per customer",
+            money.explode(|o| Some(((o.customer, ()), Sums([1, o.net()])))),
+            move |_, values| net(values),
+        );
+        views.register(
+            "events_per_minute",
+            "events of each kind per minute",
+            events.explode(|o| {
+                let mut counts = [0; 3];
+                counts[o.kind as usize] = 1;
+                Some(((o.ts - o.ts % MINUTE_MS, ()), Sums(counts)))
+            }),
+            |_, values| {
+                values
+                    .first()
+                    .map(|(_, s)| json!({"purchase": s.0[0], "refund": s.0[1], "view": s.0[2]}))
+            },
+        );
+        views.top_k(
+            "top_products",
+            "the 10 products with the highest net revenue",
+            &products,
+            10,
+            |_, values: &[((), Sums<3>)]| values.first().map(|(_, s)| s.0[2]),
+            |product, revenue| json!({"product": product, "revenue_cents": revenue}),
+        );
+    }
+}
+
+/// Which views the engine computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViewSet {
+    /// [`ReferenceViews`]: the five reference views only.
+    Reference,
+    /// The whole built-in [`Ecommerce`] pipeline.
+    Full,
+}
+
+fn start(
+    workers: usize,
+    history: History<Order>,
+    views: ViewSet,
+) -> Result<(Engine<Order>, usize), String> {
+    let cluster = Cluster::threads(workers);
+    let engine = match views {
+        ViewSet::Reference => {
+            Engine::start(&cluster, Settings::default(), history, ReferenceViews)?
+        }
+        ViewSet::Full => Engine::start(&cluster, Settings::default(), history, Ecommerce)?,
+    };
+    let count = engine.client().catalog().len();
+    Ok((engine, count))
+}
+
+/// How many views `views` registers.
+pub fn view_count(views: ViewSet) -> Result<usize, String> {
+    let (mut engine, count) = start(1, History::Events(Arc::new(Vec::new())), views)?;
+    engine.end_live();
+    engine.join()?;
+    Ok(count)
+}
+
 /// lambdaflow's batch lane: the events as history, `Settings::default()` (one batch time).
 pub fn lambdaflow_batch(
     events: &Arc<Vec<Order>>,
     workers: usize,
+    views: ViewSet,
     check: bool,
 ) -> Result<Run, String> {
     let started = Instant::now();
-    let mut engine = Engine::start(
-        &Cluster::threads(workers),
-        Settings::default(),
-        History::Events(events.clone()),
-        Ecommerce,
-    )?;
+    let (mut engine, _) = start(workers, History::Events(events.clone()), views)?;
     engine.end_live();
     finish(engine, started, check)
 }
@@ -102,15 +199,11 @@ pub fn lambdaflow_batch(
 pub fn lambdaflow_speed(
     events: &Arc<Vec<Order>>,
     workers: usize,
+    views: ViewSet,
     check: bool,
 ) -> Result<Run, String> {
     let started = Instant::now();
-    let mut engine = Engine::start(
-        &Cluster::threads(workers),
-        Settings::default(),
-        History::Events(Arc::new(Vec::new())),
-        Ecommerce,
-    )?;
+    let (mut engine, _) = start(workers, History::Events(Arc::new(Vec::new())), views)?;
     let live = engine.live().ok_or("the live input has already ended")?;
     engine.end_live();
     for event in events.iter() {

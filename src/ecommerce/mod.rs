@@ -1,9 +1,13 @@
-//! The reference pipeline: e-commerce events and their five views (`REFERENCE.md`).
+//! The reference pipeline: e-commerce events and their five views (`REFERENCE.md`), plus two
+//! windowed views over event time.
 //!
 //! It is written with the public API only, the way a user would write their own: an event type
 //! with its parsers, and one [`Pipeline::build`] that registers every view. All sums are carried
 //! as differences ([`Sums`]), so a key whose net value is 0 still has a row (its event count is
 //! not 0), and the arrangements aggregate while they consolidate.
+//!
+//! The five views of `REFERENCE.md` are [`REFERENCE_VIEWS`]; the pipeline adds
+//! `customer_sessions` and `revenue_5min_sliding`, built from [`crate::window`].
 
 use std::borrow::Cow;
 
@@ -16,11 +20,13 @@ use crate::aggregate::Sums;
 use crate::engine::Pipeline;
 use crate::event::{Event, Format, Time};
 use crate::view::{ViewKey, Views};
+use crate::window::{self, Sessions, Sliding, Tumbling};
 
 pub mod generate;
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// A customer bought a product.
     Purchase,
@@ -216,8 +222,37 @@ impl ViewKey for Day {
 /// The width of an `events_per_minute` window.
 pub const MINUTE_MS: Time = 60_000;
 
-/// The built-in pipeline of `REFERENCE.md`: `revenue_by_day`, `product_stats`,
-/// `customer_spend`, `events_per_minute` and `top_products`.
+/// The views of `REFERENCE.md`, the contract the golden dataset checks. The pipeline has more.
+pub const REFERENCE_VIEWS: [&str; 5] = [
+    "revenue_by_day",
+    "product_stats",
+    "customer_spend",
+    "events_per_minute",
+    "top_products",
+];
+
+/// The windows of `events_per_minute`: one minute, tumbling.
+const MINUTES: Tumbling = match window::tumbling(MINUTE_MS) {
+    Ok(w) => w,
+    Err(_) => panic!("a minute is a valid width"),
+};
+
+/// The windows of `revenue_5min_sliding`: five minutes, sliding by one minute.
+const FIVE_MINUTES_BY_MINUTE: Sliding = match window::sliding(5 * MINUTE_MS, MINUTE_MS) {
+    Ok(w) => w,
+    Err(_) => panic!("five minutes is a whole number of minutes"),
+};
+
+/// The sessions of `customer_sessions`: a customer's events less than 30 minutes apart.
+const HALF_HOUR_SESSIONS: Sessions = match window::session(30 * MINUTE_MS) {
+    Ok(s) => s,
+    Err(_) => panic!("half an hour is a valid gap"),
+};
+
+/// The built-in pipeline: the views of `REFERENCE.md` ([`REFERENCE_VIEWS`]: `revenue_by_day`,
+/// `product_stats`, `customer_spend`, `events_per_minute` and `top_products`). The rows of
+/// `events_per_minute` are final (in the changelog) once the watermark passes the minute's end.
+/// [`EcommerceWithWindows`] adds two windowed views.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Ecommerce;
 
@@ -266,17 +301,19 @@ impl Pipeline for Ecommerce {
         views.register(
             "customer_spend",
             "net spend (cents) per customer",
-            money.explode(|o| Some(((o.customer, ()), net_row(o.net())))),
+            money
+                .clone()
+                .explode(|o| Some(((o.customer, ()), net_row(o.net())))),
             |_, values| net_value(values),
         );
 
-        views.register(
+        let minutes = views.register(
             "events_per_minute",
             "events of each kind per one-minute tumbling window of event time",
-            events.explode(|o| {
+            events.clone().explode(|o| {
                 let mut counts = [0; 3];
                 counts[o.kind as usize] = 1;
-                Some(((o.ts - o.ts % MINUTE_MS, ()), Sums(counts)))
+                Some(((MINUTES.start(o.ts), ()), Sums(counts)))
             }),
             |_, values| {
                 values.first().map(|(_, s)| {
@@ -284,6 +321,8 @@ impl Pipeline for Ecommerce {
                 })
             },
         );
+
+        minutes.final_after(|start| start + MINUTE_MS);
 
         views.top_k(
             "top_products",
@@ -293,5 +332,51 @@ impl Pipeline for Ecommerce {
             |_, values: &[((), Sums<3>)]| values.first().map(|(_, s)| s.0[2]),
             |product, revenue| json!({"product": product, "revenue_cents": revenue}),
         );
+    }
+}
+
+/// The reference pipeline plus two windowed views, as `lambdaflow run` and `demo` serve it:
+///
+/// * `customer_sessions`: per customer, the sessions of all their events (events less than 30
+///   minutes apart), as a list by start of `{"start", "end", "events"}` (`end` is the time of
+///   the last event, inclusive);
+/// * `revenue_5min_sliding`: net revenue (cents) per 5-minute window sliding by 1 minute, keyed
+///   by the window's start in ms; a window has a row when it holds a purchase or refund, even
+///   at net 0. Its rows are final (in the changelog) once the watermark passes the window's end.
+///
+/// Sessions keep every (customer, time) pair, so they cost more than the reference views; the
+/// benchmarks measure [`Ecommerce`] alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EcommerceWithWindows;
+
+impl Pipeline for EcommerceWithWindows {
+    type Event = Order;
+
+    fn build<'s>(&self, events: VecCollection<'s, Time, Order>, views: &mut Views<'s>) {
+        Ecommerce.build(events.clone(), views);
+        let money = events.clone().filter(Order::is_money);
+        views.register(
+            "customer_sessions",
+            "sessions of each customer (events less than 30 minutes apart): start, end (last event, inclusive), events",
+            HALF_HOUR_SESSIONS.sessions(events.map(|o| (o.customer, o.ts))),
+            |_, sessions| {
+                let list: Vec<Value> = sessions
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(s, _)| json!({"start": s.start, "end": s.end, "events": s.events}))
+                    .collect();
+                (!list.is_empty()).then_some(Value::Array(list))
+            },
+        );
+
+        let sliding = views.register(
+            "revenue_5min_sliding",
+            "net revenue (cents) per 5-minute window of event time sliding by 1 minute, by window start (ms)",
+            FIVE_MINUTES_BY_MINUTE
+                .assign(money, |o| o.ts)
+                .explode(|(start, o)| Some(((start, ()), net_row(o.net())))),
+            |_, values| net_value(values),
+        );
+        sliding.final_after(|start| start + FIVE_MINUTES_BY_MINUTE.width());
     }
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use lambdaflow::ecommerce::{Kind, Order};
+use lambdaflow::ecommerce::{Kind, Order, REFERENCE_VIEWS};
 use lambdaflow::prelude::*;
 use serde_json::{Value, json};
 
@@ -69,18 +69,17 @@ pub fn civil_date(ts: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-/// Every view of a running engine, read through the serving operator once all input ended.
+/// The reference views of a running engine (those of `REFERENCE.md`), read through the serving
+/// operator once all input ended.
 pub fn final_views(client: &Client) -> Value {
     let mut views = serde_json::Map::new();
-    for view in client.catalog().to_vec() {
-        let answer = client
-            .query_final(Query::all(&view.name))
-            .expect("answered");
+    for view in REFERENCE_VIEWS {
+        let answer = client.query_final(Query::all(view)).expect("answered");
         assert!(
             answer.is_final(),
             "a final query is answered as of the end of time"
         );
-        views.insert(view.name, answer.to_json());
+        views.insert(view.to_string(), answer.to_json());
     }
     Value::Object(views)
 }
