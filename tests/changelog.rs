@@ -142,7 +142,7 @@ fn subscribers_see_a_snapshot_then_the_changes_and_sinks_write_them() {
     // Subscribe after the first events: they come in the snapshot.
     let response = server
         .http
-        .get(server.url("/subscribe/customer_spend"))
+        .get(server.url(&format!("/subscribe/customer_spend?as_of={visible}")))
         .timeout(Duration::from_secs(30))
         .send()
         .expect("subscribed");

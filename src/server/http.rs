@@ -243,8 +243,13 @@ async fn post_events<E: Event>(
 
 /// Server-Sent Events: a consistent snapshot of the view (event `snapshot`), then every change
 /// from its `as_of` on, in time order (events `change`: `{"key", "value", "time", "diff"}`).
+/// `?as_of=T` starts from a snapshot reflecting at least every event before `T`.
 /// A subscriber that falls behind gets an `error` event and is dropped.
-async fn subscribe<E: Event>(Shared(state): AppState<E>, Path(view): Path<String>) -> Response {
+async fn subscribe<E: Event>(
+    Shared(state): AppState<E>,
+    Path(view): Path<String>,
+    UrlQuery(params): UrlQuery<ReadParams>,
+) -> Response {
     let keyed = state
         .client
         .catalog()
@@ -262,7 +267,10 @@ async fn subscribe<E: Event>(Shared(state): AppState<E>, Path(view): Path<String
             "the changelog is unavailable",
         );
     };
-    let answer = match ask(&state, Query::all(&view), None).await {
+    // The snapshot is as of the requested time, or at least the newest watermark this process
+    // knows of, and the changes follow from there.
+    let as_of = params.as_of.unwrap_or_else(|| state.watermark());
+    let answer = match ask(&state, Query::all(&view), Some(as_of)).await {
         Ok(answer) => answer,
         Err(response) => return response,
     };
