@@ -376,3 +376,66 @@ fn progressive_replay_of_disordered_history_keeps_the_views() {
         );
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Answers as of a declared watermark `W`, mid-stream: under `correct` they reflect exactly
+    /// history and the live events sent so far with `ts < W` (late ones were applied before
+    /// `W`); under `drop`, the same without the dropped ones, and the hook heard exactly those.
+    #[test]
+    fn answers_as_of_a_watermark_equal_the_recomputation(
+        (events, in_history, order, watermarks, workers) in scenario(),
+        drop_late in any::<bool>(),
+    ) {
+        let history: Vec<Order> =
+            events.iter().zip(&in_history).filter(|(_, h)| **h).map(|(e, _)| e.clone()).collect();
+        let dropped = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let heard = dropped.clone();
+        let hooks = lambdaflow::engine::Hooks {
+            on_late_drop: Some(Arc::new(move |e: &Order, _: &'static str, _| heard.lock().expect("lock").push(e.clone()))),
+            ..Default::default()
+        };
+        let settings = Settings {
+            // Only declarations move the lanes, so the test knows every lane's time.
+            allowed_lateness: Duration::from_secs(1 << 40),
+            idle_timeout: None,
+            late_policy: if drop_late { LatePolicy::Drop } else { LatePolicy::Correct },
+            ..Settings::default()
+        };
+        let mut engine = Engine::start_with(&Cluster::threads(workers), settings, History::Events(Arc::new(history.clone())), Ecommerce, hooks)
+            .expect("engine starts");
+        let live = engine.live().expect("live");
+        engine.end_live();
+        let client = engine.client();
+        let mut sent: Vec<Order> = Vec::new();
+        let mut newest = 0;
+        for (i, behind) in order.iter().zip(&watermarks) {
+            if in_history[*i] {
+                continue;
+            }
+            live.send(events[*i].clone());
+            sent.push(events[*i].clone());
+            newest = newest.max(events[*i].ts);
+            if let Some(behind) = behind {
+                let visible = live.watermark(newest.saturating_sub(*behind)).expect("declared");
+                let answer = client.query(Query::all("customer_spend"), Some(visible)).expect("answered");
+                let gone = dropped.lock().expect("lock").clone();
+                let mut seen = history.clone();
+                let mut kept = sent.clone();
+                for d in &gone {
+                    if let Some(p) = kept.iter().position(|e| e == d) {
+                        kept.remove(p);
+                    }
+                }
+                seen.extend(kept.into_iter().filter(|e| e.ts < answer.as_of));
+                prop_assert_eq!(answer.to_json(), oracle(&seen)["customer_spend"].clone(), "as of {}", answer.as_of);
+            }
+        }
+        drop((live, client));
+        engine.join().expect("workers finish");
+        if !drop_late {
+            prop_assert!(dropped.lock().expect("lock").is_empty());
+        }
+    }
+}
