@@ -329,3 +329,27 @@ pub fn changelog<'s, K, V, R>(
         },
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscriber_that_falls_behind_is_told_and_nothing_grows() {
+        let hub = Changelog::default();
+        let mut slow = hub.subscribe("v").expect("subscribed");
+        for time in 0..(SUBSCRIBER_BACKLOG as u64 + 10) {
+            hub.publish(ChangeBatch {
+                view: "v".into(),
+                time,
+                changes: Vec::new(),
+            });
+        }
+        assert!(matches!(
+            slow.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(10))
+        ));
+        // It resumes at the oldest batch still kept: the backlog is bounded.
+        assert_eq!(slow.try_recv().map(|b| b.time).ok(), Some(10));
+    }
+}
