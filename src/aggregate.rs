@@ -9,7 +9,6 @@
 //! a hash map before they are exchanged and arranged, so a replay of millions of events reaches
 //! the arrangements as one record per key: "time is the price, events are cheap".
 
-use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
@@ -96,10 +95,12 @@ impl<'de, const N: usize> Deserialize<'de> for Sums<N> {
 
 /// Folds equal records of the same time together before they leave this worker.
 ///
-/// Records are held, per time, in a hash map until the input frontier passes their time, then
-/// emitted once each with their accumulated difference (zero sums are dropped). For the batch
-/// lane this turns a replay into one record per key and time; for the speed lane it costs at most
-/// one tick of latency, since the lane's frontier advances every tick.
+/// Records are held in one hash map keyed by (record, time) until the input frontier passes
+/// their time, then emitted once each with their accumulated difference (zero sums are
+/// dropped), all under one capability held at the earliest pending time: the speed lane's many
+/// distinct times cost no capability, map or message each. For the batch lane this turns a
+/// replay into one record per key and time; for the speed lane it costs at most one tick of
+/// latency, since the lane's frontier advances every tick.
 pub fn pre_aggregate<'s, D, R>(
     collection: VecCollection<'s, Time, D, R>,
 ) -> VecCollection<'s, Time, D, R>
@@ -110,33 +111,51 @@ where
     collection
         .inner
         .unary_frontier(Pipeline, "PreAggregate", |_cap, _info| {
-            let mut pending: BTreeMap<Time, (Capability<Time>, FxHashMap<D, R>)> = BTreeMap::new();
+            // One map for all times, and one capability: the earliest pending time.
+            let mut pending: FxHashMap<(D, Time), R> = FxHashMap::default();
+            let mut held: Option<Capability<Time>> = None;
+            let mut ready: Vec<(D, Time, R)> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
+                    if let Some(least) = cap.least()
+                        && held.as_ref().is_none_or(|h| least < h.time())
+                    {
+                        held = cap.retain_least(0);
+                    }
                     for (record, time, diff) in data.drain(..) {
-                        let (_, map) = pending
-                            .entry(time)
-                            .or_insert_with(|| (cap.delayed(&time, 0), FxHashMap::default()));
-                        match map.get_mut(&record) {
-                            Some(sum) => sum.plus_equals(&diff),
-                            None => {
-                                map.insert(record, diff);
+                        match pending.entry((record, time)) {
+                            std::collections::hash_map::Entry::Occupied(mut e) => {
+                                e.get_mut().plus_equals(&diff)
+                            }
+                            std::collections::hash_map::Entry::Vacant(e) => {
+                                e.insert(diff);
                             }
                         }
                     }
                 });
-                let done = |t: &Time| !frontier.frontier().less_equal(t);
-                while let Some(entry) = pending.first_entry() {
-                    if !done(entry.key()) {
-                        break;
+                let frontier = frontier.frontier();
+                let Some(cap) = held.as_mut() else { return };
+                if frontier.less_equal(cap.time()) {
+                    return;
+                }
+                let mut left: Option<Time> = None;
+                for ((record, time), diff) in pending.extract_if(|(_, t), _| {
+                    let keep = frontier.less_equal(t);
+                    if keep {
+                        left = Some(left.map_or(*t, |l| l.min(*t)));
                     }
-                    let (time, (cap, map)) = entry.remove_entry();
-                    let mut session = output.session(&cap);
-                    for (record, diff) in map {
-                        if !diff.is_zero() {
-                            session.give((record, time, diff));
-                        }
+                    !keep
+                }) {
+                    if !diff.is_zero() {
+                        ready.push((record, time, diff));
                     }
+                }
+                if !ready.is_empty() {
+                    output.session(&*cap).give_iterator(ready.drain(..));
+                }
+                match left {
+                    Some(t) => cap.downgrade(&t),
+                    None => held = None,
                 }
             }
         })

@@ -5,9 +5,9 @@
 //! * [`lambdaflow_speed`]: the engine, every event through the speed lane at its own time;
 //! * [`plain_dd`]: a hand-written differential-dataflow program for the same views.
 //!
-//! The engine runs either [`ReferenceViews`] (exactly the five views of `REFERENCE.md`, the
-//! same work as the plain program) or the whole built-in [`Ecommerce`] pipeline, which may
-//! register more views than the five.
+//! The engine runs either [`Ecommerce`] (exactly the five views of `REFERENCE.md`, the same
+//! work as the plain program, which [`check_reference`] verifies) or [`EcommerceWithWindows`]
+//! (those five and the windowed views).
 //!
 //! Each returns the time until the final answer was available (not counting the teardown of
 //! the workers, which happens after), plus `revenue_by_day` and `top_products` so that the
@@ -20,10 +20,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use differential_dataflow::VecCollection;
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::input::Input;
-use lambdaflow::ecommerce::{Day, Kind, MINUTE_MS, Order};
+use lambdaflow::ecommerce::{Day, EcommerceWithWindows, Kind, MINUTE_MS, Order, REFERENCE_VIEWS};
 use lambdaflow::prelude::*;
 use serde_json::{Value, json};
 use timely::dataflow::ProbeHandle;
@@ -86,76 +85,13 @@ fn finish(engine: Engine<Order>, started: Instant, check: bool) -> Result<Run, S
     Ok(Run { elapsed, results })
 }
 
-/// Exactly the five views of `REFERENCE.md`, written as the built-in [`Ecommerce`] pipeline
-/// writes them (sums carried as differences), and nothing else.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ReferenceViews;
-
-impl Pipeline for ReferenceViews {
-    type Event = Order;
-
-    fn build<'s>(&self, events: VecCollection<'s, u64, Order>, views: &mut Views<'s>) {
-        let money = events.clone().filter(Order::is_money);
-        let net = |values: &[((), Sums<2>)]| values.first().map(|(_, s)| json!(s.0[1]));
-        views.register(
-            "revenue_by_day",
-            "net revenue (cents) per UTC day",
-            money
-                .clone()
-                .explode(|o| Some(((Day::of(o.ts), ()), Sums([1, o.net()])))),
-            move |_, values| net(values),
-        );
-        let products = views.register(
-            "product_stats",
-            "purchases, refunds and net revenue (cents) per product",
-            money.clone().explode(|o| {
-                let purchase = i64::from(o.kind == Kind::Purchase);
-                Some(((o.product, ()), Sums([purchase, 1 - purchase, o.net()])))
-            }),
-            |_, values| {
-                values.first().map(|(_, s)| {
-                    json!({"purchases": s.0[0], "refunds": s.0[1], "revenue_cents": s.0[2]})
-                })
-            },
-        );
-        views.register(
-            "customer_spend",
-            "net spend (cents) per customer",
-            money.explode(|o| Some(((o.customer, ()), Sums([1, o.net()])))),
-            move |_, values| net(values),
-        );
-        views.register(
-            "events_per_minute",
-            "events of each kind per minute",
-            events.explode(|o| {
-                let mut counts = [0; 3];
-                counts[o.kind as usize] = 1;
-                Some(((o.ts - o.ts % MINUTE_MS, ()), Sums(counts)))
-            }),
-            |_, values| {
-                values
-                    .first()
-                    .map(|(_, s)| json!({"purchase": s.0[0], "refund": s.0[1], "view": s.0[2]}))
-            },
-        );
-        views.top_k(
-            "top_products",
-            "the 10 products with the highest net revenue",
-            &products,
-            10,
-            |_, values: &[((), Sums<3>)]| values.first().map(|(_, s)| s.0[2]),
-            |product, revenue| json!({"product": product, "revenue_cents": revenue}),
-        );
-    }
-}
-
 /// Which views the engine computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ViewSet {
-    /// [`ReferenceViews`]: the five reference views only.
+    /// [`Ecommerce`]: the five reference views (checked by [`check_reference`]).
     Reference,
-    /// The whole built-in [`Ecommerce`] pipeline.
-    Full,
+    /// [`EcommerceWithWindows`]: the five and the windowed views.
+    Windows,
 }
 
 fn start(
@@ -165,21 +101,44 @@ fn start(
 ) -> Result<(Engine<Order>, usize), String> {
     let cluster = Cluster::threads(workers);
     let engine = match views {
-        ViewSet::Reference => {
-            Engine::start(&cluster, Settings::default(), history, ReferenceViews)?
+        ViewSet::Reference => Engine::start(&cluster, Settings::default(), history, Ecommerce)?,
+        ViewSet::Windows => {
+            Engine::start(&cluster, Settings::default(), history, EcommerceWithWindows)?
         }
-        ViewSet::Full => Engine::start(&cluster, Settings::default(), history, Ecommerce)?,
     };
     let count = engine.client().catalog().len();
     Ok((engine, count))
 }
 
-/// How many views `views` registers.
-pub fn view_count(views: ViewSet) -> Result<usize, String> {
-    let (mut engine, count) = start(1, History::Events(Arc::new(Vec::new())), views)?;
+/// The names of the views `views` registers.
+pub fn view_names(views: ViewSet) -> Result<Vec<String>, String> {
+    let (mut engine, _) = start(1, History::Events(Arc::new(Vec::new())), views)?;
+    let names = engine
+        .client()
+        .catalog()
+        .iter()
+        .map(|v| v.name.clone())
+        .collect();
     engine.end_live();
     engine.join()?;
-    Ok(count)
+    Ok(names)
+}
+
+/// Checks that [`Ecommerce`] registers exactly the five reference views, the plain program's
+/// work: otherwise the comparison would not be of the same work.
+pub fn check_reference() -> Result<(), String> {
+    let mut names = view_names(ViewSet::Reference)?;
+    let mut expected: Vec<String> = REFERENCE_VIEWS.iter().map(|v| v.to_string()).collect();
+    names.sort();
+    expected.sort();
+    if names == expected {
+        Ok(())
+    } else {
+        Err(format!(
+            "Ecommerce registers {names:?}, not the five reference views {expected:?}: \
+             the comparison with plain differential would not be of the same work"
+        ))
+    }
 }
 
 /// lambdaflow's batch lane: the events as history, `Settings::default()` (one batch time).
