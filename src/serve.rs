@@ -198,6 +198,9 @@ where
 {
     /// The values of `key` with their accumulated differences (zero ones left out).
     pub fn get(&mut self, key: &K) -> Vec<(V, R)> {
+        // Cursors only seek forward, and one cursor serves every query ready in an activation,
+        // in arrival order: start each lookup from the first key.
+        self.cursor.rewind_keys(self.storage);
         self.cursor.seek_key(self.storage, key);
         match self.cursor.get_key(self.storage) {
             Some(found) if found == key => self.values(),

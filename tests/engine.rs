@@ -439,3 +439,57 @@ proptest! {
         }
     }
 }
+
+/// Many keyed queries answered in one activation, in descending key order and after a
+/// whole-view query, each find their row (one cursor serves them all).
+#[test]
+fn concurrent_keyed_queries_all_find_their_rows() {
+    let events = read_orders(&golden("history.jsonl"));
+    let expected = oracle(&events);
+    let mut engine = Engine::start(
+        &Cluster::threads(2),
+        Settings::default(),
+        History::Events(Arc::new(events)),
+        Ecommerce,
+    )
+    .expect("engine starts");
+    engine.end_live();
+    let client = engine.client();
+    let rows = expected["product_stats"].as_object().expect("rows");
+    let mut keys: Vec<u64> = rows.keys().filter_map(|k| k.parse().ok()).collect();
+    keys.sort_unstable_by(|a, b| b.cmp(a));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let all = tx.clone();
+    client
+        .ask(
+            Query::all("product_stats"),
+            Some(lambdaflow::event::END_OF_TIME),
+            Box::new(move |a| drop(all.send((None, a)))),
+        )
+        .expect("asked");
+    for key in &keys {
+        let tx = tx.clone();
+        let key = *key;
+        client
+            .ask(
+                Query::key("product_stats", key),
+                Some(lambdaflow::event::END_OF_TIME),
+                Box::new(move |a| drop(tx.send((Some(key), a)))),
+            )
+            .expect("asked");
+    }
+    drop(tx);
+    let mut answered = 0;
+    for (key, answer) in rx.iter() {
+        match key {
+            Some(key) => {
+                assert_eq!(answer.to_json(), rows[&key.to_string()], "product {key}");
+                answered += 1;
+            }
+            None => assert_eq!(answer.to_json(), expected["product_stats"]),
+        }
+    }
+    assert_eq!(answered, keys.len());
+    drop(client);
+    engine.join().expect("workers finish");
+}
