@@ -52,6 +52,12 @@ use lambdaflow::ecommerce::{Kind, Order};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
+/// How long a server may take to stop after SIGTERM before it is killed (and reported).
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long the ingest step waits for the workers to take the acknowledged events (∞ beyond).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// The `lambdaflow` binary cargo built with this bench.
 const BINARY: &str = env!("CARGO_BIN_EXE_lambdaflow");
 
@@ -483,14 +489,15 @@ impl Server {
         Ok(Metrics::parse(&String::from_utf8_lossy(&body)))
     }
 
-    /// SIGTERM, then waits (up to 30 s, then SIGKILL); returns what the log says was wrong.
+    /// SIGTERM, then waits (up to [`STOP_TIMEOUT`], then SIGKILL); returns what the log says
+    /// was wrong.
     fn stop(mut self) -> Stopped {
         let asked = Instant::now();
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status();
         let mut graceful = false;
-        while asked.elapsed() < Duration::from_secs(30) {
+        while asked.elapsed() < STOP_TIMEOUT {
             if let Ok(Some(status)) = self.child.try_wait() {
                 graceful = status.success();
                 break;
@@ -1406,7 +1413,7 @@ fn ingest(args: &Args, dir: &Path) -> Result<(), String> {
                     (logs, m0, m1, cpu0, cpu1)
                 });
                 let (m0, m1) = (m0?, m1?);
-                let drained = drain(&server, &mut http, Duration::from_secs(60));
+                let drained = drain(&server, &mut http, DRAIN_TIMEOUT);
                 let w = Window::of(&logs, t0, t1);
                 let span = w.seconds;
                 let delta = |name: &str| m1.get(name) - m0.get(name);
@@ -1457,8 +1464,10 @@ fn ingest(args: &Args, dir: &Path) -> Result<(), String> {
     table.print();
     println!(
         "\n(\"drain s\": after the clients stop, how long until the workers have taken every \
-         acknowledged event from their mailboxes; \"arranged M\": millions of updates held by \
-         the views' arrangements afterwards; VmHWM: the server's peak so far)"
+         acknowledged event from their mailboxes, ∞ if not within {} s; \"arranged M\": \
+         millions of updates held by the views' arrangements afterwards; VmHWM: the server's \
+         peak so far)",
+        DRAIN_TIMEOUT.as_secs()
     );
     Ok(())
 }

@@ -122,7 +122,11 @@ struct Run {
     /// Replay history at one time per this much event time (default: one time for all).
     #[arg(long, value_parser = humantime::parse_duration)]
     history_granularity: Option<Duration>,
-    /// Also write every view's changelog as JSON Lines, one file per view, in this directory.
+    /// Keep every view's changelog, for `GET /subscribe/{view}` (costs a copy of each view).
+    #[arg(long)]
+    changelog: bool,
+    /// Also write every view's changelog as JSON Lines, one file per view, in this directory
+    /// (implies --changelog).
     #[arg(long)]
     sink_dir: Option<PathBuf>,
     /// Require `Authorization: Bearer TOKEN` (except on /health and /ready).
@@ -250,7 +254,7 @@ fn run_server(run: Run) -> Result<(), String> {
             tick: run.tick,
             max_lateness: run.max_lateness,
             idle_timeout: run.idle_timeout.0,
-            changelog: true,
+            changelog: run.changelog,
             batch_time: run.history_granularity.map_or(BatchTime::Single, |d| {
                 BatchTime::Every(d.as_millis().max(1) as u64)
             }),

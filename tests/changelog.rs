@@ -345,3 +345,17 @@ fn windows_are_emitted_once_final_and_then_only_corrected() {
         assert_eq!(got, expected, "minute {minute}");
     }
 }
+
+#[test]
+fn subscriptions_need_changelogs_switched_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), free_port(), &[], true);
+    let (status, answer) = server.get("/subscribe/customer_spend");
+    assert_eq!(status, 503);
+    assert!(
+        answer["error"]
+            .as_str()
+            .expect("error")
+            .contains("--changelog")
+    );
+}

@@ -44,6 +44,7 @@ use crate::view::ViewKind;
 /// What every handler shares.
 pub struct State<E: Event> {
     changelog: Arc<Changelog>,
+    changelogs_kept: bool,
     master: Arc<MasterDataset<E>>,
     live: LiveSender<E>,
     client: Client,
@@ -70,6 +71,7 @@ impl<E: Event> State<E> {
     ) -> Self {
         State {
             changelog,
+            changelogs_kept: config.settings.changelog || config.sink_dir.is_some(),
             master,
             live,
             client,
@@ -259,6 +261,12 @@ async fn subscribe<E: Event>(
         return error(
             StatusCode::NOT_FOUND,
             format!("no keyed view is named {view:?}"),
+        );
+    }
+    if !state.changelogs_kept {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "changelogs are off: start the server with --changelog",
         );
     }
     let Some(changes) = state.changelog.subscribe(&view) else {

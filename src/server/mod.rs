@@ -118,7 +118,9 @@ pub async fn serve<P: Pipeline>(
 
     let cluster = config.cluster.clone();
     let settings = Settings {
-        changelog: true,
+        // Changelogs cost a copy of every view's state and a change batch for the whole replay:
+        // kept only when asked for (`--changelog`) or needed by a sink.
+        changelog: config.settings.changelog || config.sink_dir.is_some(),
         ..config.settings.clone()
     };
     let history = History::Master(config.data_dir.clone());
