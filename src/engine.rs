@@ -513,22 +513,25 @@ where
         count: worker.peers(),
     };
     let mut replayed = 0u64;
+    let mut since_step = 0u64;
+    // History enters in chunks: after each, the dataflow steps and the speed lane follows the
+    // batch lane, so replayed windows can finalize during the replay.
+    let mut replay = |event: E, worker: &mut Worker| {
+        batch.push(event);
+        since_step += 1;
+        if since_step == REPLAY_CHUNK {
+            lane.declare(batch.flush(since_step));
+            since_step = 0;
+            worker.step();
+        }
+    };
     match &shared.history {
         History::Files(paths) => {
             for path in paths {
-                let mut since_step = 0u64;
                 let stats = read_share(
                     path,
                     share,
-                    |event| {
-                        batch.push(event);
-                        since_step += 1;
-                        if since_step == REPLAY_CHUNK {
-                            lane.declare(batch.flush(since_step));
-                            since_step = 0;
-                            worker.step();
-                        }
-                    },
+                    |event| replay(event, worker),
                     |reject| {
                         warn!(%reject, "history line rejected");
                         Metrics::add(&metrics.rejected, 1);
@@ -538,47 +541,32 @@ where
                     },
                 )
                 .map_err(|e| format!("cannot read history {}: {e}", path.display()))?;
-                batch.flush(since_step);
                 Metrics::add(&metrics.history_bytes, stats.bytes);
                 replayed += stats.accepted;
             }
         }
         History::Events(events) => {
             for event in events.iter().skip(share.index).step_by(share.count) {
-                batch.push(event.clone());
+                replay(event.clone(), worker);
                 replayed += 1;
-                if replayed.is_multiple_of(REPLAY_CHUNK) {
-                    lane.declare(batch.flush(REPLAY_CHUNK));
-                    worker.step();
-                }
             }
-            batch.flush(replayed % REPLAY_CHUNK);
         }
         History::Master(dir) => {
             let local = Share {
                 index: worker.index() % shared.local,
                 count: shared.local,
             };
-            let mut since_step = 0u64;
             let stats = crate::master::read_share_with_progress(
                 dir,
                 local,
                 &metrics.history_bytes,
-                |event| {
-                    batch.push(event);
-                    since_step += 1;
-                    if since_step == REPLAY_CHUNK {
-                        lane.declare(batch.flush(since_step));
-                        since_step = 0;
-                        worker.step();
-                    }
-                },
+                |event| replay(event, worker),
             )
             .map_err(|e| format!("cannot replay the master dataset: {e}"))?;
-            batch.flush(since_step);
             replayed += stats.records;
         }
     }
+    batch.flush(since_step);
     let live_start = batch.close();
     Metrics::add(&metrics.replayed_workers, 1);
     info!(

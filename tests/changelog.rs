@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lambdaflow::changelog::Change;
-use lambdaflow::ecommerce::generate::push_json_line;
 use lambdaflow::ecommerce::{Kind, Order};
 use lambdaflow::prelude::*;
 use serde_json::Value;
+use support::jsonl;
 use support::server::{Server, free_port};
 use support::{golden, oracle, read_orders};
 
@@ -103,14 +103,6 @@ fn changelogs_fold_to_the_views() {
     }
 }
 
-fn jsonl(events: &[Order]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for e in events {
-        push_json_line(&mut body, e);
-    }
-    body
-}
-
 #[test]
 fn subscribers_see_a_snapshot_then_the_changes_and_sinks_write_them() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -138,7 +130,7 @@ fn subscribers_see_a_snapshot_then_the_changes_and_sinks_write_them() {
             .0,
         200
     );
-    let visible = support_declare(&server, 1_000_100);
+    let visible = server.declare(1_000_100);
     // Subscribe after the first events: they come in the snapshot.
     let response = server
         .http
@@ -183,7 +175,7 @@ fn subscribers_see_a_snapshot_then_the_changes_and_sinks_write_them() {
             .0,
         200
     );
-    let visible = support_declare(&server, 2_000_100);
+    let visible = server.declare(2_000_100);
     let mut all = first.clone();
     all.extend(second.iter().cloned());
     let want = oracle(&all)["customer_spend"].clone();
@@ -230,16 +222,6 @@ fn subscribers_see_a_snapshot_then_the_changes_and_sinks_write_them() {
     }
     let (status, _) = server.get("/subscribe/top_products");
     assert_eq!(status, 404, "ranked views have no changelog");
-}
-
-fn support_declare(server: &Server, ts: u64) -> u64 {
-    let (status, answer) = server.post(
-        "/watermark",
-        "application/json",
-        format!("{{\"ts\":{ts}}}").into_bytes(),
-    );
-    assert_eq!(status, 200, "{answer}");
-    answer["visible_as_of"].as_u64().expect("visible_as_of")
 }
 
 /// A pipeline with one windowed view whose rows are final at the window's end.

@@ -6,10 +6,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lambdaflow::ecommerce::generate::push_json_line;
 use lambdaflow::ecommerce::{Kind, Order};
 use lambdaflow::prelude::*;
 use serde_json::Value;
+use support::jsonl;
 use support::oracle;
 use support::server::{Server, free_port};
 
@@ -81,24 +81,6 @@ fn an_idle_worker_does_not_hold_the_watermark_back() {
     }
 }
 
-fn jsonl(events: &[Order]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for e in events {
-        push_json_line(&mut body, e);
-    }
-    body
-}
-
-fn declare(server: &Server, ts: u64) -> u64 {
-    let (status, answer) = server.post(
-        "/watermark",
-        "application/json",
-        format!("{{\"ts\":{ts}}}").into_bytes(),
-    );
-    assert_eq!(status, 200, "{answer}");
-    answer["visible_as_of"].as_u64().expect("visible_as_of")
-}
-
 fn dead_letters(dir: &std::path::Path) -> Vec<Value> {
     std::fs::read_to_string(dir.join("dead-letter.jsonl"))
         .unwrap_or_default()
@@ -149,14 +131,14 @@ fn dropped_events_go_to_the_dead_letter_file() {
             .0,
         200
     );
-    declare(&server, 200_000);
+    server.declare(200_000);
     assert_eq!(
         server
             .post("/events", "application/x-ndjson", jsonl(&late))
             .0,
         200
     );
-    let visible = declare(&server, 200_001);
+    let visible = server.declare(200_001);
     assert_eq!(
         customer_spend(&server, visible),
         oracle(&on_time)["customer_spend"],
@@ -209,7 +191,7 @@ fn the_maximum_lateness_bounds_corrections() {
             .0,
         200
     );
-    declare(&server, 100_001);
+    server.declare(100_001);
     let slightly = purchase(99_500, 2);
     let far = purchase(90_000, 3);
     assert_eq!(
@@ -222,7 +204,7 @@ fn the_maximum_lateness_bounds_corrections() {
             .0,
         200
     );
-    let visible = declare(&server, 100_002);
+    let visible = server.declare(100_002);
     assert_eq!(
         customer_spend(&server, visible),
         oracle(&[on_time[0].clone(), slightly])["customer_spend"]

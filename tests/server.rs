@@ -9,23 +9,15 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lambdaflow::ecommerce::generate::push_json_line;
 use lambdaflow::ecommerce::{Kind, Order};
 use serde_json::{Value, json};
+use support::jsonl;
 use support::server::{Server, free_port, import};
 use support::{golden, oracle, read_orders};
 
 fn expected() -> Value {
     serde_json::from_slice(&std::fs::read(golden("expected.json")).expect("expected.json"))
         .expect("JSON")
-}
-
-fn jsonl(events: &[Order]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for e in events {
-        push_json_line(&mut body, e);
-    }
-    body
 }
 
 fn json_array(events: &[Order]) -> Vec<u8> {
@@ -47,19 +39,6 @@ fn post_live(servers: &[&Server], live: &[Order]) {
     }
 }
 
-/// Declares a source watermark; returns the time from which answers reflect everything sent.
-fn declare(server: &Server, ts: u64) -> u64 {
-    let (status, answer) = server.post(
-        "/watermark",
-        "application/json",
-        format!("{{\"ts\":{ts}}}").into_bytes(),
-    );
-    assert_eq!(status, 200, "{answer}");
-    let visible = answer["visible_as_of"].as_u64().expect("visible_as_of");
-    assert!(visible >= ts);
-    visible
-}
-
 fn past_the_end(events: &[Order]) -> u64 {
     events.iter().map(|e| e.ts).max().unwrap_or(0) + 1
 }
@@ -73,7 +52,7 @@ fn golden_views_over_http_with_one_and_two_workers() {
         import(dir.path(), &[golden("history.jsonl")]);
         let server = Server::start(dir.path(), free_port(), &["-w", workers], true);
         post_live(&[&server], &live);
-        let visible = declare(&server, end);
+        let visible = server.declare(end);
         assert_eq!(server.views(visible), expected(), "{workers} workers");
         let (status, row) = server.get("/views/product_stats/174");
         assert_eq!(status, 200);
@@ -135,10 +114,10 @@ fn two_processes_answer_with_the_global_views() {
     post_live(&[&servers[0], &servers[1]], &live);
     // Each process's lanes end where its own late corrections put them; declaring the later of
     // the two to both brings every lane of the computation there.
-    let first = servers.iter().map(|s| declare(s, end)).max().unwrap_or(end);
+    let first = servers.iter().map(|s| s.declare(end)).max().unwrap_or(end);
     let visible = servers
         .iter()
-        .map(|s| declare(s, first))
+        .map(|s| s.declare(first))
         .max()
         .unwrap_or(first);
     for server in &servers {
@@ -377,7 +356,7 @@ fn bad_input_over_http_is_rejected_clearly_and_loses_nothing() {
     assert_eq!(status, 400, "{answer}");
 
     // The server still serves, and holds exactly the accepted events.
-    let visible = declare(&server, 3_001);
+    let visible = server.declare(3_001);
     let (status, answer) = server.get(&format!("/views/customer_spend/7?as_of={visible}"));
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["value"], 300);
@@ -491,7 +470,7 @@ fn a_custom_pipeline_is_served_the_same_way() {
     assert_eq!(status, 200);
     assert_eq!(answer["accepted"], 300);
     assert_eq!(answer["rejected"][0]["line"], 301);
-    let visible = declare(&server, 2_000);
+    let visible = server.declare(2_000);
     for (sensor, (n, sum)) in &expected {
         let (status, row) = server.get(&format!("/views/sensor_stats/{sensor}?as_of={visible}"));
         assert_eq!(status, 200);

@@ -127,6 +127,15 @@ pub fn run_with_watermarks(
     (views, late)
 }
 
+/// Events as a JSON Lines body.
+pub fn jsonl(events: &[Order]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for e in events {
+        lambdaflow::ecommerce::generate::push_json_line(&mut body, e);
+    }
+    body
+}
+
 /// The golden dataset beside the checkout.
 pub fn golden(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -149,6 +149,19 @@ impl Server {
         Value::Object(views)
     }
 
+    /// Declares a source watermark; returns the time from which answers reflect everything sent.
+    pub fn declare(&self, ts: u64) -> u64 {
+        let (status, answer) = self.post(
+            "/watermark",
+            "application/json",
+            format!("{{\"ts\":{ts}}}").into_bytes(),
+        );
+        assert_eq!(status, 200, "{answer}");
+        let visible = answer["visible_as_of"].as_u64().expect("visible_as_of");
+        assert!(visible >= ts);
+        visible
+    }
+
     /// Kills the process at once (SIGKILL).
     pub fn kill(mut self) {
         let _ = self.child.kill();
