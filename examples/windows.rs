@@ -7,7 +7,7 @@
 //! corrects the revenue of the five sliding windows that hold it.
 //!
 //! ```text
-//! cargo run --release --example windows -- --history ../shared/golden/history.jsonl < ../shared/golden/live.jsonl
+//! cargo run --release --example windows -- --history tests/data/golden/history.jsonl < tests/data/golden/live.jsonl
 //! ```
 //!
 //! The history (JSON Lines) goes through the batch lane, stdin's lines through the speed lane.

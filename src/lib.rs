@@ -16,7 +16,7 @@
 //! * [`window`]: tumbling, sliding and session windows over event time, for any view;
 //! * [`serve`]: queries answered inside the dataflow, by key or scattered and gathered;
 //! * [`engine`], [`cluster`], [`metrics`]: running it on threads, processes and hosts;
-//! * [`ecommerce`]: the built-in reference pipeline (see `REFERENCE.md`).
+//! * [`ecommerce`]: the built-in reference pipeline (see `docs/REFERENCE.md`).
 //!
 //! ```no_run
 //! use lambdaflow::prelude::*;

@@ -1,4 +1,4 @@
-//! The reference pipeline: e-commerce events and their five views (`REFERENCE.md`), plus two
+//! The reference pipeline: e-commerce events and their five views (`docs/REFERENCE.md`), plus two
 //! windowed views over event time.
 //!
 //! It is written with the public API only, the way a user would write their own: an event type
@@ -6,7 +6,7 @@
 //! as differences ([`Sums`]), so a key whose net value is 0 still has a row (its event count is
 //! not 0), and the arrangements aggregate while they consolidate.
 //!
-//! The five views of `REFERENCE.md` are [`REFERENCE_VIEWS`]; the pipeline adds
+//! The five views of `docs/REFERENCE.md` are [`REFERENCE_VIEWS`]; the pipeline adds
 //! `customer_sessions` and `revenue_5min_sliding`, built from [`crate::window`].
 
 use std::borrow::Cow;
@@ -222,7 +222,7 @@ impl ViewKey for Day {
 /// The width of an `events_per_minute` window.
 pub const MINUTE_MS: Time = 60_000;
 
-/// The views of `REFERENCE.md`, the contract the golden dataset checks. The pipeline has more.
+/// The views of `docs/REFERENCE.md`, the contract the golden dataset checks. The pipeline has more.
 pub const REFERENCE_VIEWS: [&str; 5] = [
     "revenue_by_day",
     "product_stats",
@@ -249,7 +249,7 @@ const HALF_HOUR_SESSIONS: Sessions = match window::session(30 * MINUTE_MS) {
     Err(_) => panic!("half an hour is a valid gap"),
 };
 
-/// The built-in pipeline: the views of `REFERENCE.md` ([`REFERENCE_VIEWS`]: `revenue_by_day`,
+/// The built-in pipeline: the views of `docs/REFERENCE.md` ([`REFERENCE_VIEWS`]: `revenue_by_day`,
 /// `product_stats`, `customer_spend`, `events_per_minute` and `top_products`). The rows of
 /// `events_per_minute` are final (in the changelog) once the watermark passes the minute's end.
 /// [`EcommerceWithWindows`] adds two windowed views.

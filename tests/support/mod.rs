@@ -136,10 +136,10 @@ pub fn jsonl(events: &[Order]) -> Vec<u8> {
     body
 }
 
-/// The golden dataset beside the checkout.
+/// The golden dataset, copied into the repository (`tests/data/golden`).
 pub fn golden(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/golden")
+        .join("tests/data/golden")
         .join(name)
 }
 
