@@ -144,7 +144,9 @@ fn main() {
                         product: rng.random_range(0..100_000),
                         amount_cents: rng.random_range(1..10_000),
                     };
-                    live.send(order);
+                    if live.send(order).is_err() {
+                        return sent;
+                    }
                 }
                 sent += batch;
             }

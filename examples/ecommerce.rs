@@ -54,7 +54,9 @@ fn main() -> Result<(), String> {
     engine.end_live();
     let stdin = std::io::stdin().lock();
     let sent = |event| {
-        live.send(event);
+        if let Err(e) = live.send(event) {
+            tracing::warn!("live event not taken: {e}");
+        }
     };
     let reject = |r: Reject| tracing::warn!(%r, "live line rejected");
     read_all(stdin, "stdin", Format::JsonLines, sent, reject).map_err(|e| e.to_string())?;

@@ -145,7 +145,9 @@ fn main() -> Result<(), String> {
         }
         let Some(asked) = line.strip_prefix('?') else {
             match parse_line::<Doc>(line.as_bytes(), Format::JsonLines) {
-                Ok(doc) => _ = live.send(Doc { time, ..doc }),
+                Ok(doc) => {
+                    live.send(Doc { time, ..doc }).map_err(|e| e.to_string())?;
+                }
                 Err(e) => warn!("stdin:{}: {e}", i + 1),
             }
             continue;
@@ -154,7 +156,7 @@ fn main() -> Result<(), String> {
             warn!("stdin:{}: a query is ?word", i + 1);
             continue;
         };
-        live.watermark(time);
+        live.watermark(time).map_err(|e| e.to_string())?;
         let answer = client.query(Query::key("postings", &word), Some(time));
         let answer = answer.map_err(|e| e.to_string())?;
         let docs = Some(answer.to_json())

@@ -56,7 +56,9 @@ fn main() -> Result<(), String> {
     let live = engine.live().ok_or("live input already ended")?;
     engine.end_live();
     let send = |event| {
-        live.send(event);
+        if let Err(e) = live.send(event) {
+            tracing::warn!("live event not taken: {e}");
+        }
     };
     let reject = |r: Reject| tracing::warn!(%r, "live line rejected");
     read_all(

@@ -126,11 +126,11 @@ fn main() -> Result<(), String> {
         let time = now.map_or(0, |d| d.as_millis() as Time).max(last + 1);
         last = time;
         let Some(asked) = text.strip_prefix('?') else {
-            live.send(Line { time, text });
+            live.send(Line { time, text }).map_err(|e| e.to_string())?;
             continue;
         };
         // No more lines before `time`: every worker's lane moves there now.
-        live.watermark(time);
+        live.watermark(time).map_err(|e| e.to_string())?;
         let query = match words(asked).next() {
             Some(word) => Query::key("word_count", word),
             None => Query::all("top_words"),

@@ -66,6 +66,18 @@ pub fn read_share<E: Event>(
     on_event: impl FnMut(E),
     on_reject: impl FnMut(Reject),
 ) -> io::Result<ReadStats> {
+    read_share_checked(path, share, |_: &E| Ok(()), on_event, on_reject)
+}
+
+/// [`read_share`], where `check` may refuse an event that parsed (a line error like any other,
+/// with its line number): the importer refuses times too far in the future this way.
+pub fn read_share_checked<E: Event>(
+    path: &Path,
+    share: Share,
+    check: impl Fn(&E) -> Result<(), String>,
+    mut on_event: impl FnMut(E),
+    on_reject: impl FnMut(Reject),
+) -> io::Result<ReadStats> {
     let format = Format::from_path(path);
     let mut file = File::open(path)?;
     let len = file.metadata()?.len();
@@ -108,7 +120,7 @@ pub fn read_share<E: Event>(
         format,
         header_lines,
         first_line,
-        on_event,
+        |event| check(&event).map(|()| on_event(event)),
         on_reject,
     )
 }
@@ -118,7 +130,7 @@ pub fn read_all<E: Event, R: Read>(
     input: R,
     source: &str,
     format: Format,
-    on_event: impl FnMut(E),
+    mut on_event: impl FnMut(E),
     on_reject: impl FnMut(Reject),
 ) -> io::Result<ReadStats> {
     let lines = LineReader::new(BufReader::with_capacity(1 << 16, input), 0, u64::MAX);
@@ -129,19 +141,23 @@ pub fn read_all<E: Event, R: Read>(
         format,
         header_lines,
         || Ok(0),
-        on_event,
+        |event| {
+            on_event(event);
+            Ok(())
+        },
         on_reject,
     )
 }
 
-/// The shared loop: numbers lines, skips headers and blank lines, parses, reports.
+/// The shared loop: numbers lines, skips headers and blank lines, parses, hands on (the taker
+/// may still refuse an event, which is then a bad line), reports.
 fn read_lines<E: Event, R: Read>(
     mut lines: LineReader<R>,
     source: &str,
     format: Format,
     header_lines: u64,
     lines_before: impl FnOnce() -> io::Result<u64>,
-    mut on_event: impl FnMut(E),
+    mut on_event: impl FnMut(E) -> Result<(), String>,
     mut on_reject: impl FnMut(Reject),
 ) -> io::Result<ReadStats> {
     let mut stats = ReadStats::default();
@@ -161,14 +177,11 @@ fn read_lines<E: Event, R: Read>(
                 if bytes.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                parse_line::<E>(bytes, format)
+                parse_line::<E>(bytes, format).and_then(&mut on_event)
             }
         };
         match numbered {
-            Ok(event) => {
-                stats.accepted += 1;
-                on_event(event);
-            }
+            Ok(()) => stats.accepted += 1,
             Err(error) => {
                 if before.is_none() {
                     let count = lines_before.take().map(|f| f()).transpose()?;
@@ -188,7 +201,8 @@ fn read_lines<E: Event, R: Read>(
     Ok(stats)
 }
 
-fn trim_line(line: &[u8]) -> &[u8] {
+/// A line without its terminator (`\n` or `\r\n`).
+pub(crate) fn trim_line(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
 }

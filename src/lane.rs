@@ -7,18 +7,19 @@
 //! * the [`BatchLane`] replays bounded history at coarse times ([`BatchTime`]): one time for the
 //!   whole replay, or one per bucket of event time, so that bulk history consolidates cheaply;
 //! * the [`SpeedLane`] keeps every event's own time and advances its input, in processing-time
-//!   ticks, to its [`Watermark`]; events behind it are late and follow the [`LatePolicy`].
+//!   ticks, to the watermark of the process's judge ([`watermark`](crate::watermark)); events
+//!   behind it were judged late and come with the time to apply them at.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use differential_dataflow::input::InputSession;
-use tracing::warn;
+use serde::{Deserialize, Serialize};
 
 use crate::event::{END_OF_TIME, Event, Time};
 use crate::metrics::Metrics;
-use crate::watermark::{LateRules, Lateness, Watermark};
+use crate::watermark::CEILING;
 
 /// The timestamps the batch lane gives history.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,161 +47,187 @@ impl BatchTime {
 }
 
 /// The batch lane of one worker: replays history at coarse times, then closes.
+///
+/// Only history that is *sealed* (behind the watermark the replay has reached: the newest
+/// event minus the allowed lateness, or a recorded watermark) goes in at coarse times. The open
+/// tail after it is held back, and when the replay ends whatever is still open goes to the speed
+/// lane at its own times, exactly as it was before a restart: events not yet complete stay
+/// invisible until the watermark passes them.
 pub struct BatchLane<E: Event> {
     input: InputSession<Time, E, isize>,
     time: BatchTime,
-    /// How far behind the newest replayed event history may still arrive (ms).
-    disorder: Time,
-    newest: Time,
+    lateness: Time,
+    /// Times before it are complete: events meant before it enter at coarse times.
+    sealed: Time,
+    newest: Option<Time>,
+    /// Events at or after `sealed`, by the time they are meant at.
+    tail: BinaryHeap<Reverse<(Time, E)>>,
+    /// The latest time an update entered at.
+    latest: Option<Time>,
+    /// The latest time a live event was applied at after its own (a correction).
+    held: Option<Time>,
+    /// Events pushed since the last flush, for the metrics.
+    unreported: u64,
     metrics: Arc<Metrics>,
 }
 
+/// What a worker's replay found: how far its history is sealed, its newest event, and the latest
+/// batch time it used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replayed {
+    /// Every time before it is complete in this worker's share.
+    pub sealed: Time,
+    /// The newest event time of the share.
+    pub newest: Option<Time>,
+    /// The latest time the batch lane put an update at.
+    pub latest: Option<Time>,
+    /// The latest time a replayed live event had been applied at after its own time: the
+    /// lanes had passed it before the restart, so they resume past it.
+    pub held: Option<Time>,
+}
+
 impl<E: Event> BatchLane<E> {
-    /// Wraps a worker's batch input session; history arrives at most `disorder` ms behind its
-    /// newest event (further behind, it is applied at the lane's time).
+    /// Wraps a worker's batch input session; history is sealed up to its newest event minus
+    /// `lateness`.
     pub fn new(
         input: InputSession<Time, E, isize>,
         time: BatchTime,
-        disorder: Time,
+        lateness: Time,
         metrics: Arc<Metrics>,
     ) -> Self {
         BatchLane {
             input,
             time,
-            disorder,
-            newest: 0,
+            lateness,
+            sealed: 0,
+            newest: None,
+            tail: BinaryHeap::new(),
+            latest: None,
+            held: None,
+            unreported: 0,
             metrics,
         }
     }
 
-    /// Replays one event of history (one further behind than the lane's time, which its
-    /// disorder bound has passed, is applied at the lane's time, like a corrected late event).
-    pub fn push(&mut self, event: E) {
-        self.newest = self.newest.max(event.time());
-        let time = self.time.time_of(event.time()).max(*self.input.time());
+    /// Replays one event, meant at `at` (its own time, or the watermark a correction applied it
+    /// at). An event meant before the lane's input time (further behind than the disorder the
+    /// lane allows) enters at that time, like a corrected late event.
+    pub fn push(&mut self, event: E, at: Time) {
+        self.unreported += 1;
+        if at != event.time() {
+            self.held = self.held.max(Some(at));
+        }
+        self.observe(event.time());
+        if at < self.sealed {
+            self.insert(event, at);
+        } else {
+            self.tail.push(Reverse((at, event)));
+        }
+    }
+
+    /// Takes a recorded watermark: every time before it is complete.
+    pub fn seal(&mut self, watermark: Time) {
+        self.sealed = self.sealed.max(watermark.min(CEILING));
+    }
+
+    fn observe(&mut self, ts: Time) {
+        self.newest = Some(self.newest.map_or(ts, |n| n.max(ts)));
+        self.seal(ts.saturating_sub(self.lateness));
+    }
+
+    fn insert(&mut self, event: E, at: Time) {
+        let time = self.time.time_of(at).max(*self.input.time());
+        self.latest = Some(self.latest.map_or(time, |l| l.max(time)));
         self.input.update_at(event, time, 1);
     }
 
-    /// Sends what is buffered, and with per-bucket times advances the lane behind the newest
-    /// event by the disorder bound, so history's windows finalize during the replay and state
-    /// stays bounded by the disorder, not by the size of history. Returns the lane's time.
-    pub fn flush(&mut self, replayed: u64) -> Time {
-        Metrics::add(&self.metrics.history_events, replayed);
-        if let BatchTime::Every(_) = self.time {
-            let target = self.time.time_of(self.newest.saturating_sub(self.disorder));
+    fn release_sealed(&mut self, sealed: Time) {
+        while self
+            .tail
+            .peek()
+            .is_some_and(|Reverse((at, _))| *at < sealed)
+        {
+            if let Some(Reverse((at, event))) = self.tail.pop() {
+                self.insert(event, at);
+            }
+        }
+    }
+
+    /// Sends what is buffered, and with per-bucket times advances the lane to the bucket of the
+    /// sealed time, so history's windows finalize during the replay and state stays bounded by
+    /// the disorder, not by the size of history. Returns the sealed time: how far the speed
+    /// lane may follow.
+    pub fn flush(&mut self) -> Time {
+        Metrics::add(
+            &self.metrics.history_events,
+            std::mem::take(&mut self.unreported),
+        );
+        self.release_sealed(self.sealed);
+        if let (BatchTime::Every(_), Some(last)) = (self.time, self.sealed.checked_sub(1)) {
+            let target = self.time.time_of(last);
             if target > *self.input.time() {
                 self.input.advance_to(target);
             }
         }
         self.input.flush();
-        *self.input.time()
+        self.sealed
     }
 
-    /// Ends the replay: the lane no longer holds the frontier back. Returns the time live
-    /// events start at: just after the newest event replayed (history is the past).
-    pub fn close(self) -> Time {
+    /// What the replay found so far.
+    pub fn replayed(&self) -> Replayed {
+        Replayed {
+            sealed: self.sealed,
+            newest: self.newest,
+            latest: self.latest,
+            held: self.held,
+        }
+    }
+
+    /// Ends the replay: events meant before `cut` enter the lane, which then closes; the rest
+    /// are returned, for the speed lane at their own times. Returns also the latest time the
+    /// lane used.
+    pub fn close(mut self, cut: Time) -> (Vec<(E, Time)>, Option<Time>) {
+        self.release_sealed(cut);
+        let latest = self.latest;
         self.input.close();
-        self.newest.saturating_add(1)
+        let open = self
+            .tail
+            .into_iter()
+            .map(|Reverse((at, e))| (e, at))
+            .collect();
+        (open, latest)
     }
 }
 
-/// Hears about each late event the speed lane leaves out: the event, why, and the lane's time.
-pub type LateSink<E> = Arc<dyn Fn(&E, &'static str, Time) + Send + Sync>;
-
-/// The speed lane of one worker: live events at their own times, advanced by the watermark.
+/// The speed lane of one worker: live events at the times the judge gave them, advanced to the
+/// watermark the judge publishes (see [`live`](crate::live)).
 pub struct SpeedLane<E: Event> {
     input: InputSession<Time, E, isize>,
-    watermark: Watermark,
-    rules: LateRules,
-    /// Whether late events were applied at the current time since the last tick.
-    corrected_at_now: bool,
-    /// When this lane last took an event (processing time), for idleness.
-    last_event: Instant,
-    on_drop: Option<LateSink<E>>,
-    metrics: Arc<Metrics>,
 }
 
 impl<E: Event> SpeedLane<E> {
     /// Wraps a worker's speed input session.
-    pub fn new(
-        input: InputSession<Time, E, isize>,
-        rules: LateRules,
-        on_drop: Option<LateSink<E>>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        SpeedLane {
-            input,
-            watermark: Watermark::new(rules.allowed_lateness),
-            rules,
-            corrected_at_now: false,
-            last_event: Instant::now(),
-            on_drop,
-            metrics,
-        }
+    pub fn new(input: InputSession<Time, E, isize>) -> Self {
+        SpeedLane { input }
     }
 
-    /// The time below which this lane accepts no more events at their own time.
+    /// The time below which this lane takes no more events.
     pub fn time(&self) -> Time {
         *self.input.time()
     }
 
-    /// How long since this lane last took an event.
-    pub fn idle_for(&self) -> Duration {
-        self.last_event.elapsed()
+    /// Applies an event at `at` (never before the lane's time, nor at the end of time).
+    pub fn apply(&mut self, event: E, at: Time) {
+        let time = at.max(self.time()).min(END_OF_TIME - 1);
+        self.input.update_at(event, time, 1);
     }
 
-    /// The newest event time this lane has seen.
-    pub fn newest(&self) -> Option<Time> {
-        self.watermark.newest()
-    }
-
-    /// Takes one live event; a late one follows the late rules.
-    pub fn push(&mut self, event: E) {
-        let ts = event.time();
-        self.last_event = Instant::now();
-        self.watermark.observe(ts);
-        self.metrics.newest_event.fetch_max(ts, Ordering::Relaxed);
-        let now = self.time();
-        match self.rules.judge(ts, now) {
-            Lateness::OnTime => {
-                Metrics::add(&self.metrics.live_events, 1);
-                self.input.update_at(event, ts, 1);
-            }
-            Lateness::Correct => {
-                Metrics::add(&self.metrics.late_corrected, 1);
-                self.input.update_at(event, now, 1);
-                self.corrected_at_now = true;
-            }
-            Lateness::Drop(reason) => {
-                Metrics::add(&self.metrics.late_dropped, 1);
-                warn!(event = ?event, watermark = now, reason, "late event dropped");
-                if let Some(sink) = &self.on_drop {
-                    sink(&event, reason, now);
-                }
-            }
-        }
-    }
-
-    /// Takes a source's promise that no events before `time` will come, and advances at once.
-    /// Returns the lane's new time: answers as of it reflect every event this lane has taken.
-    pub fn declare(&mut self, time: Time) -> Time {
-        self.watermark.declare(time);
-        self.tick();
-        self.time()
-    }
-
-    /// Advances the lane to its watermark and sends what is buffered: one tick. Late events
-    /// corrected at the current time move the lane one past it, so they become visible within
-    /// a tick even when the watermark stands still.
-    pub fn tick(&mut self) {
-        let mut target = self.watermark.value();
-        if self.corrected_at_now {
-            target = target.max(self.time() + 1);
-            self.corrected_at_now = false;
-        }
-        let target = target.min(END_OF_TIME - 1);
-        if target > self.time() {
-            self.input.advance_to(target);
+    /// Advances the lane to `time` (never back, never to the end of time) and sends what is
+    /// buffered.
+    pub fn advance_to(&mut self, time: Time) {
+        let time = time.min(END_OF_TIME - 1);
+        if time > self.time() {
+            self.input.advance_to(time);
         }
         self.input.flush();
     }

@@ -11,7 +11,8 @@
 //!
 //! * [`event`], [`history`]: what flows in, and how files are read in shares;
 //! * [`master`]: the master dataset, the durable log of every accepted event;
-//! * [`lane`], [`watermark`]: the two lanes, event time and late data;
+//! * [`lane`], [`live`], [`watermark`]: the two lanes, the live input and its one judge of
+//!   lateness per process;
 //! * [`aggregate`], [`view`]: views as arranged collections, sums as differences;
 //! * [`window`]: tumbling, sliding and session windows over event time, for any view;
 //! * [`serve`]: queries answered inside the dataflow, by key or scattered and gathered;
@@ -39,6 +40,7 @@ pub mod engine;
 pub mod event;
 pub mod history;
 pub mod lane;
+pub mod live;
 pub mod master;
 pub mod metrics;
 pub mod progress;
@@ -53,10 +55,11 @@ pub mod prelude {
     pub use crate::aggregate::Sums;
     pub use crate::cluster::Cluster;
     pub use crate::ecommerce::Ecommerce;
-    pub use crate::engine::{Client, Engine, LiveSender, Pipeline, QueryError, Settings};
+    pub use crate::engine::{Client, Engine, Pipeline, QueryError, Settings};
     pub use crate::event::{Event, Format, Reject, Time};
     pub use crate::history::History;
     pub use crate::lane::BatchTime;
+    pub use crate::live::{LiveSender, SendError, Verdicts};
     pub use crate::serve::{Answer, AnswerValue, Query};
     pub use crate::view::{ViewKey, Views};
     pub use crate::watermark::LatePolicy;

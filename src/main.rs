@@ -17,8 +17,10 @@ use lambdaflow::ecommerce::generate::{GenConfig, Generator, push_json_line, writ
 use lambdaflow::ecommerce::{EcommerceWithWindows, Order};
 use lambdaflow::engine::Settings;
 use lambdaflow::lane::BatchTime;
-use lambdaflow::master::{MasterDataset, MasterOptions};
-use lambdaflow::server::import::import;
+use lambdaflow::live::BacklogLimits;
+use lambdaflow::master::{Entry, MasterDataset, MasterOptions};
+use lambdaflow::server::import::{ImportOptions, import};
+use lambdaflow::server::ingest::FutureLimit;
 use lambdaflow::server::{ServerConfig, serve};
 use lambdaflow::watermark::LatePolicy;
 use tracing::info;
@@ -41,16 +43,19 @@ enum Command {
         disable_help_flag = true,
         after_help = "Examples:\n  lambdaflow run --data-dir data\n  lambdaflow run --data-dir data --history old.jsonl -w 2 --listen 127.0.0.1:9000\n  lambdaflow run --data-dir d0 -n 2 -p 0 --hostfile hosts --listen 127.0.0.1:8080   # and -p 1 elsewhere"
     )]
-    Run(Run),
+    Run(Box<Run>),
     /// Append JSON Lines or CSV history to the master dataset.
     #[command(after_help = "Example:\n  lambdaflow import --data-dir data history.jsonl more.csv")]
     Import {
         /// The data directory of the master dataset.
         #[arg(long)]
         data_dir: PathBuf,
-        /// Files to import (`.csv` is CSV with a header, anything else JSON Lines).
+        /// Files to import (`.csv` is CSV with a header, anything else JSON Lines). A file
+        /// already imported (same path, size and content) is skipped.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        rules: ImportRules,
     },
     /// Generate synthetic e-commerce events as JSON Lines (seeded, Zipf products, out of order).
     #[command(
@@ -91,14 +96,41 @@ enum Command {
     },
 }
 
+/// How imported history is checked.
+#[derive(clap::Args)]
+struct ImportRules {
+    /// Refuse lines whose ts is more than this far ahead of this machine's clock ("off": no
+    /// limit, for synthetic future data).
+    #[arg(long, default_value = "1h", value_parser = parse_optional_duration)]
+    max_future: Limit,
+    /// Append a history file that changed since it was imported, as new history (otherwise
+    /// that is an error).
+    #[arg(long)]
+    append_changed: bool,
+}
+
+impl ImportRules {
+    fn options(&self) -> ImportOptions {
+        ImportOptions {
+            limit: FutureLimit {
+                max_future: self.max_future.0,
+            },
+            append_changed: self.append_changed,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct Run {
     /// The data directory of the master dataset.
     #[arg(long)]
     data_dir: PathBuf,
-    /// History to append to the master dataset before the replay (repeatable).
+    /// History to append to the master dataset before the replay (repeatable); a file already
+    /// imported is skipped.
     #[arg(long)]
     history: Vec<PathBuf>,
+    #[command(flatten)]
+    rules: ImportRules,
     /// The HTTP address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -138,9 +170,18 @@ struct Run {
     /// Largest request body in bytes (413 above it).
     #[arg(long, default_value_t = 16 << 20)]
     max_body: usize,
-    /// How long an `?as_of=` read waits before 408.
+    /// How long an `?as_of=` read waits before 503.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     query_timeout: Duration,
+    /// Live events that may wait for each worker; above it `POST /events` answers 503.
+    #[arg(long, default_value_t = BacklogLimits::default().events)]
+    max_backlog_events: u64,
+    /// Bytes of live events (as posted) that may wait for each worker; above it 503.
+    #[arg(long, default_value_t = BacklogLimits::default().bytes)]
+    max_backlog_bytes: u64,
+    /// `POST /events` requests in progress at once; above it 503.
+    #[arg(long, default_value_t = 64)]
+    max_ingest_requests: usize,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -174,8 +215,12 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(run) => run_server(run),
-        Command::Import { data_dir, files } => import_files(&data_dir, &files),
+        Command::Run(run) => run_server(*run),
+        Command::Import {
+            data_dir,
+            files,
+            rules,
+        } => import_files(&data_dir, &files, rules.options()),
         Command::Gen(args) => generate(args),
         Command::Query {
             url,
@@ -202,6 +247,18 @@ fn main() -> ExitCode {
 /// An idle timeout, or none (`off`).
 #[derive(Clone, Copy, Debug)]
 struct Idle(Option<Duration>);
+
+/// A duration limit, or none (`off`).
+#[derive(Clone, Copy, Debug)]
+struct Limit(Option<Duration>);
+
+fn parse_optional_duration(text: &str) -> Result<Limit, humantime::DurationError> {
+    if text == "off" {
+        Ok(Limit(None))
+    } else {
+        humantime::parse_duration(text).map(|d| Limit(Some(d)))
+    }
+}
 
 fn parse_idle(text: &str) -> Result<Idle, humantime::DurationError> {
     if text == "off" {
@@ -243,7 +300,7 @@ async fn ctrl_c() {
 
 fn run_server(run: Run) -> Result<(), String> {
     if !run.history.is_empty() {
-        import_files(&run.data_dir, &run.history)?;
+        import_files(&run.data_dir, &run.history, run.rules.options())?;
     }
     let config = ServerConfig {
         listen: run.listen,
@@ -258,28 +315,41 @@ fn run_server(run: Run) -> Result<(), String> {
             batch_time: run.history_granularity.map_or(BatchTime::Single, |d| {
                 BatchTime::Every(d.as_millis().max(1) as u64)
             }),
+            backlog: BacklogLimits {
+                events: run.max_backlog_events,
+                bytes: run.max_backlog_bytes,
+            },
         },
         token: run.token,
         rate_limit: run.rate_limit,
         max_body_bytes: run.max_body,
         query_timeout: run.query_timeout,
         sink_dir: run.sink_dir,
+        max_future: FutureLimit {
+            max_future: run.rules.max_future.0,
+        },
+        max_ingest_requests: run.max_ingest_requests,
         ..ServerConfig::new(run.data_dir)
     };
     runtime()?.block_on(serve(config, EcommerceWithWindows, |_| {}, ctrl_c()))
 }
 
-fn import_files(data_dir: &std::path::Path, files: &[PathBuf]) -> Result<(), String> {
-    let (master, _) =
-        MasterDataset::<Order>::open(data_dir, MasterOptions::default()).map_err(|e| {
+fn import_files(
+    data_dir: &std::path::Path,
+    files: &[PathBuf],
+    options: ImportOptions,
+) -> Result<(), String> {
+    let (master, _) = MasterDataset::<Entry<Order>>::open(data_dir, MasterOptions::default())
+        .map_err(|e| {
             format!(
                 "cannot open the master dataset in {}: {e}",
                 data_dir.display()
             )
         })?;
-    let summary = import(&master, files)?;
+    let summary = import(&master, files, options)?;
     info!(
         files = summary.files,
+        skipped = summary.skipped,
         accepted = summary.accepted,
         rejected = summary.rejected,
         "import done"
@@ -287,8 +357,11 @@ fn import_files(data_dir: &std::path::Path, files: &[PathBuf]) -> Result<(), Str
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "imported {} events from {} files; {} lines rejected",
-        summary.accepted, summary.files, summary.rejected
+        "imported {} events from {} files ({} already imported, skipped); {} lines rejected",
+        summary.accepted,
+        summary.files - summary.skipped,
+        summary.skipped,
+        summary.rejected
     )
     .map_err(|e| e.to_string())
 }
@@ -362,7 +435,7 @@ fn demo(listen: SocketAddr, events: u64, rate: u64) -> Result<(), String> {
     let file = std::fs::File::create(&history).map_err(|e| e.to_string())?;
     write_jsonl(Generator::new(config)?, file).map_err(|e| e.to_string())?;
     let data_dir = dir.join("data");
-    import_files(&data_dir, &[history])?;
+    import_files(&data_dir, &[history], ImportOptions::default())?;
 
     let server = ServerConfig {
         listen,

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Event counters for one process.
 #[derive(Debug, Default)]
@@ -31,6 +31,14 @@ pub struct Metrics {
     pub frontier: AtomicU64,
     /// The newest event time any live event of this process carried.
     pub newest_event: AtomicU64,
+    /// Ingest requests refused because the workers' backlog was full (HTTP 503).
+    pub ingest_refused: AtomicU64,
+    /// Live events waiting in the workers' mailboxes.
+    pub backlog_events: AtomicU64,
+    /// Their bytes.
+    pub backlog_bytes: AtomicU64,
+    /// Whether every view reflects the whole replayed history (the server's `/ready`).
+    pub views_ready: AtomicBool,
     /// Each local worker's speed-lane time (its watermark), by worker index.
     worker_watermarks: Mutex<BTreeMap<usize, u64>>,
     /// Updates held by each view's arrangement, per local worker (its shard).

@@ -20,9 +20,10 @@ use differential_dataflow::operators::arrange::Arranged;
 use differential_dataflow::{ExchangeData, VecCollection};
 use serde::Serialize;
 use serde_json::Value;
-use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::{ProbeHandle, Stream};
 
 use crate::aggregate::pre_aggregate;
 use crate::changelog::{Changelog, Finality, Render, changelog};
@@ -103,6 +104,8 @@ pub struct Views<'s> {
     metrics: Arc<Metrics>,
     /// Where changelogs go (and how many workers each process has), if they are kept.
     changelog: Option<(Arc<Changelog>, usize)>,
+    /// Watches every arrangement: its frontier says how far every view is complete.
+    probe: ProbeHandle<Time>,
     catalog: Vec<ViewInfo>,
 }
 
@@ -112,12 +115,14 @@ impl<'s> Views<'s> {
         replies: Rc<RefCell<Replies>>,
         metrics: Arc<Metrics>,
         changelog: Option<(Arc<Changelog>, usize)>,
+        probe: ProbeHandle<Time>,
     ) -> Self {
         Views {
             queries,
             replies,
             metrics,
             changelog,
+            probe,
             catalog: Vec::new(),
         }
     }
@@ -160,6 +165,7 @@ impl<'s> Views<'s> {
         let index = self.add(name, description, ViewKind::Keyed);
         let updates = pre_aggregate(collection);
         let arranged = updates.clone().arrange_by_key_named(name);
+        arranged.stream.clone().probe_with(&self.probe);
         let render: Render<K, V, R> = Rc::new(render);
         let finality: Finality<K> = Rc::new(RefCell::new(None));
         if let Some((hub, local)) = &self.changelog {

@@ -1,22 +1,50 @@
-//! Watermarks: how far event time has progressed, and what to do with events behind it.
+//! Watermarks: how far event time has progressed, and the verdict on events behind it.
 //!
-//! In lambdaflow the dataflow frontier *is* the watermark. Each worker's speed lane advances its
-//! input to `max event time seen − allowed lateness`; the frontier of the whole dataflow is the
-//! minimum over workers and lanes, and an answer as of `t` is complete once it has passed `t`.
+//! In lambdaflow the dataflow frontier *is* the watermark: an answer as of `t` is complete once
+//! the frontier has passed `t`. The frontier follows the speed lanes, and the speed lanes follow
+//! one [`Judge`] per process: the single place where live events are judged, in the order they
+//! were accepted, before they are stored.
 //!
-//! An event whose time is already behind its lane's input time is *late*. It can never be
-//! inserted at its own time (that time is sealed), so the [`LatePolicy`] decides: `Correct`
-//! applies it at the lane's current time with its fields intact, so every view still equals a
-//! recomputation over all events; `Drop` leaves it out and reports it.
+//! The judge keeps one number for its verdicts, its watermark `W`, and sees the live stream in
+//! order:
+//!
+//! * an event with `ts >= W` is **on time**: it is applied at its own time;
+//! * an event with `ts < W` is **late**: its time is sealed (answers as of it were given), so the
+//!   [`LatePolicy`] decides: `Correct` applies it at the lanes' current target with its fields
+//!   intact (every view still equals a recomputation over all events), `Drop` leaves it out and
+//!   reports it; beyond the maximum lateness even `Correct` drops;
+//! * after judging an event, `W = max(W, ts - allowed lateness)` (bounded out-of-orderness);
+//! * a source may declare `W` forward (a source watermark), and an idle process is moved forward.
+//!
+//! Because a verdict is a function of the stream alone (not of tick timing, nor of which worker
+//! a round robin hands an event to), it is the same for every worker count, and it is recorded
+//! with the event in the master dataset: a restart replays the verdicts instead of judging again.
+//!
+//! The lanes follow a second number, the *target* `T >= W`. Corrections are applied at `T`, and
+//! so they only become visible once the lanes pass `T`: at the next tick (or declaration) the
+//! judge moves `T` one past them ([`Judge::bump`]). That costs one dataflow time per tick rather
+//! than per late event, and it never changes a verdict, which depends on `W` alone. An on-time
+//! event that arrives after such a bump passed its time is applied at `T` as well (it is late
+//! for the lanes, not for the verdict).
+//!
+//! `W` never passes [`CEILING`], which keeps headroom below [`END_OF_TIME`]: whatever time an
+//! accepted event carries, later corrections always have times left to become visible at.
 
+use std::fmt;
 use std::str::FromStr;
 
-use crate::event::Time;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{END_OF_TIME, Time};
+
+/// The highest watermark the events and declarations of a stream can reach: `2^40` ms (about 35
+/// years) below [`END_OF_TIME`], left for corrections (one time per corrected batch).
+pub const CEILING: Time = END_OF_TIME - (1 << 40);
 
 /// What happens to an event that arrives after its time has passed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LatePolicy {
-    /// Apply it at the current input time; views are corrected (retraction plus new value).
+    /// Apply it at the current watermark; views are corrected (retraction plus new value).
     #[default]
     Correct,
     /// Leave it out; count it and report it.
@@ -36,84 +64,175 @@ impl FromStr for LatePolicy {
     }
 }
 
-/// How a speed lane judges event times against its own time.
+/// How a judge treats event times.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LateRules {
     /// How far behind the newest event the watermark trails (ms).
     pub allowed_lateness: Time,
     /// What happens to events behind the watermark.
     pub policy: LatePolicy,
-    /// Beyond this far behind the lane's time (ms), even `Correct` drops, so that state for old
+    /// Beyond this far behind the watermark (ms), even `Correct` drops, so that state for old
     /// windows can be forgotten; `None`: no horizon.
     pub max_lateness: Option<Time>,
 }
 
+/// Why a late event was left out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum DropReason {
+    /// The policy is `drop` and the event was behind the watermark.
+    BehindWatermark,
+    /// The event was further behind the watermark than the maximum lateness.
+    BeyondMaxLateness,
+}
+
+impl DropReason {
+    /// The reason in words, as reports and logs give it.
+    pub fn text(self) -> &'static str {
+        match self {
+            DropReason::BehindWatermark => "behind the watermark",
+            DropReason::BeyondMaxLateness => "beyond the maximum lateness",
+        }
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
 /// The verdict on one event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lateness {
-    /// At or after the lane's time: taken at its own time.
-    OnTime,
-    /// Behind it: applied at the lane's time.
-    Correct,
-    /// Behind it and left out, for this reason.
-    Drop(&'static str),
+pub enum Verdict {
+    /// At or after the watermark: applied at this time (its own, or the lanes' target if they
+    /// have passed it).
+    OnTime(Time),
+    /// Behind it: applied at this time (the lanes' target when it was judged).
+    Correct(Time),
+    /// Behind it and left out, for this reason; the watermark it was behind.
+    Drop(DropReason, Time),
 }
 
 impl LateRules {
-    /// Judges an event of time `ts` arriving when the lane's time is `now`.
-    pub fn judge(&self, ts: Time, now: Time) -> Lateness {
-        if ts >= now {
-            return Lateness::OnTime;
+    /// Judges an event of time `ts` against the watermark `watermark`.
+    pub fn judge(&self, ts: Time, watermark: Time) -> Verdict {
+        if ts >= watermark {
+            return Verdict::OnTime(ts);
         }
-        if self.max_lateness.is_some_and(|horizon| now - ts > horizon) {
-            return Lateness::Drop("beyond the maximum lateness");
+        if self
+            .max_lateness
+            .is_some_and(|horizon| watermark - ts > horizon)
+        {
+            return Verdict::Drop(DropReason::BeyondMaxLateness, watermark);
         }
         match self.policy {
-            LatePolicy::Correct => Lateness::Correct,
-            LatePolicy::Drop => Lateness::Drop("behind the watermark"),
+            LatePolicy::Correct => Verdict::Correct(watermark),
+            LatePolicy::Drop => Verdict::Drop(DropReason::BehindWatermark, watermark),
         }
     }
 }
 
-/// A bounded-out-of-orderness watermark: the newest event time seen, minus the allowed lateness,
-/// or a time a source declared explicitly, whichever is later.
+/// The judge of one live stream: its watermark, the lanes' target, and the verdict on each
+/// event in stream order.
 #[derive(Clone, Copy, Debug)]
-pub struct Watermark {
-    lateness: Time,
+pub struct Judge {
+    rules: LateRules,
+    watermark: Time,
+    target: Time,
     newest: Option<Time>,
-    declared: Time,
+    /// The latest time an event was applied at the target (waiting for a bump to be visible).
+    held: Option<Time>,
 }
 
-impl Watermark {
-    /// A watermark that trails the newest event by `lateness` milliseconds.
-    pub fn new(lateness: Time) -> Self {
-        Watermark {
-            lateness,
+impl Judge {
+    /// A judge whose watermark (and target) start at `watermark`.
+    pub fn new(rules: LateRules, watermark: Time) -> Self {
+        let watermark = watermark.min(CEILING);
+        Judge {
+            rules,
+            watermark,
+            target: watermark,
             newest: None,
-            declared: 0,
+            held: None,
         }
     }
 
-    /// Takes note of an event time.
-    pub fn observe(&mut self, time: Time) {
-        self.newest = Some(self.newest.map_or(time, |n| n.max(time)));
+    /// A judge resumed after a replay: the watermark it had reached, the lanes' target, and
+    /// the newest event time it had seen.
+    pub fn resume(rules: LateRules, watermark: Time, target: Time, newest: Option<Time>) -> Self {
+        let judge = Judge::new(rules, watermark);
+        Judge {
+            target: target.max(judge.watermark).min(END_OF_TIME - 1),
+            newest,
+            ..judge
+        }
     }
 
-    /// Takes a source's promise that it sends no more events before `time`.
-    pub fn declare(&mut self, time: Time) {
-        self.declared = self.declared.max(time);
+    /// The rules it judges by.
+    pub fn rules(&self) -> &LateRules {
+        &self.rules
     }
 
-    /// The newest event time seen so far, if any.
+    /// The watermark: events before it are late.
+    pub fn watermark(&self) -> Time {
+        self.watermark
+    }
+
+    /// Where the lanes may advance to: the watermark, or past it after corrections.
+    pub fn target(&self) -> Time {
+        self.target
+    }
+
+    /// The newest event time judged, if any.
     pub fn newest(&self) -> Option<Time> {
         self.newest
     }
 
-    /// The time below which no more events are expected.
-    pub fn value(&self) -> Time {
-        self.newest
-            .map_or(0, |n| n.saturating_sub(self.lateness))
-            .max(self.declared)
+    /// Judges the next event of the stream, then lets the watermark follow it.
+    pub fn judge(&mut self, ts: Time) -> Verdict {
+        let mut verdict = self.rules.judge(ts, self.watermark);
+        match &mut verdict {
+            Verdict::OnTime(at) if *at < self.target => {
+                *at = self.target;
+                self.hold();
+            }
+            Verdict::Correct(at) => {
+                *at = self.target;
+                self.hold();
+            }
+            _ => {}
+        }
+        self.newest = Some(self.newest.map_or(ts, |n| n.max(ts)));
+        self.declare(ts.saturating_sub(self.rules.allowed_lateness));
+        verdict
+    }
+
+    fn hold(&mut self) {
+        self.held = Some(self.target);
+    }
+
+    /// Moves the watermark forward to `time` (never back): a source's promise that no events
+    /// before it will come, or an idle stream's.
+    pub fn declare(&mut self, time: Time) {
+        self.watermark = self.watermark.max(time.min(CEILING));
+        self.target = self.target.max(self.watermark);
+    }
+
+    /// Moves the target one past the events applied at it, so the lanes pass them and they
+    /// become visible. Returns whether the target moved.
+    pub fn bump(&mut self) -> bool {
+        match self.held.take() {
+            Some(at) if at >= self.target => {
+                self.target = (at + 1).min(END_OF_TIME - 1);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether events wait at the target for a bump.
+    pub fn holds(&self) -> bool {
+        self.held.is_some_and(|at| at >= self.target)
     }
 }
 
@@ -121,42 +240,53 @@ impl Watermark {
 mod tests {
     use super::*;
 
-    #[test]
-    fn trails_the_newest_event() {
-        let mut w = Watermark::new(5_000);
-        assert_eq!(w.value(), 0);
-        w.observe(3_000);
-        assert_eq!(w.value(), 0, "no underflow below the lateness");
-        w.observe(20_000);
-        w.observe(10_000);
-        assert_eq!(w.value(), 15_000, "an older event does not move it back");
-        w.declare(18_000);
-        assert_eq!(w.value(), 18_000, "a declared watermark moves it ahead");
-        w.declare(1_000);
-        assert_eq!(w.value(), 18_000, "and never back");
+    fn rules(lateness: Time, policy: LatePolicy, max: Option<Time>) -> LateRules {
+        LateRules {
+            allowed_lateness: lateness,
+            policy,
+            max_lateness: max,
+        }
     }
 
     #[test]
-    fn judges_lateness() {
-        let rules = LateRules {
-            allowed_lateness: 0,
-            policy: LatePolicy::Correct,
-            max_lateness: Some(1_000),
-        };
-        assert_eq!(rules.judge(500, 500), Lateness::OnTime);
-        assert_eq!(rules.judge(499, 500), Lateness::Correct);
+    fn trails_the_newest_event() {
+        let mut judge = Judge::new(rules(5_000, LatePolicy::Correct, None), 0);
+        assert_eq!(judge.judge(3_000), Verdict::OnTime(3_000));
+        assert_eq!(judge.watermark(), 0, "no underflow below the lateness");
+        judge.judge(20_000);
+        judge.judge(16_000);
         assert_eq!(
-            rules.judge(2_000, 3_000),
-            Lateness::Correct,
-            "exactly at the horizon"
+            judge.watermark(),
+            15_000,
+            "an older event does not move it back"
         );
-        assert!(matches!(rules.judge(1_999, 3_000), Lateness::Drop(_)));
-        let dropping = LateRules {
-            policy: LatePolicy::Drop,
-            max_lateness: None,
-            ..rules
-        };
-        assert!(matches!(dropping.judge(0, 1), Lateness::Drop(_)));
+        judge.declare(18_000);
+        assert_eq!(
+            judge.watermark(),
+            18_000,
+            "a declared watermark moves it ahead"
+        );
+        judge.declare(1_000);
+        assert_eq!(judge.watermark(), 18_000, "and never back");
+        assert_eq!(judge.newest(), Some(20_000));
+    }
+
+    #[test]
+    fn corrections_wait_at_the_target_until_a_bump_without_changing_verdicts() {
+        let mut judge = Judge::new(rules(0, LatePolicy::Correct, None), 100);
+        assert_eq!(judge.judge(50), Verdict::Correct(100));
+        assert_eq!(judge.judge(60), Verdict::Correct(100), "one time for both");
+        assert_eq!(judge.judge(100), Verdict::OnTime(100));
+        assert!(judge.holds());
+        assert!(judge.bump());
+        assert_eq!((judge.watermark(), judge.target()), (100, 101));
+        assert!(!judge.bump(), "nothing more waits");
+        // The verdict depends on the watermark alone; the time on the target.
+        assert_eq!(judge.judge(100), Verdict::OnTime(101));
+        assert_eq!(judge.judge(99), Verdict::Correct(101));
+        judge.declare(500);
+        assert_eq!(judge.target(), 500);
+        assert!(!judge.holds(), "the declaration passed them");
     }
 
     #[test]

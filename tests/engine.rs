@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lambdaflow::ecommerce::{Kind, Order};
+use lambdaflow::live::LateDrop;
 use lambdaflow::prelude::*;
 use proptest::prelude::*;
 use serde_json::Value;
-use support::{golden, oracle, read_orders, run, run_with_watermarks};
+use support::{LateModel, golden, oracle, read_orders, run, run_with_watermarks};
 
 #[test]
 fn golden_views_for_one_two_and_three_workers() {
@@ -203,7 +204,7 @@ fn answers_are_consistent_as_of_their_time() {
     let client = engine.client();
     let mut checked = 0;
     for (i, e) in live.iter().enumerate() {
-        sender.send(e.clone());
+        sender.send(e.clone()).expect("sent");
         if i % 400 == 399 {
             let want = e.ts - 10_000;
             let answer = client
@@ -257,8 +258,8 @@ fn drop_policy_leaves_out_exactly_the_late_events() {
     let dropped = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = dropped.clone();
     let hooks = lambdaflow::engine::Hooks {
-        on_late_drop: Some(Arc::new(move |e: &Order, _: &'static str, _| {
-            seen.lock().expect("lock").push(e.clone())
+        on_late_drop: Some(Arc::new(move |d: &LateDrop<Order>| {
+            seen.lock().expect("lock").push(d.event.clone())
         })),
         ..Default::default()
     };
@@ -273,15 +274,23 @@ fn drop_policy_leaves_out_exactly_the_late_events() {
     let metrics = engine.metrics();
     let sender = engine.live().expect("live input");
     engine.end_live();
+    let mut model = LateModel::new(&[], 0, true, None);
     for chunk in on_time.chunks(500) {
         for e in chunk {
-            sender.send(e.clone());
+            sender.send(e.clone()).expect("sent");
+            model.send(e);
         }
         sender.watermark(chunk[0].ts).expect("declared");
+        model.declare(chunk[0].ts);
     }
     for e in &late {
-        sender.send(e.clone());
+        sender.send(e.clone()).expect("sent");
+        model.send(e);
     }
+    assert_eq!(
+        model.dropped, late,
+        "the model drops exactly the late events"
+    );
     drop(sender);
     let views = support::final_views(&engine.client());
     engine.join().expect("workers finish");
@@ -304,15 +313,21 @@ fn drop_policy_leaves_out_exactly_the_late_events() {
 }
 
 /// A query for the freshest answer never waits for new events: it reads the last complete
-/// time. With the live input open and idle, it sees all of history.
+/// time. Replayed history is complete up to its newest event minus the allowed lateness, so a
+/// fresh answer reflects exactly the events before its `as_of`; once the idle live input lets
+/// the watermark pass the newest event, all of history.
 #[test]
 fn fresh_queries_are_answered_while_live_input_is_idle() {
     let events = read_orders(&golden("history.jsonl"));
-    let expected = oracle(&events);
+    let newest = events.iter().map(|e| e.ts).max().expect("events");
+    let settings = Settings {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..Settings::default()
+    };
     let engine = Engine::start(
         &Cluster::threads(2),
-        Settings::default(),
-        History::Events(Arc::new(events)),
+        settings,
+        History::Events(Arc::new(events.clone())),
         Ecommerce,
     )
     .expect("engine starts");
@@ -328,8 +343,18 @@ fn fresh_queries_are_answered_while_live_input_is_idle() {
     let answer = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("answered without new events");
-    assert_eq!(answer.to_json(), expected["revenue_by_day"]);
+    assert!(answer.as_of >= newest - 5_000, "as of {}", answer.as_of);
+    let before: Vec<Order> = events
+        .iter()
+        .filter(|e| e.ts < answer.as_of)
+        .cloned()
+        .collect();
+    assert_eq!(answer.to_json(), oracle(&before)["revenue_by_day"]);
     assert!(!answer.is_final(), "the live input is still open");
+    let all = client
+        .query(Query::all("revenue_by_day"), Some(newest + 1))
+        .expect("answered once idle");
+    assert_eq!(all.to_json(), oracle(&events)["revenue_by_day"]);
     drop(client);
     let mut engine = engine;
     engine.end_live();
@@ -393,7 +418,7 @@ proptest! {
         let dropped = Arc::new(std::sync::Mutex::new(Vec::new()));
         let heard = dropped.clone();
         let hooks = lambdaflow::engine::Hooks {
-            on_late_drop: Some(Arc::new(move |e: &Order, _: &'static str, _| heard.lock().expect("lock").push(e.clone()))),
+            on_late_drop: Some(Arc::new(move |d: &LateDrop<Order>| heard.lock().expect("lock").push(d.event.clone()))),
             ..Default::default()
         };
         let settings = Settings {
@@ -408,35 +433,30 @@ proptest! {
         let live = engine.live().expect("live");
         engine.end_live();
         let client = engine.client();
-        let mut sent: Vec<Order> = Vec::new();
+        let mut model = LateModel::new(&history, 1 << 40, drop_late, None);
         let mut newest = 0;
         for (i, behind) in order.iter().zip(&watermarks) {
             if in_history[*i] {
                 continue;
             }
-            live.send(events[*i].clone());
-            sent.push(events[*i].clone());
+            live.send(events[*i].clone()).expect("sent");
+            model.send(&events[*i]);
             newest = newest.max(events[*i].ts);
             if let Some(behind) = behind {
-                let visible = live.watermark(newest.saturating_sub(*behind)).expect("declared");
+                let declared = newest.saturating_sub(*behind);
+                let visible = live.watermark(declared).expect("declared");
+                model.declare(declared);
+                prop_assert!(visible >= model.watermark, "visible from the model's watermark on");
                 let answer = client.query(Query::all("customer_spend"), Some(visible)).expect("answered");
-                let gone = dropped.lock().expect("lock").clone();
-                let mut seen = history.clone();
-                let mut kept = sent.clone();
-                for d in &gone {
-                    if let Some(p) = kept.iter().position(|e| e == d) {
-                        kept.remove(p);
-                    }
-                }
-                seen.extend(kept.into_iter().filter(|e| e.ts < answer.as_of));
+                // History the watermark had not passed is as open as live events: both count
+                // exactly when their time is before `as_of`.
+                let seen: Vec<Order> = history.iter().chain(&model.kept).filter(|e| e.ts < answer.as_of).cloned().collect();
                 prop_assert_eq!(answer.to_json(), oracle(&seen)["customer_spend"].clone(), "as of {}", answer.as_of);
             }
         }
         drop((live, client));
         engine.join().expect("workers finish");
-        if !drop_late {
-            prop_assert!(dropped.lock().expect("lock").is_empty());
-        }
+        prop_assert_eq!(dropped.lock().expect("lock").clone(), model.dropped.clone(), "the hook heard what the model dropped");
     }
 }
 

@@ -55,7 +55,7 @@ fn an_idle_worker_does_not_hold_the_watermark_back() {
         .expect("engine starts");
         let live = engine.live().expect("live");
         let client = engine.client();
-        live.send(purchase(1_000_000, 7));
+        live.send(purchase(1_000_000, 7)).expect("sent");
         let wait = if idle_timeout.is_some() {
             Duration::from_secs(20)
         } else {

@@ -135,7 +135,7 @@ fn two_processes_answer_with_the_global_views() {
 fn request(id: u64) -> Vec<Order> {
     (1..=20)
         .map(|i| Order {
-            ts: 1_800_000_000_000 + id * 100 + i,
+            ts: 1_700_000_000_000 + id * 100 + i,
             kind: Kind::Purchase,
             customer: id,
             product: i % 7,
@@ -162,7 +162,9 @@ fn a_crash_loses_no_acknowledged_event_and_leaves_nothing_half_there() {
                 .expect("client");
             for n in 0.. {
                 let id = 1 + c + 4 * n;
-                *sent.lock().expect("lock") = id;
+                let mut highest = sent.lock().expect("lock");
+                *highest = (*highest).max(id);
+                drop(highest);
                 let answer = http
                     .post(format!("{base}/events"))
                     .body(jsonl(&request(id)))
@@ -188,7 +190,9 @@ fn a_crash_loses_no_acknowledged_event_and_leaves_nothing_half_there() {
     );
 
     let server = Server::start(dir.path(), port, &["-w", "2"], true);
-    let (_, spend) = server.get(&format!("/views/customer_spend?as_of={}", 0));
+    // Every event sent is before this time: answers as of it reflect all that is stored.
+    let visible = server.declare(1_700_000_000_000 + 100 * (*sent.lock().expect("lock") + 2));
+    let (_, spend) = server.get(&format!("/views/customer_spend?as_of={visible}"));
     let rows: BTreeMap<u64, i64> = spend["rows"]
         .as_array()
         .expect("rows")
@@ -334,7 +338,12 @@ fn bad_input_over_http_is_rejected_clearly_and_loses_nothing() {
 
     let (status, answer) = server.post("/events", "application/x-ndjson", Vec::new());
     assert_eq!(status, 400, "empty body: {answer}");
-    assert!(answer["error"].as_str().expect("error").contains("empty"));
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .expect("error")
+            .contains("empty")
+    );
     let (status, _) = server.post(
         "/events",
         "application/json",
@@ -417,8 +426,19 @@ fn as_of_reads_wait_for_the_watermark_or_time_out() {
         .collect();
     let (status, _) = server.post("/events", "application/x-ndjson", jsonl(&events));
     assert_eq!(status, 200);
-    let (status, _) = server.get("/views/events_per_minute?as_of=999999999");
-    assert_eq!(status, 408, "the watermark is far from that time");
+    let r = server
+        .http
+        .get(server.url("/views/events_per_minute?as_of=999999999"))
+        .send()
+        .expect("answered");
+    assert_eq!(
+        r.status().as_u16(),
+        503,
+        "the watermark is far from that time: the server's wait ran out (not 408, the client's)"
+    );
+    assert!(r.headers().contains_key("retry-after"));
+    let answer: serde_json::Value = r.json().expect("JSON");
+    assert_eq!(answer["error"]["code"], "not_complete");
     let (status, answer) = server.get("/views/events_per_minute?as_of=10009");
     assert_eq!(status, 200, "{answer}");
     assert_eq!(

@@ -100,7 +100,7 @@ fn run(
     engine.end_live();
     let mut newest = 0;
     for (e, behind) in live {
-        sender.send(e.clone());
+        sender.send(e.clone()).expect("sent");
         newest = newest.max(e.ts);
         if let Some(behind) = behind {
             sender
@@ -278,7 +278,9 @@ fn a_late_event_joins_two_sessions() {
     assert_eq!(read_window(26 * MINUTE, before), Value::Null);
 
     // 30 minutes late: 20 minutes after the first session and before the second.
-    sender.send(order(30 * MINUTE, Kind::Refund, 40));
+    sender
+        .send(order(30 * MINUTE, Kind::Refund, 40))
+        .expect("sent");
     let after = sender.watermark(2 * 60 * MINUTE).expect("declared");
     assert!(after > before, "the correction is applied at a later time");
     assert_eq!(

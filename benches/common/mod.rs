@@ -165,10 +165,9 @@ pub fn lambdaflow_speed(
     let (mut engine, _) = start(workers, History::Events(Arc::new(Vec::new())), views)?;
     let live = engine.live().ok_or("the live input has already ended")?;
     engine.end_live();
-    for event in events.iter() {
-        if !live.send(event.clone()) {
-            return Err("the engine stopped while events were sent".into());
-        }
+    for chunk in events.chunks(1024) {
+        live.send_batch(chunk.to_vec())
+            .map_err(|e| format!("live events not taken: {e}"))?;
     }
     drop(live);
     finish(engine, started, check)

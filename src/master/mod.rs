@@ -80,11 +80,13 @@ use tracing::{error, info, warn};
 
 use crate::history::Share;
 
+mod entry;
 mod format;
 mod replay;
 #[cfg(test)]
 mod tests;
 
+pub use entry::{Entry, ImportMark};
 pub use format::{FRAME_BYTES, HEADER_BYTES, MAX_RECORD_BYTES};
 pub use replay::{ReadStats, read_share, read_share_with_progress, verify};
 

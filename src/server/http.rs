@@ -6,6 +6,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::Json;
@@ -14,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::{
     ConnectInfo, DefaultBodyLimit, Path, Query as UrlQuery, Request, State as Shared,
 };
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,15 +29,16 @@ use std::convert::Infallible;
 
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::StreamExt;
+use tokio::sync::Semaphore;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::dead_letter::DeadLetter;
-use super::ingest;
+use super::ingest::{self, FutureLimit};
 use super::prometheus::Exporter;
 use crate::changelog::Changelog;
-use crate::engine::{Client, LiveSender, QueryError};
+use crate::engine::{Client, QueryError};
 use crate::event::{END_OF_TIME, Event, Time};
-use crate::master::MasterDataset;
+use crate::live::{LiveSender, SendError, Verdicts};
 use crate::metrics::Metrics;
 use crate::serve::{Answer, AnswerValue, Query};
 use crate::view::ViewKind;
@@ -45,24 +47,22 @@ use crate::view::ViewKind;
 pub struct State<E: Event> {
     changelog: Arc<Changelog>,
     changelogs_kept: bool,
-    master: Arc<MasterDataset<E>>,
     live: LiveSender<E>,
     client: Client,
     metrics: Arc<Metrics>,
     exporter: Exporter,
-    workers: u64,
     token: Option<String>,
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     query_timeout: std::time::Duration,
+    max_future: FutureLimit,
+    ingest: Arc<Semaphore>,
     dead_letter: Arc<DeadLetter>,
 }
 
 impl<E: Event> State<E> {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         config: &ServerConfig,
         changelog: Arc<Changelog>,
-        master: Arc<MasterDataset<E>>,
         live: LiveSender<E>,
         client: Client,
         metrics: Arc<Metrics>,
@@ -72,36 +72,48 @@ impl<E: Event> State<E> {
         State {
             changelog,
             changelogs_kept: config.settings.changelog || config.sink_dir.is_some(),
-            master,
             live,
             client,
             metrics,
             exporter,
-            workers: config.cluster.workers as u64,
             token: config.token.clone(),
             limiter: config
                 .rate_limit
                 .map(|n| RateLimiter::keyed(Quota::per_second(n))),
             query_timeout: config.query_timeout,
+            max_future: config.max_future,
+            ingest: Arc::new(Semaphore::new(config.max_ingest_requests.max(1))),
             dead_letter,
         }
     }
 
     fn ready(&self) -> bool {
-        Metrics::get(&self.metrics.replayed_workers) >= self.workers
+        self.metrics.views_ready.load(Ordering::Relaxed)
     }
 
     fn watermark(&self) -> Time {
         Metrics::get(&self.metrics.frontier).min(END_OF_TIME)
     }
+
+    /// Forgets rate-limit state of clients not seen lately, so it stays bounded.
+    pub(super) fn forget_idle_clients(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
 }
 
 type AppState<E> = Shared<Arc<State<E>>>;
 
-/// The routes, with authentication and rate limiting in front of them.
+/// The routes, with authentication and rate limiting in front of them, and every error as
+/// JSON.
 pub fn router<E: Event>(state: Arc<State<E>>, max_body_bytes: usize) -> Router {
-    Router::new()
+    let ingest = Router::new()
         .route("/events", post(post_events::<E>))
+        .layer(middleware::from_fn_with_state(state.clone(), admit::<E>));
+    Router::new()
+        .merge(ingest)
         .route("/watermark", post(post_watermark::<E>))
         .route("/views", get(list_views::<E>))
         .route("/views/{view}", get(read_view::<E>))
@@ -112,12 +124,105 @@ pub fn router<E: Event>(state: Arc<State<E>>, max_body_bytes: usize) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), guard::<E>))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready::<E>))
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn(json_errors))
         .with_state(state)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into()}))).into_response()
+/// An error answer: `{"error": {"code": ..., "message": ...}}`.
+pub(super) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = json!({"error": {"code": code, "message": message.into()}});
+    (status, Json(body)).into_response()
+}
+
+/// A 503 that says when to try again.
+fn unavailable(code: &str, message: impl Into<String>, retry_after: u64) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, code, message);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, retry_after.into());
+    response
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {}", uri.path()),
+    )
+}
+
+/// Turns the answers the framework makes itself (a bad query string or path, 405, 413, ...)
+/// into the same JSON error shape as every other error.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::NOT_FOUND => "not_found",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_string()
+    } else {
+        text
+    };
+    let mut answer = error(status, code, message);
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
+}
+
+/// Admission to `POST /events`: a bounded number of requests at a time, and none while the
+/// workers' backlog is full (503 with `Retry-After`; nothing of the request is taken). Checked
+/// before the body is read.
+async fn admit<E: Event>(Shared(state): AppState<E>, request: Request, next: Next) -> Response {
+    if !state.ready() {
+        return unavailable(
+            "replaying",
+            "replaying history; try again when /ready says so",
+            1,
+        );
+    }
+    if state.live.is_full() {
+        Metrics::add(&state.metrics.ingest_refused, 1);
+        return unavailable(
+            "backlog_full",
+            "the workers' backlog is full; nothing was taken, retry later",
+            1,
+        );
+    }
+    let Ok(_permit) = state.ingest.clone().try_acquire_owned() else {
+        Metrics::add(&state.metrics.ingest_refused, 1);
+        return unavailable(
+            "busy",
+            "too many ingest requests in progress; nothing was taken, retry later",
+            1,
+        );
+    };
+    next.run(request).await
 }
 
 /// Bearer token and per-client rate limit.
@@ -134,17 +239,29 @@ async fn guard<E: Event>(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if presented != Some(token.as_str()) {
-            return error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is required",
+            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
         }
     }
     let limited = state
         .limiter
         .as_ref()
-        .and_then(|l| l.check_key(&peer.ip()).err());
+        .and_then(|l| l.check_key(&client_key(peer.ip())).err());
     if let Some(not_until) = limited {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let mut response = error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "rate limit exceeded",
+        );
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, seconds.max(1).into());
@@ -157,12 +274,12 @@ async fn ready<E: Event>(Shared(state): AppState<E>) -> Response {
     if state.ready() {
         Json(json!({"ready": true})).into_response()
     } else {
-        let done = Metrics::get(&state.metrics.replayed_workers);
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"ready": false, "workers_replayed": done, "workers": state.workers})),
-        )
-            .into_response()
+        let body = json!({
+            "ready": false,
+            "replayed_bytes": Metrics::get(&state.metrics.history_bytes),
+            "replayed_events": Metrics::get(&state.metrics.history_events),
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
     }
 }
 
@@ -177,70 +294,120 @@ async fn metrics<E: Event>(Shared(state): AppState<E>) -> Response {
         .into_response()
 }
 
+/// How a body of events is written.
+enum BodyFormat {
+    JsonLines,
+    JsonArray,
+}
+
+fn body_format(headers: &HeaderMap) -> Result<BodyFormat, String> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(BodyFormat::JsonLines);
+    };
+    let mime = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-ndjson"
+        | "application/jsonl"
+        | "application/jsonlines"
+        | "application/x-jsonlines"
+        | "text/plain"
+        | "" => Ok(BodyFormat::JsonLines),
+        "application/json" => Ok(BodyFormat::JsonArray),
+        other => Err(format!(
+            "content-type {other:?} is not taken: send application/x-ndjson (JSON Lines) or application/json (an array)"
+        )),
+    }
+}
+
 async fn post_events<E: Event>(
     Shared(state): AppState<E>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if !state.ready() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "replaying history; try again when /ready says so",
-        );
-    }
+    let format = match body_format(&headers) {
+        Ok(format) => format,
+        Err(message) => {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                message,
+            );
+        }
+    };
     if body.iter().all(u8::is_ascii_whitespace) {
         return error(
             StatusCode::BAD_REQUEST,
+            "empty_body",
             "the body is empty: send JSON Lines or a JSON array of events",
         );
     }
-    let is_array = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let parsed = tokio::task::spawn_blocking(move || {
-        if is_array {
-            ingest::json_array::<E>(&body)
-        } else {
-            Ok(ingest::json_lines::<E>(&body))
-        }
-    })
-    .await;
-    let batch = match parsed {
-        Ok(Ok(batch)) => batch,
-        Ok(Err(message)) => return error(StatusCode::BAD_REQUEST, message),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    // Parsing, judging and storing run to completion on a blocking thread, even if the client
+    // goes away: a request is taken whole or not at all.
+    let limit = state.max_future;
+    let task = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || {
+            let batch = match format {
+                BodyFormat::JsonArray => ingest::json_array::<E>(&body, limit)?,
+                BodyFormat::JsonLines => ingest::json_lines::<E>(&body, limit),
+            };
+            let events = batch.events;
+            let sent = if events.is_empty() {
+                Ok(Verdicts::default())
+            } else {
+                state.live.try_send_sized(events)
+            };
+            Ok::<_, String>((batch.rejected, batch.rejected_total, sent))
+        })
     };
-    Metrics::add(&state.metrics.rejected, batch.rejected_total);
-    let events = batch.events;
-    let accepted = events.len();
-    if accepted > 0 {
-        let appended = {
-            let state = state.clone();
-            tokio::task::spawn_blocking(move || state.master.append(&events).map(|_| events)).await
-        };
-        match appended {
-            Ok(Ok(events)) => {
-                for event in events {
-                    state.live.send(event);
-                }
-            }
-            Ok(Err(e)) => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("not stored, nothing accepted: {e}"),
-                );
-            }
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    let (rejected, rejected_total, sent) = match task.await {
+        Ok(Ok(parsed)) => parsed,
+        Ok(Err(message)) => return error(StatusCode::BAD_REQUEST, "not_an_array", message),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    };
+    Metrics::add(&state.metrics.rejected, rejected_total);
+    let verdicts = match sent {
+        Ok(verdicts) => verdicts,
+        Err(SendError::Backlog) => {
+            Metrics::add(&state.metrics.ingest_refused, 1);
+            return unavailable(
+                "backlog_full",
+                "the workers' backlog is full; nothing was taken, retry later",
+                1,
+            );
         }
-    }
-    Json(json!({
+        Err(SendError::Stopped) => {
+            return unavailable("stopped", "the engine stopped; nothing was taken", 5);
+        }
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "not_stored",
+                e.to_string(),
+            );
+        }
+    };
+    let accepted = verdicts.on_time + verdicts.corrected + verdicts.dropped;
+    let status = if accepted == 0 && rejected_total > 0 {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let body = json!({
         "accepted": accepted,
-        "rejected": batch.rejected,
-        "rejected_total": batch.rejected_total,
-        "watermark": state.watermark(),
-    }))
-    .into_response()
+        "late": {"corrected": verdicts.corrected, "dropped": verdicts.dropped},
+        "rejected": rejected,
+        "rejected_total": rejected_total,
+        "watermark": verdicts.watermark,
+    });
+    (status, Json(body)).into_response()
 }
 
 /// Server-Sent Events: a consistent snapshot of the view (event `snapshot`), then every change
@@ -260,18 +427,21 @@ async fn subscribe<E: Event>(
     if !keyed {
         return error(
             StatusCode::NOT_FOUND,
+            "unknown_view",
             format!("no keyed view is named {view:?}"),
         );
     }
     if !state.changelogs_kept {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
+            "changelogs_off",
             "changelogs are off: start the server with --changelog",
         );
     }
     let Some(changes) = state.changelog.subscribe(&view) else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
+            "changelogs_off",
             "the changelog is unavailable",
         );
     };
@@ -335,7 +505,7 @@ async fn late<E: Event>(
 ) -> Response {
     let limit = params.limit.unwrap_or(100).min(super::dead_letter::RECENT);
     Json(json!({
-        "dropped_total": Metrics::get(&state.metrics.late_dropped),
+        "dropped_total": state.dead_letter.total(),
         "recent": state.dead_letter.recent(limit),
     }))
     .into_response()
@@ -347,24 +517,44 @@ struct WatermarkBody {
 }
 
 async fn post_watermark<E: Event>(Shared(state): AppState<E>, body: Bytes) -> Response {
-    match serde_json::from_slice::<WatermarkBody>(&body) {
-        Ok(WatermarkBody { ts }) if ts <= END_OF_TIME => {
-            let live = state.live.clone();
-            match tokio::task::spawn_blocking(move || live.watermark(ts)).await {
-                Ok(Some(visible)) => Json(json!({
-                    "declared": ts,
-                    "visible_as_of": visible,
-                    "watermark": state.watermark(),
-                }))
-                .into_response(),
-                _ => error(StatusCode::SERVICE_UNAVAILABLE, "the engine stopped"),
-            }
+    if !state.ready() {
+        return unavailable(
+            "replaying",
+            "replaying history; try again when /ready says so",
+            1,
+        );
+    }
+    let ts = match serde_json::from_slice::<WatermarkBody>(&body) {
+        Ok(WatermarkBody { ts }) => ts,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_watermark",
+                format!("expected {{\"ts\": T}} with T a non-negative integer: {e}"),
+            );
         }
-        Ok(_) => error(StatusCode::BAD_REQUEST, "ts must not be above 2^53"),
-        Err(e) => error(
+    };
+    if let Err(message) = state.max_future.check(ts) {
+        let message = message.replacen("ts is", "the watermark is", 1);
+        return error(StatusCode::BAD_REQUEST, "too_far_ahead", message);
+    }
+    if ts > END_OF_TIME {
+        return error(
             StatusCode::BAD_REQUEST,
-            format!("expected {{\"ts\": T}}: {e}"),
-        ),
+            "bad_watermark",
+            "ts must not be above 2^53",
+        );
+    }
+    let live = state.live.clone();
+    match tokio::task::spawn_blocking(move || live.watermark(ts)).await {
+        Ok(Ok(visible)) => Json(json!({
+            "declared": ts,
+            "visible_as_of": visible,
+            "watermark": state.watermark(),
+        }))
+        .into_response(),
+        Ok(Err(SendError::Journal(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, "not_stored", e),
+        _ => unavailable("stopped", "the engine stopped", 5),
     }
 }
 
@@ -393,21 +583,23 @@ async fn ask<E: Event>(
         Err(QueryError::UnknownView(view)) => {
             return Err(error(
                 StatusCode::NOT_FOUND,
+                "unknown_view",
                 format!("no view is named {view:?}"),
             ));
         }
-        Err(e) => return Err(error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        Err(e) => return Err(unavailable("stopped", e.to_string(), 5)),
     }
     let answer = match tokio::time::timeout(state.query_timeout, rx).await {
         Ok(Ok(answer)) => answer,
-        Ok(Err(_)) => return Err(error(StatusCode::SERVICE_UNAVAILABLE, "the engine stopped")),
+        Ok(Err(_)) => return Err(unavailable("stopped", "the engine stopped", 5)),
         Err(_) => {
-            return Err(error(
-                StatusCode::REQUEST_TIMEOUT,
+            return Err(unavailable(
+                "not_complete",
                 format!(
-                    "the watermark did not pass as_of within {:?}",
-                    state.query_timeout
+                    "the views were not complete as of the time asked within {}; try again later",
+                    humantime::format_duration(state.query_timeout)
                 ),
+                1,
             ));
         }
     };
@@ -434,6 +626,7 @@ async fn read_key<E: Event>(
             .into_response(),
         AnswerValue::Row { value: None, .. } => error(
             StatusCode::NOT_FOUND,
+            "no_row",
             format!("{view} has no row for key {key:?} as of {}", answer.as_of),
         ),
         AnswerValue::Ranked(list) => {
@@ -442,6 +635,7 @@ async fn read_key<E: Event>(
         }
         AnswerValue::Rows(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
             "a keyed read answered with rows",
         ),
     }
@@ -465,9 +659,23 @@ async fn read_view<E: Event>(
         AnswerValue::Row { .. } => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
                 "a whole-view read answered one row",
             );
         }
     };
     Json(json!({"view": view, "as_of": answer.as_of, "rows": rows})).into_response()
+}
+
+/// The rate limiter's key for a client: its IPv4 address, or the /64 network of an IPv6 one
+/// (one host can hold a whole /64), so that its state stays bounded by the clients there are.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::V6(segments.into())
+        }
+    }
 }

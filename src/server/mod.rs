@@ -25,7 +25,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -33,10 +34,11 @@ use tracing::{info, warn};
 use crate::cluster::Cluster;
 use crate::engine::{Engine, Hooks, Pipeline, Settings};
 use crate::history::History;
-use crate::master::{MasterDataset, MasterOptions};
+use crate::master::{Entry, MasterDataset, MasterOptions};
 use crate::metrics::Metrics;
 use crate::progress::Progress;
 use dead_letter::DeadLetter;
+use ingest::FutureLimit;
 
 /// How a server runs.
 #[derive(Clone, Debug)]
@@ -61,6 +63,11 @@ pub struct ServerConfig {
     pub master: MasterOptions,
     /// If set, every keyed view's changelog is also written to `DIR/{view}.jsonl`.
     pub sink_dir: Option<PathBuf>,
+    /// How far ahead of this server's clock an event time (or a declared watermark) may be.
+    pub max_future: FutureLimit,
+    /// How many `POST /events` requests may be in progress at once (503 above it): with the
+    /// body size, a bound on the memory ingest can take.
+    pub max_ingest_requests: usize,
 }
 
 impl ServerConfig {
@@ -77,6 +84,8 @@ impl ServerConfig {
             query_timeout: Duration::from_secs(10),
             master: MasterOptions::default(),
             sink_dir: None,
+            max_future: FutureLimit::default(),
+            max_ingest_requests: 64,
         }
     }
 }
@@ -92,12 +101,14 @@ pub async fn serve<P: Pipeline>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let (master, recovery) =
-        MasterDataset::<P::Event>::open(&config.data_dir, config.master.clone()).map_err(|e| {
-            format!(
-                "cannot open the master dataset in {}: {e}",
-                config.data_dir.display()
-            )
-        })?;
+        MasterDataset::<Entry<P::Event>>::open(&config.data_dir, config.master.clone()).map_err(
+            |e| {
+                format!(
+                    "cannot open the master dataset in {}: {e}",
+                    config.data_dir.display()
+                )
+            },
+        )?;
     if let Some(torn) = &recovery.torn_tail {
         warn!(
             file = %torn.path.display(),
@@ -130,8 +141,15 @@ pub async fn serve<P: Pipeline>(
             config.data_dir.display()
         )
     })?;
+    let journal = {
+        let master = master.clone();
+        Arc::new(move |entries: &[Entry<P::Event>]| {
+            master.append(entries).map(drop).map_err(|e| e.to_string())
+        })
+    };
     let hooks = Hooks {
         on_late_drop: Some(dead_letter.sink()),
+        journal: Some(journal),
         ..Hooks::default()
     };
     let mut engine = tokio::task::spawn_blocking(move || {
@@ -153,7 +171,7 @@ pub async fn serve<P: Pipeline>(
             "replaying the master dataset",
             total_bytes,
             Box::new(move || {
-                let done = Metrics::get(&metrics.replayed_workers) >= workers;
+                let done = metrics.views_ready.load(Ordering::Relaxed);
                 (
                     Metrics::get(&metrics.history_bytes),
                     Metrics::get(&metrics.history_events),
@@ -167,10 +185,9 @@ pub async fn serve<P: Pipeline>(
     let state = Arc::new(http::State::new(
         &config,
         engine.changelog(),
-        master,
         live,
         engine.client(),
-        metrics,
+        metrics.clone(),
         exporter,
         dead_letter.clone(),
     ));
@@ -180,19 +197,70 @@ pub async fn serve<P: Pipeline>(
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     info!(%address, "serving HTTP");
     on_listening(address);
-    let app = http::router(state, config.max_body_bytes);
+    let app = http::router(state.clone(), config.max_body_bytes);
+    // The replay's outcome: once every view reflects the master dataset, the dead-letter file
+    // is complete; if the replay failed, the server stops and says why.
+    let failed = Arc::new(Mutex::new(None));
+    let watch = {
+        let (metrics, dead_letter, failed) = (metrics.clone(), dead_letter.clone(), failed.clone());
+        let failure = engine.failure_watch();
+        async move {
+            loop {
+                if let Some(reason) = failure() {
+                    if let Ok(mut f) = failed.lock() {
+                        *f = Some(reason);
+                    }
+                    return;
+                }
+                if metrics.views_ready.load(Ordering::Relaxed) {
+                    dead_letter.replayed();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            loop {
+                if let Some(reason) = failure() {
+                    if let Ok(mut f) = failed.lock() {
+                        *f = Some(reason);
+                    }
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let forget = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                state.forget_idle_clients();
+            }
+        })
+    };
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = watch => {}
+        }
+    };
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(stop)
     .await
     .map_err(|e| format!("HTTP server failed: {e}"))?;
     drop(progress);
+    forget.abort();
+    drop(state);
     info!("stopping: waiting for the workers (and the other processes) to finish");
     let joined = tokio::task::spawn_blocking(move || engine.join())
         .await
         .map_err(|e| e.to_string())?;
     dead_letter.close();
+    if let Some(reason) = failed.lock().ok().and_then(|mut f| f.take()) {
+        return Err(reason);
+    }
     joined
 }

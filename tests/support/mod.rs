@@ -111,7 +111,7 @@ pub fn run_with_watermarks(
     engine.end_live();
     let mut newest = 0;
     for (e, behind) in live {
-        sender.send(e.clone());
+        sender.send(e.clone()).expect("sent");
         newest = newest.max(e.ts);
         if let Some(behind) = behind {
             sender
@@ -154,4 +154,59 @@ pub fn read_orders(path: &std::path::Path) -> Vec<Order> {
     )
     .expect("readable");
     events
+}
+
+/// An independent model of the late policy as documented (`watermark` module): one watermark
+/// `W` per live stream, starting behind the newest history event by the allowed lateness; an
+/// event before `W` is late (kept and corrected, or dropped; beyond the maximum lateness always
+/// dropped), and then `W` follows `ts - lateness`; a declaration moves `W` forward. Written apart
+/// from the engine, so that tests never take the expected verdicts from the code under test.
+#[derive(Clone, Debug)]
+pub struct LateModel {
+    pub watermark: u64,
+    pub lateness: u64,
+    pub drop: bool,
+    pub max_lateness: Option<u64>,
+    /// The live events kept (on time or corrected), in stream order.
+    pub kept: Vec<Order>,
+    /// The live events dropped, in stream order.
+    pub dropped: Vec<Order>,
+}
+
+/// The highest watermark events and declarations reach (2^53 - 2^40).
+pub const CEILING: u64 = (1 << 53) - (1 << 40);
+
+impl LateModel {
+    pub fn new(history: &[Order], lateness: u64, drop: bool, max_lateness: Option<u64>) -> Self {
+        let watermark = history
+            .iter()
+            .map(|e| e.ts.saturating_sub(lateness))
+            .max()
+            .unwrap_or(0);
+        LateModel {
+            watermark,
+            lateness,
+            drop,
+            max_lateness,
+            kept: Vec::new(),
+            dropped: Vec::new(),
+        }
+    }
+
+    /// One live event.
+    pub fn send(&mut self, e: &Order) {
+        let w = self.watermark;
+        let late = e.ts < w;
+        if late && (self.drop || self.max_lateness.is_some_and(|m| w - e.ts > m)) {
+            self.dropped.push(e.clone());
+        } else {
+            self.kept.push(e.clone());
+        }
+        self.declare(e.ts.saturating_sub(self.lateness));
+    }
+
+    /// A declared watermark.
+    pub fn declare(&mut self, time: u64) {
+        self.watermark = self.watermark.max(time.min(CEILING));
+    }
 }

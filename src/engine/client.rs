@@ -1,0 +1,247 @@
+//! Asking questions: the [`Client`], and the time a question reads the views at.
+//!
+//! ## The time of a query
+//! A query reads the views as of one time, and its answer says which (`as_of`): it reflects
+//! exactly the events with earlier times. A fresh query reads the last complete time, just
+//! before the frontier of the lanes; a query may ask for a later `as_of` (then it waits for the
+//! lanes to pass it). Each worker keeps its query input at the fresh read time, so a fresh query
+//! is served at once.
+//!
+//! History replayed at coarse times ([`BatchTime`]) can only be read exactly where its times
+//! allow: with one time for the whole replay, not before the time the replay sealed (its
+//! *horizon*); with one time per bucket, at bucket boundaries until the frontier has passed the
+//! last bucket. [`ReadTimes`] rounds read times accordingly, so an answer's `as_of` is always
+//! true: never claiming events it does not hold, never hiding ones it claims.
+//!
+//! Once every lane of every process has ended, no data can change: query times then follow the
+//! wall clock beyond [`END_OF_TIME`], and answers are final.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
+
+use crate::event::{END_OF_TIME, Time};
+use crate::lane::BatchTime;
+use crate::serve::{Answer, Lookup, Query, QueryMsg, Reply};
+use crate::view::ViewInfo;
+
+/// Why a query got no answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueryError {
+    /// No view has this name.
+    UnknownView(String),
+    /// The engine stopped before answering.
+    Stopped,
+}
+
+impl std::fmt::Display for QueryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueryError::UnknownView(v) => write!(f, "no view is named {v:?}"),
+            QueryError::Stopped => write!(f, "the engine stopped before answering"),
+        }
+    }
+}
+
+impl std::error::Error for QueryError {}
+
+/// A channel to one worker thread, which it wakes when it sends.
+pub(super) struct Mailbox<T> {
+    sender: Sender<T>,
+    worker: Arc<OnceLock<Thread>>,
+}
+
+impl<T> Clone for Mailbox<T> {
+    fn clone(&self) -> Self {
+        Mailbox {
+            sender: self.sender.clone(),
+            worker: self.worker.clone(),
+        }
+    }
+}
+
+impl<T> Mailbox<T> {
+    fn send(&self, item: T) -> bool {
+        let sent = self.sender.send(item).is_ok();
+        if let Some(thread) = self.worker.get() {
+            thread.unpark();
+        }
+        sent
+    }
+}
+
+/// The receiving ends, one per local worker, handed to the workers as they start.
+pub(super) type Inboxes<T> = Arc<Mutex<Vec<Option<(Receiver<T>, Arc<OnceLock<Thread>>)>>>>;
+
+pub(super) fn mailboxes<T>(n: usize) -> (Vec<Mailbox<T>>, Inboxes<T>) {
+    let mut boxes = Vec::new();
+    let mut inboxes = Vec::new();
+    for _ in 0..n {
+        let (sender, receiver) = mpsc::channel();
+        let worker = Arc::new(OnceLock::new());
+        boxes.push(Mailbox {
+            sender,
+            worker: worker.clone(),
+        });
+        inboxes.push(Some((receiver, worker)));
+    }
+    (boxes, Arc::new(Mutex::new(inboxes)))
+}
+
+pub(super) fn take_inbox<T>(inboxes: &Inboxes<T>, local: usize) -> Option<Receiver<T>> {
+    let mut inboxes = inboxes.lock().ok()?;
+    let (receiver, worker) = inboxes.get_mut(local)?.take()?;
+    let _ = worker.set(std::thread::current());
+    Some(receiver)
+}
+
+/// A query with the place its answer goes.
+pub(super) type Request = (QueryMsg, Option<String>, Reply);
+
+/// Asks this process's workers questions; clone it freely.
+#[derive(Clone)]
+pub struct Client {
+    workers: Vec<Mailbox<Request>>,
+    next: Arc<AtomicUsize>,
+    catalog: Arc<Vec<ViewInfo>>,
+}
+
+impl Client {
+    pub(super) fn new(workers: Vec<Mailbox<Request>>, catalog: Vec<ViewInfo>) -> Self {
+        Client {
+            workers,
+            next: Arc::new(AtomicUsize::new(0)),
+            catalog: Arc::new(catalog),
+        }
+    }
+
+    /// The views that can be queried.
+    pub fn catalog(&self) -> &[ViewInfo] {
+        &self.catalog
+    }
+
+    /// Sends a query; `reply` is called with the answer once the views are complete at its time.
+    /// `as_of` asks for an answer reflecting at least every event before that time.
+    pub fn ask(&self, query: Query, as_of: Option<Time>, reply: Reply) -> Result<(), QueryError> {
+        let view = self
+            .catalog
+            .iter()
+            .position(|v| v.name == query.view)
+            .ok_or_else(|| QueryError::UnknownView(query.view.clone()))?;
+        let key = match query.lookup {
+            Lookup::Key(key) => Some(key),
+            Lookup::All => None,
+        };
+        let msg = QueryMsg {
+            id: 0,
+            origin: 0,
+            view,
+            key: key.clone(),
+            time: as_of.map_or(0, |t| t.saturating_sub(1)),
+        };
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        if self.workers[i].send((msg, key, reply)) {
+            Ok(())
+        } else {
+            Err(QueryError::Stopped)
+        }
+    }
+
+    /// Sends a query and waits for its answer.
+    pub fn query(&self, query: Query, as_of: Option<Time>) -> Result<Answer, QueryError> {
+        let (tx, rx) = mpsc::channel();
+        self.ask(query, as_of, Box::new(move |answer| drop(tx.send(answer))))?;
+        rx.recv().map_err(|_| QueryError::Stopped)
+    }
+
+    /// Waits for the final answer: the one after every input of every process has ended.
+    pub fn query_final(&self, query: Query) -> Result<Answer, QueryError> {
+        self.query(query, Some(END_OF_TIME))
+    }
+}
+
+/// The times at which the views can be read exactly, given how history was replayed.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ReadTimes {
+    batch_time: BatchTime,
+    /// Reads at or after `horizon - 1` see every replayed update at a time it is meant at.
+    horizon: Time,
+}
+
+impl ReadTimes {
+    pub(super) fn new(batch_time: BatchTime, horizon: Time) -> Self {
+        ReadTimes {
+            batch_time,
+            horizon,
+        }
+    }
+
+    fn exact(&self, read: Time) -> bool {
+        read.saturating_add(1) >= self.horizon
+    }
+
+    /// The time a fresh query reads at when the lanes' frontier is `frontier` (`None` while
+    /// no time can be read exactly yet).
+    pub(super) fn fresh(&self, frontier: Time) -> Option<Time> {
+        let read = frontier.saturating_sub(1);
+        if self.exact(read) {
+            return Some(read);
+        }
+        match self.batch_time {
+            BatchTime::Single => None,
+            BatchTime::Every(width) if width > 1 => {
+                let boundary = (read + 1) - (read + 1) % width;
+                boundary.checked_sub(1)
+            }
+            BatchTime::Every(_) => Some(read),
+        }
+    }
+
+    /// The time a query that asks to read at `read` (at least) reads at.
+    pub(super) fn requested(&self, read: Time) -> Time {
+        if self.exact(read) {
+            return read;
+        }
+        match self.batch_time {
+            BatchTime::Single => self.horizon.saturating_sub(1),
+            BatchTime::Every(width) if width > 1 => {
+                let end = read + 1;
+                let boundary = end.div_ceil(width).saturating_mul(width);
+                boundary.saturating_sub(1)
+            }
+            BatchTime::Every(_) => read,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_time_history_is_read_from_its_horizon_on() {
+        let reads = ReadTimes::new(BatchTime::Single, 1_000);
+        assert_eq!(reads.fresh(500), None);
+        assert_eq!(reads.fresh(1_000), Some(999));
+        assert_eq!(reads.fresh(2_000), Some(1_999));
+        assert_eq!(reads.requested(10), 999);
+        assert_eq!(reads.requested(1_500), 1_500);
+    }
+
+    #[test]
+    fn bucketed_history_is_read_at_bucket_boundaries_until_its_horizon() {
+        let reads = ReadTimes::new(BatchTime::Every(100), 1_000);
+        assert_eq!(reads.fresh(50), None, "no bucket is complete");
+        assert_eq!(
+            reads.fresh(250),
+            Some(199),
+            "as of 200: the last whole bucket"
+        );
+        assert_eq!(reads.fresh(300), Some(299));
+        assert_eq!(reads.requested(149), 199, "as of 150 waits for as of 200");
+        assert_eq!(reads.requested(199), 199);
+        assert_eq!(reads.fresh(1_234), Some(1_233), "past the horizon: exact");
+        assert_eq!(reads.requested(1_111), 1_111);
+    }
+}

@@ -1,0 +1,613 @@
+//! The engine: one timely computation running a pipeline's dataflow, fed by two lanes and
+//! answering queries.
+//!
+//! [`Engine::start`] starts the workers of this process. Each worker builds the same dataflow
+//! (batch lane + speed lane → the pipeline's views → arrangements → serving), replays its share
+//! of the history through the batch lane ([`replay`]), agrees with the others on where live
+//! input begins, then loops: take live events from its mailbox into the speed lane, advance the
+//! lane to the judge's published watermark every tick ([`live`](crate::live)), take queries into
+//! the query input at the right read time ([`client`]), and step the dataflow.
+
+mod client;
+mod replay;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use differential_dataflow::VecCollection;
+use differential_dataflow::input::Input;
+use timely::dataflow::ProbeHandle;
+use timely::dataflow::channels::pact::Pipeline as Pipelined;
+use timely::dataflow::operators::Input as TimelyInput;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::worker::Worker;
+use tracing::{error, info};
+
+pub use client::{Client, QueryError};
+
+use crate::changelog::Changelog;
+use crate::cluster::Cluster;
+use crate::event::{END_OF_TIME, Event, Reject, Time};
+use crate::history::History;
+use crate::lane::{BatchLane, BatchTime, Replayed, SpeedLane};
+use crate::live::{
+    BacklogLimits, Inbox, Inlet, Journal, LateSink, LiveSender, Taken, wall_clock_ms,
+};
+use crate::metrics::Metrics;
+use crate::serve::{QueryMsg, Replies};
+use crate::view::{ViewInfo, Views};
+use crate::watermark::{LatePolicy, LateRules};
+use client::{ReadTimes, Request, mailboxes, take_inbox};
+
+/// A user's business logic: an event type and the views computed from it, written once for
+/// both lanes.
+pub trait Pipeline: Send + Sync + 'static {
+    /// The events both lanes carry.
+    type Event: Event;
+
+    /// Registers the views, as differential code over the collection of all events.
+    fn build<'s>(&self, events: VecCollection<'s, Time, Self::Event>, views: &mut Views<'s>);
+}
+
+/// How the engine treats time.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How far behind the newest event the live watermark trails.
+    pub allowed_lateness: Duration,
+    /// What happens to events behind the watermark.
+    pub late_policy: LatePolicy,
+    /// The timestamps history is replayed at.
+    pub batch_time: BatchTime,
+    /// How often (processing time) the speed lanes advance to the watermark: the micro-batch
+    /// trade-off between latency and throughput.
+    pub tick: Duration,
+    /// Beyond this far behind the watermark even `Correct` drops a late event (so state for
+    /// old windows can be compacted); `None`: no horizon.
+    pub max_lateness: Option<Duration>,
+    /// A process whose live input has taken nothing for this long (processing time) stops
+    /// holding the watermark back: it follows the newest event any process has seen (minus the
+    /// allowed lateness), and once every process is idle, the watermark passes the newest event
+    /// seen, so a quiet stream still finalizes its windows. `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// Whether to keep every view's changelog (for subscriptions and sinks; see
+    /// [`changelog`](crate::changelog)): it costs a copy of each view's state.
+    pub changelog: bool,
+    /// How much live input may wait for each worker (see [`live`](crate::live)).
+    pub backlog: BacklogLimits,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            allowed_lateness: Duration::from_secs(5),
+            late_policy: LatePolicy::Correct,
+            batch_time: BatchTime::Single,
+            tick: Duration::from_millis(10),
+            max_lateness: None,
+            idle_timeout: Some(Duration::from_secs(5)),
+            changelog: false,
+            backlog: BacklogLimits::default(),
+        }
+    }
+}
+
+impl Settings {
+    fn rules(&self) -> LateRules {
+        LateRules {
+            allowed_lateness: self.allowed_lateness.as_millis() as Time,
+            policy: self.late_policy,
+            max_lateness: self.max_lateness.map(|d| d.as_millis() as Time),
+        }
+    }
+}
+
+/// Callbacks for what the engine leaves out, and where it stores live verdicts.
+pub struct Hooks<E> {
+    /// Every history line that was rejected.
+    pub on_reject: Option<Arc<dyn Fn(Reject) + Send + Sync>>,
+    /// Every late event left out (policy `drop`, or beyond the maximum lateness), and, when
+    /// replaying a master dataset, every one left out before.
+    pub on_late_drop: Option<LateSink<E>>,
+    /// Stores each live batch with its verdicts before it becomes visible (the server's master
+    /// dataset); see [`Journal`].
+    pub journal: Option<Journal<E>>,
+}
+
+impl<E> Default for Hooks<E> {
+    fn default() -> Self {
+        Hooks {
+            on_reject: None,
+            on_late_drop: None,
+            journal: None,
+        }
+    }
+}
+
+/// A running engine: this process's workers, its live input and its query client.
+pub struct Engine<E: Event> {
+    changelog: Arc<Changelog>,
+    live: Option<LiveSender<E>>,
+    inlet: Arc<Inlet<E>>,
+    client: Client,
+    metrics: Arc<Metrics>,
+    failure: Arc<Mutex<Option<String>>>,
+    guards: timely::communication::initialize::WorkerGuards<Result<(), String>>,
+}
+
+impl<E: Event> Engine<E> {
+    /// Starts this process's workers and returns once their dataflows are built (the history
+    /// replay goes on in the background; live events sent meanwhile wait for it).
+    pub fn start<P: Pipeline<Event = E>>(
+        cluster: &Cluster,
+        settings: Settings,
+        history: History<E>,
+        pipeline: P,
+    ) -> Result<Engine<E>, String> {
+        Self::start_with(cluster, settings, history, pipeline, Hooks::default())
+    }
+
+    /// Like [`start`](Engine::start), with `hooks` for what the engine leaves out (also logged
+    /// and counted) and for storing live verdicts.
+    pub fn start_with<P: Pipeline<Event = E>>(
+        cluster: &Cluster,
+        settings: Settings,
+        history: History<E>,
+        pipeline: P,
+        hooks: Hooks<E>,
+    ) -> Result<Engine<E>, String> {
+        if let History::Events(events) = &history
+            && let Some(e) = events.iter().find(|e| e.time() >= END_OF_TIME)
+        {
+            return Err(format!(
+                "a history event's time {} is not below 2^53 (the end of time)",
+                e.time()
+            ));
+        }
+        let (allocators, guard) = cluster.allocators()?;
+        let local = cluster.workers;
+        let metrics = Arc::new(Metrics::default());
+        let changelog = Arc::new(Changelog::default());
+        let (inlet, live_inboxes) = Inlet::new(
+            local,
+            settings.rules(),
+            settings.backlog,
+            hooks.journal.clone(),
+            hooks.on_late_drop.clone(),
+            metrics.clone(),
+        );
+        let (query_boxes, query_inboxes) = mailboxes::<Request>(local);
+        let (catalog_tx, catalog_rx) = mpsc::channel();
+        let catalog_tx = Mutex::new(catalog_tx);
+        let failure = Arc::new(Mutex::new(None));
+        let (idle, tick_every) = (settings.idle_timeout, settings.tick);
+        let shared = Arc::new(Shared {
+            local,
+            settings,
+            history,
+            pipeline,
+            hooks,
+            metrics: metrics.clone(),
+            changelog: changelog.clone(),
+            inlet: inlet.clone(),
+            failure: failure.clone(),
+        });
+
+        let config = timely::WorkerConfig::default();
+        let guards = timely::execute::execute_from(allocators, guard, config, move |worker| {
+            let index = worker.index() % local;
+            let live = shared
+                .inlet
+                .inbox(&live_inboxes, index)
+                .ok_or("live inbox taken twice")?;
+            let queries = take_inbox(&query_inboxes, index).ok_or("query inbox taken twice")?;
+            let result = run_worker(worker, &shared, live, queries, |catalog| {
+                if let Ok(tx) = catalog_tx.lock() {
+                    let _ = tx.send(catalog);
+                }
+            });
+            if let Err(e) = &result {
+                shared.fail(e);
+            }
+            result
+        })?;
+        let catalog = catalog_rx
+            .recv()
+            .map_err(|_| "the workers stopped before building their dataflow".to_string())?;
+        tick(inlet.clone(), idle, tick_every);
+        Ok(Engine {
+            changelog,
+            live: Some(LiveSender::new(inlet.clone())),
+            inlet,
+            client: Client::new(query_boxes, catalog),
+            metrics,
+            failure,
+            guards,
+        })
+    }
+
+    /// A sender for live events (the speed lanes end when all senders, and the engine's own,
+    /// are dropped: see [`end_live`](Engine::end_live)).
+    pub fn live(&self) -> Option<LiveSender<E>> {
+        self.live.clone()
+    }
+
+    /// Drops the engine's own live sender, so the speed lanes end with the last clone.
+    pub fn end_live(&mut self) {
+        self.live = None;
+    }
+
+    /// A query client.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// This process's changelogs (kept when [`Settings::changelog`] is set).
+    pub fn changelog(&self) -> Arc<Changelog> {
+        self.changelog.clone()
+    }
+
+    /// This process's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Why a worker of this process failed (a history that cannot be replayed), if one did.
+    /// The engine goes on with what it has, but takes no live events.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// A way to ask, from any thread, whether a worker has failed (see
+    /// [`failure`](Engine::failure)).
+    pub fn failure_watch(&self) -> impl Fn() -> Option<String> + Send + Sync + 'static {
+        let failure = self.failure.clone();
+        move || failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// Ends this process's inputs and waits for its workers: they finish once every input of
+    /// every process has ended and every query has been answered.
+    pub fn join(self) -> Result<(), String> {
+        let Engine {
+            live,
+            inlet,
+            client,
+            guards,
+            ..
+        } = self;
+        drop(live);
+        drop(client);
+        let mut errors = Vec::new();
+        for result in guards.join() {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) | Err(e) => errors.push(e),
+            }
+        }
+        inlet.stop();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}
+
+/// What every worker of a process shares.
+struct Shared<E: Event, P> {
+    local: usize,
+    settings: Settings,
+    history: History<E>,
+    pipeline: P,
+    hooks: Hooks<E>,
+    metrics: Arc<Metrics>,
+    changelog: Arc<Changelog>,
+    inlet: Arc<Inlet<E>>,
+    failure: Arc<Mutex<Option<String>>>,
+}
+
+impl<E: Event, P> Shared<E, P> {
+    fn fail(&self, reason: &str) {
+        error!("{reason}");
+        if let Ok(mut failure) = self.failure.lock() {
+            failure.get_or_insert_with(|| reason.to_string());
+        }
+        self.inlet.stop();
+    }
+}
+
+fn run_worker<E, P>(
+    worker: &mut Worker,
+    shared: &Shared<E, P>,
+    mut live: Inbox<E>,
+    requests: Receiver<Request>,
+    publish_catalog: impl FnOnce(Vec<ViewInfo>),
+) -> Result<(), String>
+where
+    E: Event,
+    P: Pipeline<Event = E>,
+{
+    let settings = &shared.settings;
+    let metrics = &shared.metrics;
+    let replies = Rc::new(RefCell::new(Replies::default()));
+    let summaries: Rc<RefCell<Vec<Option<Replayed>>>> =
+        Rc::new(RefCell::new(vec![None; worker.peers()]));
+    let views_probe = ProbeHandle::new();
+    let (
+        batch_input,
+        speed_input,
+        mut query_input,
+        mut gossip_input,
+        mut summary_input,
+        lanes,
+        catalog,
+    ) = worker.dataflow::<Time, _, _>(|scope| {
+        let (batch_input, batch) = scope.new_collection::<E, isize>();
+        let (speed_input, speed) = scope.new_collection::<E, isize>();
+        let (lanes, events) = batch.concat(speed).probe();
+        let (query_input, queries) = scope.new_collection::<QueryMsg, isize>();
+        let (gossip_input, gossip) = scope.new_input::<Vec<(Time, Time)>>();
+        listen(gossip, shared.inlet.clone());
+        let (summary_input, summary) = scope.new_input::<Vec<(usize, Replayed)>>();
+        gather_summaries(summary, summaries.clone());
+        let changelog = settings
+            .changelog
+            .then(|| (shared.changelog.clone(), shared.local));
+        let mut views = Views::new(
+            queries.inner,
+            replies.clone(),
+            metrics.clone(),
+            changelog,
+            views_probe.clone(),
+        );
+        shared.pipeline.build(events, &mut views);
+        (
+            batch_input,
+            speed_input,
+            query_input,
+            gossip_input,
+            summary_input,
+            lanes,
+            views.into_catalog(),
+        )
+    });
+    let names: Vec<String> = catalog.iter().map(|v| v.name.clone()).collect();
+    publish_catalog(catalog);
+
+    // The batch lane: this worker's share of history.
+    let started = Instant::now();
+    let rules = settings.rules();
+    let mut batch = BatchLane::new(
+        batch_input,
+        settings.batch_time,
+        rules.allowed_lateness,
+        metrics.clone(),
+    );
+    let mut speed = SpeedLane::new(speed_input);
+    let outcome = replay::replay(worker, shared, &mut batch, &mut speed);
+
+    // Every worker tells every other what it replayed, and all compute the same plan.
+    summary_input.send((worker.index(), batch.replayed()));
+    summary_input.flush();
+    while summaries.borrow().iter().any(Option::is_none) {
+        worker.step_or_park(Some(settings.tick));
+    }
+    let replayed: Vec<Replayed> = summaries.borrow().iter().flatten().copied().collect();
+    let per_process = matches!(shared.history, History::Master(_));
+    let plan = replay::plan(
+        &replayed,
+        worker.index(),
+        shared.local,
+        per_process,
+        settings.batch_time,
+    );
+    let (open, _) = batch.close(plan.cut);
+    for (event, at) in open {
+        speed.apply(event, at);
+    }
+    speed.advance_to(plan.target);
+    drop(summary_input);
+    let failure = outcome.as_ref().err().cloned();
+    match &outcome {
+        Ok(events) => info!(
+            worker = worker.index(),
+            events,
+            seconds = started.elapsed().as_secs_f64(),
+            "history replayed"
+        ),
+        Err(e) => shared.fail(e),
+    }
+    if worker.index().is_multiple_of(shared.local) && failure.is_none() {
+        shared.inlet.open(plan.watermark, plan.target, plan.newest);
+    }
+    Metrics::add(&metrics.replayed_workers, 1);
+    let reads = ReadTimes::new(settings.batch_time, plan.horizon);
+
+    // The speed lane and the queries, until both have ended.
+    let gossips = worker.index().is_multiple_of(shared.local);
+    let mut told = (0, 0);
+    let mut speed = Some(speed);
+    let mut requests = Some(requests);
+    let mut held: Vec<Request> = Vec::new();
+    let mut next_id = 0u64;
+    let mut last_tick = Instant::now();
+    loop {
+        if let Some(lane) = speed.as_mut() {
+            let mut ended = false;
+            for _ in 0..LIVE_CHUNK {
+                match live.take() {
+                    Taken::Event(event, at) => lane.apply(event, at),
+                    Taken::Sync(time, ack) => {
+                        lane.advance_to(time);
+                        let _ = ack.send(lane.time());
+                    }
+                    Taken::Empty => break,
+                    Taken::Ended => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            if ended {
+                if let Some(lane) = speed.take() {
+                    lane.close();
+                }
+            } else if last_tick.elapsed() >= settings.tick {
+                let target = live.target().unwrap_or(0);
+                lane.advance_to(target);
+                metrics.set_worker_watermark(worker.index(), lane.time());
+                last_tick = Instant::now();
+                if gossips && let Some((newest, idle_for, _)) = shared.inlet.activity() {
+                    let news = (
+                        newest.unwrap_or(0),
+                        wall_clock_ms().saturating_sub(idle_for.as_millis() as Time),
+                    );
+                    if news != told {
+                        gossip_input.send(news);
+                        gossip_input.flush();
+                        told = news;
+                    }
+                }
+            }
+        }
+
+        // Keep the query input at the fresh read time, or on the wall clock once the lanes ended.
+        let frontier = lanes.with_frontier(|f| f.as_option().copied());
+        metrics
+            .frontier
+            .fetch_max(frontier.unwrap_or(END_OF_TIME), Ordering::Relaxed);
+        let target = match frontier {
+            Some(t) => reads.fresh(t),
+            None => Some(END_OF_TIME + wall_clock_ms()),
+        };
+        if let Some(t) = target
+            && t > *query_input.time()
+        {
+            query_input.advance_to(t);
+        }
+        if worker.index().is_multiple_of(shared.local)
+            && views_probe.with_frontier(|f| f.iter().all(|t| *t >= plan.horizon))
+        {
+            metrics.views_ready.store(true, Ordering::Relaxed);
+        }
+        if let Some(inbox) = requests.as_ref() {
+            loop {
+                match inbox.try_recv() {
+                    Ok(request) => held.push(request),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        requests = None;
+                        break;
+                    }
+                }
+            }
+        }
+        if target.is_some() {
+            for (mut msg, key, reply) in held.drain(..) {
+                msg.id = next_id;
+                msg.origin = worker.index();
+                msg.time = reads.requested(msg.time).max(*query_input.time());
+                next_id += 1;
+                let name = names.get(msg.view).cloned().unwrap_or_default();
+                replies.borrow_mut().wait(msg.id, name, key, reply);
+                Metrics::add(&metrics.queries, 1);
+                let time = *query_input.time();
+                query_input.update_at(msg, time, 1);
+            }
+        }
+        query_input.flush();
+
+        if speed.is_none() && requests.is_none() && held.is_empty() && replies.borrow().is_empty() {
+            break;
+        }
+        worker.step_or_park(Some(settings.tick));
+    }
+    drop(query_input);
+    drop(gossip_input);
+    while worker.step_or_park(Some(settings.tick)) {}
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// How many live messages a worker takes between steps of its dataflow.
+const LIVE_CHUNK: usize = 64 * 1024;
+
+/// Every process tells every other the newest event time its judge has seen and when it last
+/// took an event (wall clock ms); the inlet keeps the maxima. This small broadcast is how an
+/// idle process learns where the others are.
+fn listen<'s, E: Event>(
+    gossip: timely::dataflow::Stream<'s, Time, Vec<(Time, Time)>>,
+    inlet: Arc<Inlet<E>>,
+) {
+    gossip
+        .broadcast()
+        .sink(Pipelined, "Gossip", move |(input, _)| {
+            input.for_each(|_, data| {
+                for (newest, active) in data.drain(..) {
+                    inlet.heard_newest.fetch_max(newest, Ordering::Relaxed);
+                    inlet.heard_active.fetch_max(active, Ordering::Relaxed);
+                }
+            });
+        });
+}
+
+/// Collects every worker's [`Replayed`] summary.
+fn gather_summaries<'s>(
+    summary: timely::dataflow::Stream<'s, Time, Vec<(usize, Replayed)>>,
+    into: Rc<RefCell<Vec<Option<Replayed>>>>,
+) {
+    summary
+        .broadcast()
+        .sink(Pipelined, "Replayed", move |(input, _)| {
+            input.for_each(|_, data| {
+                let mut into = into.borrow_mut();
+                for (worker, replayed) in data.drain(..) {
+                    if let Some(slot) = into.get_mut(worker) {
+                        *slot = Some(replayed);
+                    }
+                }
+            });
+        });
+}
+
+/// The live input's processing-time clock, on its own thread (an advance is journaled): every
+/// tick the lanes' target moves past corrections waiting at it; and a process whose live input
+/// has been idle for `idle` stops holding the watermark back: it follows the newest event any
+/// process has seen (minus the lateness), or passes it once every process has been idle.
+fn tick<E: Event>(inlet: Arc<Inlet<E>>, idle: Option<Duration>, every: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("live-tick".into())
+        .spawn(move || {
+            while inlet.accepting() {
+                std::thread::sleep(every);
+                let follow = idle.and_then(|timeout| {
+                    let (newest, idle_for, _) = inlet.activity()?;
+                    if idle_for < timeout {
+                        return None;
+                    }
+                    let newest = inlet
+                        .heard_newest
+                        .load(Ordering::Relaxed)
+                        .max(newest.unwrap_or(0));
+                    let active = inlet.heard_active.load(Ordering::Relaxed);
+                    let everyone_idle =
+                        wall_clock_ms().saturating_sub(active) >= timeout.as_millis() as Time;
+                    Some(if everyone_idle {
+                        newest.saturating_add(1)
+                    } else {
+                        newest.saturating_sub(inlet.lateness())
+                    })
+                });
+                inlet.tick(follow);
+            }
+        });
+    if let Err(e) = spawned {
+        error!("cannot start the live-tick thread: {e}");
+    }
+}

@@ -1,0 +1,217 @@
+//! Replaying history through the batch lane, and agreeing on where live input begins.
+//!
+//! Every worker replays its share of the history (files in byte-range shares, events in memory
+//! by position, this process's master dataset by record), in chunks: after each, the dataflow
+//! steps and the speed lane follows the sealed time, so replayed windows finalize during the
+//! replay. Then the workers tell each other what they found ([`Replayed`]) and each computes
+//! the same [`Plan`]: the watermark the live judge resumes from, where the open tail of history
+//! is cut off into the speed lane, and the horizon from which reads are exact.
+
+use timely::worker::Worker;
+use tracing::warn;
+
+use super::Shared;
+use crate::event::{Event, Time};
+use crate::history::{History, Share, read_share};
+use crate::lane::{BatchLane, BatchTime, Replayed, SpeedLane};
+use crate::live::LateDrop;
+use crate::master::Entry;
+use crate::metrics::Metrics;
+
+/// How many history events a worker replays between steps of its dataflow.
+const REPLAY_CHUNK: u64 = 64 * 1024;
+
+/// Replays this worker's share of the history into `batch`; returns how many events it took.
+pub(super) fn replay<E: Event, P>(
+    worker: &mut Worker,
+    shared: &Shared<E, P>,
+    batch: &mut BatchLane<E>,
+    speed: &mut SpeedLane<E>,
+) -> Result<u64, String> {
+    let metrics = &shared.metrics;
+    let mut replayed = 0u64;
+    let mut since_step = 0u64;
+    let mut chunked = |batch: &mut BatchLane<E>, worker: &mut Worker| {
+        since_step += 1;
+        if since_step == REPLAY_CHUNK {
+            speed.advance_to(batch.flush());
+            since_step = 0;
+            worker.step();
+        }
+    };
+    let share = Share {
+        index: worker.index(),
+        count: worker.peers(),
+    };
+    let result = match &shared.history {
+        History::Files(paths) => paths.iter().try_for_each(|path| {
+            let stats = read_share(
+                path,
+                share,
+                |event: E| {
+                    let ts = event.time();
+                    batch.push(event, ts);
+                    chunked(batch, worker);
+                },
+                |reject| {
+                    warn!(%reject, "history line rejected");
+                    Metrics::add(&metrics.rejected, 1);
+                    if let Some(hook) = &shared.hooks.on_reject {
+                        hook(reject);
+                    }
+                },
+            )
+            .map_err(|e| format!("cannot read history {}: {e}", path.display()))?;
+            Metrics::add(&metrics.history_bytes, stats.bytes);
+            replayed += stats.accepted;
+            Ok(())
+        }),
+        History::Events(events) => {
+            for event in events.iter().skip(share.index).step_by(share.count) {
+                batch.push(event.clone(), event.time());
+                chunked(batch, worker);
+                replayed += 1;
+            }
+            Ok(())
+        }
+        History::Master(dir) => {
+            let local = Share {
+                index: worker.index() % shared.local,
+                count: shared.local,
+            };
+            let on_drop = shared.hooks.on_late_drop.clone();
+            crate::master::read_share_with_progress(
+                dir,
+                local,
+                &metrics.history_bytes,
+                |entry: Entry<E>| {
+                    match entry {
+                        Entry::Event(event) => {
+                            let ts = event.time();
+                            batch.push(event, ts);
+                            replayed += 1;
+                        }
+                        Entry::Corrected { event, at } | Entry::Held { event, at } => {
+                            batch.push(event, at);
+                            replayed += 1;
+                        }
+                        Entry::Dropped {
+                            event,
+                            reason,
+                            watermark,
+                        } => {
+                            if let Some(sink) = &on_drop {
+                                sink(&LateDrop {
+                                    event: &event,
+                                    reason,
+                                    watermark,
+                                    replayed: true,
+                                });
+                            }
+                        }
+                        Entry::Watermark(watermark) => batch.seal(watermark),
+                        Entry::ImportBegin { .. } | Entry::ImportEnd(_) => {}
+                    }
+                    chunked(batch, worker);
+                },
+            )
+            .map(drop)
+            .map_err(|e| format!("cannot replay the master dataset: {e}"))
+        }
+    };
+    speed.advance_to(batch.flush());
+    result.map(|()| replayed)
+}
+
+/// What every worker computes from what all of them replayed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Plan {
+    /// The watermark this process's judge resumes from.
+    pub watermark: Time,
+    /// Where this process's lanes resume: past every replayed correction.
+    pub target: Time,
+    /// The newest event this process's judge has seen.
+    pub newest: Option<Time>,
+    /// Replayed events meant before it stay in the batch lane; the rest go to the speed lane.
+    pub cut: Time,
+    /// Reads at or after `horizon - 1` are exact (see
+    /// [`ReadTimes`](super::client::ReadTimes)).
+    pub horizon: Time,
+}
+
+/// The plan of worker `me` (with `local` workers per process) from every worker's
+/// [`Replayed`]. With `per_process` (each process replays its own master dataset, its own live
+/// stream), a process resumes its own watermark; otherwise (shared history files) the
+/// watermark is the same everywhere.
+pub(super) fn plan(
+    replayed: &[Replayed],
+    me: usize,
+    local: usize,
+    per_process: bool,
+    batch_time: BatchTime,
+) -> Plan {
+    let process = me / local;
+    let ours = |i: &usize| !per_process || i / local == process;
+    let mut watermark = 0;
+    let mut newest: Option<Time> = None;
+    let mut held: Option<Time> = None;
+    for (_, r) in replayed.iter().enumerate().filter(|(i, _)| ours(i)) {
+        watermark = watermark.max(r.sealed);
+        newest = newest.max(r.newest);
+        held = held.max(r.held);
+    }
+    let target = held.map_or(watermark, |h| watermark.max(h + 1));
+    let sealed = replayed.iter().map(|r| r.sealed).max().unwrap_or(0);
+    let horizon = match batch_time {
+        BatchTime::Single => sealed,
+        BatchTime::Every(_) => {
+            let latest = replayed.iter().filter_map(|r| r.latest).max();
+            let tail = sealed.checked_sub(1).map(|t| batch_time.time_of(t));
+            latest.max(tail).map_or(0, |t| t + 1)
+        }
+    };
+    Plan {
+        watermark,
+        target,
+        newest,
+        cut: watermark,
+        horizon,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(sealed: Time, newest: Time, latest: Time) -> Replayed {
+        Replayed {
+            sealed,
+            newest: Some(newest),
+            latest: Some(latest),
+            held: None,
+        }
+    }
+
+    #[test]
+    fn each_process_resumes_its_own_watermark_and_reads_wait_for_the_highest() {
+        // Two processes of two workers; process 1 is further ahead.
+        let all = [r(100, 105, 0), r(90, 95, 0), r(300, 305, 0), r(200, 205, 0)];
+        let p0 = plan(&all, 1, 2, true, BatchTime::Single);
+        assert_eq!((p0.watermark, p0.newest, p0.cut), (100, Some(105), 100));
+        let p1 = plan(&all, 2, 2, true, BatchTime::Single);
+        assert_eq!((p1.watermark, p1.cut), (300, 300));
+        assert_eq!((p0.horizon, p1.horizon), (300, 300));
+        let shared = plan(&all, 0, 2, false, BatchTime::Single);
+        assert_eq!((shared.watermark, shared.newest), (300, Some(305)));
+    }
+
+    #[test]
+    fn bucketed_history_is_exact_past_its_last_bucket() {
+        let all = [r(1_050, 1_060, 999), r(500, 510, 499)];
+        let p = plan(&all, 0, 1, false, BatchTime::Every(100));
+        assert_eq!(
+            p.horizon, 1_100,
+            "the tail before 1050 lands in the bucket ending 1099"
+        );
+    }
+}
