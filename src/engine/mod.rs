@@ -136,6 +136,7 @@ pub struct Engine<E: Event> {
     client: Client,
     metrics: Arc<Metrics>,
     failure: Arc<Mutex<Option<String>>>,
+    ticker: Option<std::thread::JoinHandle<()>>,
     guards: timely::communication::initialize::WorkerGuards<Result<(), String>>,
 }
 
@@ -218,7 +219,7 @@ impl<E: Event> Engine<E> {
         let catalog = catalog_rx
             .recv()
             .map_err(|_| "the workers stopped before building their dataflow".to_string())?;
-        tick(inlet.clone(), idle, tick_every);
+        let ticker = tick(inlet.clone(), idle, tick_every);
         Ok(Engine {
             changelog,
             live: Some(LiveSender::new(inlet.clone())),
@@ -226,6 +227,7 @@ impl<E: Event> Engine<E> {
             client: Client::new(query_boxes, catalog),
             metrics,
             failure,
+            ticker,
             guards,
         })
     }
@@ -276,6 +278,7 @@ impl<E: Event> Engine<E> {
             live,
             inlet,
             client,
+            ticker,
             guards,
             ..
         } = self;
@@ -289,6 +292,9 @@ impl<E: Event> Engine<E> {
             }
         }
         inlet.stop();
+        if let Some(ticker) = ticker {
+            let _ = ticker.join();
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -580,7 +586,11 @@ fn gather_summaries<'s>(
 /// tick the lanes' target moves past corrections waiting at it; and a process whose live input
 /// has been idle for `idle` stops holding the watermark back: it follows the newest event any
 /// process has seen (minus the lateness), or passes it once every process has been idle.
-fn tick<E: Event>(inlet: Arc<Inlet<E>>, idle: Option<Duration>, every: Duration) {
+fn tick<E: Event>(
+    inlet: Arc<Inlet<E>>,
+    idle: Option<Duration>,
+    every: Duration,
+) -> Option<std::thread::JoinHandle<()>> {
     let spawned = std::thread::Builder::new()
         .name("live-tick".into())
         .spawn(move || {
@@ -607,7 +617,7 @@ fn tick<E: Event>(inlet: Arc<Inlet<E>>, idle: Option<Duration>, every: Duration)
                 inlet.tick(follow);
             }
         });
-    if let Err(e) = spawned {
-        error!("cannot start the live-tick thread: {e}");
-    }
+    spawned
+        .map_err(|e| error!("cannot start the live-tick thread: {e}"))
+        .ok()
 }

@@ -160,7 +160,8 @@ pub(super) fn plan(
         newest = newest.max(r.newest);
         held = held.max(r.held);
     }
-    let target = held.map_or(watermark, |h| watermark.max(h + 1));
+    // At least 1, so that time 0 is complete and a fresh read always has a time to read at.
+    let target = held.map_or(watermark, |h| watermark.max(h + 1)).max(1);
     let sealed = replayed.iter().map(|r| r.sealed).max().unwrap_or(0);
     let horizon = match batch_time {
         BatchTime::Single => sealed,

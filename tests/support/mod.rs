@@ -171,6 +171,8 @@ pub struct LateModel {
     pub kept: Vec<Order>,
     /// The live events dropped, in stream order.
     pub dropped: Vec<Order>,
+    /// The live events kept although late (corrected), in stream order.
+    pub corrected: Vec<Order>,
 }
 
 /// The highest watermark events and declarations reach (2^53 - 2^40).
@@ -190,6 +192,7 @@ impl LateModel {
             max_lateness,
             kept: Vec::new(),
             dropped: Vec::new(),
+            corrected: Vec::new(),
         }
     }
 
@@ -200,6 +203,9 @@ impl LateModel {
         if late && (self.drop || self.max_lateness.is_some_and(|m| w - e.ts > m)) {
             self.dropped.push(e.clone());
         } else {
+            if late {
+                self.corrected.push(e.clone());
+            }
             self.kept.push(e.clone());
         }
         self.declare(e.ts.saturating_sub(self.lateness));
