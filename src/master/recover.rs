@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::dataset::Writer;
-use super::format::{self, HEADER_BYTES, SealedSegment, io_at};
+use super::format::{self, HEADER_BYTES, MARKER_BYTES, SealedSegment, io_at};
 use super::replay::{VerifyReport, verify_with};
 use super::segment::{BadFrame, Frame, GroupFrame, SegmentReader};
 use super::storage::{Access, Disk, Storage};
@@ -92,10 +92,13 @@ pub struct Cut {
     pub offset: u64,
     /// Bytes cut off (the whole file's if removed).
     pub bytes: u64,
-    /// Whole records in the bytes cut off, read frame by frame from `offset` up to the first
-    /// frame that is not whole (frames past damage cannot be found, so any there are not
-    /// counted).
+    /// Records in the bytes cut off: those of committed groups, a damaged group's as its commit
+    /// marker declares, and, for a group whose marker is lost too (a torn tail, say), its whole
+    /// records before the damage.
     pub records: u64,
+    /// Whether `records` is exact: `false` if a group without a readable marker may have had
+    /// more records past its damage.
+    pub records_exact: bool,
     /// Whether the file was removed rather than cut short.
     pub removed: bool,
 }
@@ -124,9 +127,14 @@ impl RepairReport {
         self.cuts.iter().map(|c| c.bytes).sum()
     }
 
-    /// Whole records cut off or removed in all (see [`Cut::records`]).
+    /// Records cut off or removed in all (see [`Cut::records`]).
     pub fn records_cut(&self) -> u64 {
         self.cuts.iter().map(|c| c.records).sum()
+    }
+
+    /// Whether [`records_cut`](Self::records_cut) is exact (see [`Cut::records_exact`]).
+    pub fn records_exact(&self) -> bool {
+        self.cuts.iter().all(|c| c.records_exact)
     }
 
     /// Whether the repair changed anything on disk.
@@ -244,8 +252,10 @@ pub fn repair_with(storage: &dyn Storage, dir: &Path) -> Result<RepairReport> {
         let path = format::segment_path(dir, id);
         let len = file_len(storage, &path)?;
         if keep < len {
+            let (records, records_exact) = count_records(storage, dir, id, keep)?;
             report.cuts.push(Cut {
-                records: count_records(storage, dir, id, keep)?,
+                records,
+                records_exact,
                 path,
                 offset: keep,
                 bytes: len - keep,
@@ -255,8 +265,10 @@ pub fn repair_with(storage: &dyn Storage, dir: &Path) -> Result<RepairReport> {
     }
     for &id in &removed {
         let path = format::segment_path(dir, id);
+        let (records, records_exact) = count_records(storage, dir, id, HEADER_BYTES)?;
         report.cuts.push(Cut {
-            records: count_records(storage, dir, id, HEADER_BYTES)?,
+            records,
+            records_exact,
             bytes: file_len(storage, &path)?,
             path,
             offset: 0,
@@ -394,21 +406,61 @@ fn file_len(storage: &dyn Storage, path: &Path) -> Result<u64> {
         .map_err(io_at(path))
 }
 
-/// Whole records of segment `id` from `from` on, up to the first frame that is not whole; 0 if
-/// its header is damaged.
-fn count_records(storage: &dyn Storage, dir: &Path, id: u64, from: u64) -> Result<u64> {
+/// Records of segment `id` from `from` on: those of committed groups (found past damage by
+/// their markers), a damaged group's as its marker declares, and where a group's marker is lost
+/// too, its whole records before the damage; then the count is a lower bound, and `false` comes
+/// with it.
+fn count_records(storage: &dyn Storage, dir: &Path, id: u64, from: u64) -> Result<(u64, bool)> {
     let mut reader = match SegmentReader::open(storage, dir, id, None) {
         Ok(reader) => reader,
-        Err(Error::Corrupt { .. }) => return Ok(0),
+        Err(Error::Corrupt { .. }) => return Ok((0, false)),
         Err(e) => return Err(e),
     };
     reader.seek(from);
-    let mut records = 0;
+    let (mut records, mut exact) = (0, true);
     loop {
-        match reader.next()? {
-            Frame::Record(_) => records += 1,
-            Frame::Marker(..) => {}
-            Frame::End | Frame::Bad(_) => return Ok(records),
+        let (start, bad) = match reader.next_group()? {
+            GroupFrame::Committed(group) => {
+                records += group.records;
+                continue;
+            }
+            GroupFrame::End => return Ok((records, exact)),
+            GroupFrame::Bad { start, bad } => (start, bad),
+        };
+        let next = reader.find_committed_group(bad.offset + 1)?;
+        let end = next.map_or(reader.end(), |group| group.start);
+        let declared = match end.checked_sub(MARKER_BYTES) {
+            Some(at) => reader
+                .marker_at(at)?
+                .filter(|marker| at.checked_sub(marker.bytes) == Some(start)),
+            None => None,
+        };
+        match declared {
+            Some(marker) => records += marker.records,
+            None => {
+                records += whole_records(&mut reader, start)?;
+                exact = false;
+            }
+        }
+        match next {
+            // Always forward, whatever a marker claims.
+            Some(group) if group.start > start => reader.seek(group.start),
+            Some(group) => {
+                records += group.records;
+                exact = false;
+                reader.seek(group.end());
+            }
+            None => return Ok((records, exact)),
         }
     }
+}
+
+/// Whole records from `from` on, up to the first frame that is not a record.
+fn whole_records(reader: &mut SegmentReader, from: u64) -> Result<u64> {
+    reader.seek(from);
+    let mut records = 0;
+    while let Frame::Record(_) = reader.next()? {
+        records += 1;
+    }
+    Ok(records)
 }

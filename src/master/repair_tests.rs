@@ -61,6 +61,8 @@ fn an_unacknowledged_tail_is_cut_as_opening_cuts_it() {
             offset: keep,
             bytes: full - 1 - keep,
             records: 3,
+            // With no marker, more records may have been meant to follow.
+            records_exact: false,
             removed: false,
         }]
     );
@@ -94,9 +96,9 @@ fn damage_cuts_the_log_after_the_last_whole_group_before_it() {
         path: damaged.clone(),
         offset: keep,
         bytes: lens[1] - keep,
-        // The first record of the damaged group is whole; the frames after the damage are not
-        // counted.
-        records: 1,
+        // The damaged group's marker says how many records it had.
+        records: 4,
+        records_exact: true,
         removed: false,
     }];
     for id in 2..6 {
@@ -105,6 +107,7 @@ fn damage_cuts_the_log_after_the_last_whole_group_before_it() {
             offset: 0,
             bytes: lens[id as usize],
             records: if id < 5 { 8 } else { 0 },
+            records_exact: true,
             removed: true,
         });
     }
@@ -113,7 +116,8 @@ fn damage_cuts_the_log_after_the_last_whole_group_before_it() {
         report.bytes_cut(),
         lens[1] - keep + lens[2..].iter().sum::<u64>()
     );
-    assert_eq!(report.records_cut(), 25);
+    assert_eq!(report.records_cut(), 28);
+    assert!(report.records_exact());
     assert!(report.manifest_rewritten);
     assert_eq!((report.kept.segments, report.kept.sealed_segments), (2, 1));
     assert_eq!((report.kept.groups, report.kept.records), (3, 12));
@@ -177,6 +181,15 @@ fn a_damaged_header_removes_its_segment() {
     );
     assert_eq!(report.cuts.len(), 3);
     assert!(report.cuts.iter().all(|c| c.removed));
+    // Past a damaged header nothing can be counted.
+    assert!(!report.cuts[0].records_exact);
+    assert_eq!(
+        report.cuts[1..]
+            .iter()
+            .map(|c| c.records)
+            .collect::<Vec<_>>(),
+        [8, 0]
+    );
     assert_eq!(report.kept.records, 24);
     assert_eq!(read_all(dir.path()).expect("read"), all[..24]);
 }
@@ -186,4 +199,26 @@ fn repair_needs_the_writer_lock() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_master, _) = open(dir.path()).expect("open");
     assert!(matches!(repair(dir.path()), Err(Error::Locked { .. })));
+}
+
+#[test]
+fn records_behind_damage_are_counted_by_their_markers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (master, _) = open(dir.path()).expect("open");
+        for i in 0..4 {
+            master.append(&evs(i * 5..i * 5 + 5)).expect("append");
+        }
+    }
+    // Damage the length of the second group's first record: its frames cannot be followed,
+    // but its marker and the two committed groups after it still say how many records they
+    // hold.
+    let path = segment(dir.path(), 0);
+    let keep = HEADER_BYTES + group_len(&evs(0..5));
+    flip_byte(&path, keep + 2);
+    let report = repair(dir.path()).expect("repair");
+    assert_eq!(report.cuts.len(), 1, "{report:?}");
+    assert_eq!((report.cuts[0].offset, report.cuts[0].records), (keep, 15));
+    assert!(report.records_exact());
+    assert_eq!(read_all(dir.path()).expect("read"), evs(0..5));
 }

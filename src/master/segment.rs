@@ -280,8 +280,8 @@ impl SegmentReader {
     /// everything from `start` on is the tail of a group commit that was never acknowledged,
     /// and `Ok` is returned so that the caller can cut it off or ignore it.
     pub(super) fn judge_tail(&mut self, start: u64, bad: BadFrame) -> Result<BadFrame> {
-        match self.find_committed_marker(bad.offset + 1)? {
-            Some(marker) => Err(corrupt(
+        match self.find_committed_group(bad.offset + 1)? {
+            Some(group) => Err(corrupt(
                 &self.path,
                 bad.offset,
                 format!(
@@ -289,7 +289,7 @@ impl SegmentReader {
                      acknowledged data, not an unacknowledged tail (the last committed group \
                      before it ends at byte {start})",
                     bad.reason,
-                    marker + MARKER_BYTES
+                    group.end()
                 ),
             )),
             None => Ok(bad),
@@ -306,7 +306,7 @@ impl SegmentReader {
     /// group is found even when damage hides where the frames before it start.
     ///
     /// Memory stays within one chunk whatever the file holds.
-    fn find_committed_marker(&mut self, from: u64) -> Result<Option<u64>> {
+    pub(super) fn find_committed_group(&mut self, from: u64) -> Result<Option<Group>> {
         let word = MARKER_WORD.to_le_bytes();
         let mut at = from;
         while at + MARKER_BYTES <= self.end {
@@ -321,33 +321,48 @@ impl SegmentReader {
             if candidate + MARKER_BYTES > self.end {
                 break;
             }
-            if self.is_committed_marker(candidate)? {
-                return Ok(Some(candidate));
+            if let Some(marker) = self.marker_at(candidate)?
+                && marker.plausible(candidate)
+                && self.group_crc(candidate - marker.bytes, candidate)? == marker.crc
+            {
+                return Ok(Some(Group {
+                    start: candidate - marker.bytes,
+                    marker: candidate,
+                    records: marker.records,
+                }));
             }
             at = candidate + 1;
         }
         Ok(None)
     }
 
-    /// Whether a commit marker at `at` is whole and matches the bytes before it.
-    fn is_committed_marker(&mut self, at: u64) -> Result<bool> {
+    /// The commit marker at `at`, if a whole marker frame with a matching checksum is there
+    /// (whether or not it matches its group).
+    pub(super) fn marker_at(&mut self, at: u64) -> Result<Option<Marker>> {
+        if at < HEADER_BYTES || at + MARKER_BYTES > self.end {
+            return Ok(None);
+        }
         let frame = self.bytes(at, MARKER_BYTES)?;
-        if checksum(MARKER_WORD.to_le_bytes(), &frame[FRAME_BYTES as usize..]) != u32_at(frame, 4) {
-            return Ok(false);
+        let payload = &frame[FRAME_BYTES as usize..];
+        if u32_at(frame, 0) != MARKER_WORD
+            || checksum(MARKER_WORD.to_le_bytes(), payload) != u32_at(frame, 4)
+        {
+            return Ok(None);
         }
-        let mut payload = [0; (MARKER_BYTES - FRAME_BYTES) as usize];
-        payload.copy_from_slice(&frame[FRAME_BYTES as usize..]);
-        let marker = Marker::decode(&payload);
-        if !marker.plausible(at) {
-            return Ok(false);
-        }
+        let mut fields = [0; (MARKER_BYTES - FRAME_BYTES) as usize];
+        fields.copy_from_slice(payload);
+        Ok(Some(Marker::decode(&fields)))
+    }
+
+    /// The CRC32C of the bytes `from..to`, read a chunk at a time.
+    fn group_crc(&mut self, from: u64, to: u64) -> Result<u32> {
         let mut crc = 0;
-        let mut offset = at - marker.bytes;
-        while offset < at {
-            let n = (at - offset).min(CHUNK_BYTES);
+        let mut offset = from;
+        while offset < to {
+            let n = (to - offset).min(CHUNK_BYTES);
             crc = crc32c::crc32c_append(crc, self.bytes(offset, n)?);
             offset += n;
         }
-        Ok(crc == marker.crc)
+        Ok(crc)
     }
 }
