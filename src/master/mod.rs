@@ -110,6 +110,8 @@ mod dataset;
 mod format;
 mod recover;
 #[cfg(test)]
+mod recovery_tests;
+#[cfg(test)]
 mod repair_tests;
 mod replay;
 mod segment;

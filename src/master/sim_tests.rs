@@ -419,3 +419,51 @@ fn the_dataset_runs_on_the_simulated_disk_and_finds_damage_there() {
     // The damaged group's marker and the committed group after it count what was cut.
     assert_eq!((report.records_cut(), report.records_exact()), (5, true));
 }
+
+/// A power loss at any operation of a repair, then a repair again, ends where one repair does.
+#[test]
+fn a_repair_interrupted_by_a_crash_finishes_when_run_again() {
+    let plan = Plan {
+        segment_bytes: 6 * 1024,
+        pad: 900,
+        threads: vec![vec![3, 4, 2, 5, 3, 4, 2, 3]],
+    };
+    let base = SimStorage::new();
+    let attempts = run(&base, &plan);
+    assert!(attempts[0].iter().all(Option::is_some));
+    let ids = base.list(dir()).expect("list");
+    assert!(
+        ids.iter().filter(|n| n.ends_with(".seg")).count() > 3,
+        "{ids:?}"
+    );
+    // Damage segment 1 in the middle of its first record.
+    let path = dir().join("00000000000000000001.seg");
+    let mut bytes = base.contents(&path).expect("segment 1");
+    bytes[format::HEADER_BYTES as usize + 40] ^= 0x10;
+    base.set_contents(&path, &bytes);
+
+    // Everything on `base` is durable, so a crash image of it now is a copy.
+    let once = base.crash_image(0);
+    let expected = repair_with(&once, dir()).expect("repair");
+    assert!(!expected.damage.is_empty() && !expected.cuts.is_empty());
+    let kept = read_with(&once, Share::WHOLE).expect("read");
+    let counting = base.crash_image(0);
+    let before = counting.ops();
+    repair_with(&counting, dir()).expect("repair");
+    let ops = counting.ops() - before;
+
+    for crash in 0..ops {
+        for seed in 0..3 {
+            let disk = base.crash_image(0);
+            disk.crash_after(crash);
+            assert!(repair_with(&disk, dir()).is_err(), "the crash stops it");
+            let image = disk.crash_image(seed * 31 + crash);
+            let again = repair_with(&image, dir())
+                .unwrap_or_else(|e| panic!("repair after a crash at {crash}: {e}"));
+            assert_eq!(again.kept, expected.kept, "crash at {crash}, seed {seed}");
+            assert_eq!(read_with(&image, Share::WHOLE).expect("read"), kept);
+            let (master, _) = open_sim(&image, &plan).expect("opens after the repair");
+            master.append(&plan.batch(0, 0)).expect("appends");
+        }
+    }
+}
