@@ -53,6 +53,11 @@ impl Format {
 pub trait Event:
     Clone + Ord + Hash + fmt::Debug + Serialize + DeserializeOwned + Send + Sync + 'static
 {
+    /// The version of the event's stored form. Raise it when the type gains a field (give the
+    /// field `#[serde(default)]`, at the end): records of earlier versions still read, and a
+    /// build that only knows earlier versions refuses newer records instead of misreading them.
+    const SCHEMA_VERSION: u32 = 1;
+
     /// When the event happened, in milliseconds; must be below [`END_OF_TIME`].
     fn time(&self) -> Time;
 

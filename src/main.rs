@@ -18,7 +18,7 @@ use lambdaflow::ecommerce::{EcommerceWithWindows, Order};
 use lambdaflow::engine::Settings;
 use lambdaflow::lane::BatchTime;
 use lambdaflow::live::BacklogLimits;
-use lambdaflow::master::{Entry, MasterDataset, MasterOptions};
+use lambdaflow::master::{self, Entry, MasterDataset, MasterOptions, RepairReport, VerifyReport};
 use lambdaflow::server::import::{ImportOptions, import};
 use lambdaflow::server::ingest::FutureLimit;
 use lambdaflow::server::{ServerConfig, serve};
@@ -80,6 +80,19 @@ enum Command {
         view: String,
         /// A key of the view (all rows if absent).
         key: Option<String>,
+    },
+    /// Check the master dataset (every frame, checksum and commit marker, and the manifest);
+    /// with --repair, cut a damaged one after its last whole committed group.
+    #[command(
+        after_help = "Exit status: 0 if the dataset is sound or was repaired, 1 if damage was found and not repaired (or it could not be read), 2 on a usage error.\n\nExamples:\n  lambdaflow verify data\n  lambdaflow verify data --repair   # stop the server first; events after the damage are lost"
+    )]
+    Verify {
+        /// The data directory of the master dataset.
+        data_dir: PathBuf,
+        /// If damage is found, cut the dataset after its last whole committed group: the damaged
+        /// segment is cut there, later segments are removed, the manifest is rewritten.
+        #[arg(long)]
+        repair: bool,
     },
     /// Generate history, replay it, serve on 127.0.0.1:8080 and feed live events; Ctrl-C stops.
     #[command(after_help = "Example:\n  cargo run --release -- demo")]
@@ -229,6 +242,7 @@ fn main() -> ExitCode {
             view,
             key,
         } => query(&url, as_of, token.as_deref(), &view, key.as_deref()),
+        Command::Verify { data_dir, repair } => verify_data(&data_dir, repair),
         Command::Demo {
             listen,
             events,
@@ -339,13 +353,16 @@ fn import_files(
     files: &[PathBuf],
     options: ImportOptions,
 ) -> Result<(), String> {
-    let (master, _) = MasterDataset::<Entry<Order>>::open(data_dir, MasterOptions::default())
-        .map_err(|e| {
-            format!(
-                "cannot open the master dataset in {}: {e}",
-                data_dir.display()
-            )
-        })?;
+    let stored = MasterOptions {
+        schema_version: <Order as lambdaflow::event::Event>::SCHEMA_VERSION,
+        ..MasterOptions::default()
+    };
+    let (master, _) = MasterDataset::<Entry<Order>>::open(data_dir, stored).map_err(|e| {
+        format!(
+            "cannot open the master dataset in {}: {e}",
+            data_dir.display()
+        )
+    })?;
     let summary = import(&master, files, options)?;
     info!(
         files = summary.files,
@@ -364,6 +381,87 @@ fn import_files(
         summary.rejected
     )
     .map_err(|e| e.to_string())
+}
+
+/// `lambdaflow verify`: prints a short report; an error (exit status 1) when damage is found and
+/// not repaired, or the dataset cannot be read.
+fn verify_data(data_dir: &std::path::Path, repair: bool) -> Result<(), String> {
+    let dir = data_dir.display();
+    let mut out = std::io::stdout().lock();
+    let damage = match master::verify(data_dir) {
+        Ok(report) => {
+            let mut text = format!("{dir}: sound: {}\n", describe(&report));
+            if report.unfinished_bytes > 0 {
+                text.push_str(&format!(
+                    "  {} bytes after the last committed group are not committed (an append in \
+                     flight, or a torn or damaged last group): opening the dataset cuts them off\n",
+                    report.unfinished_bytes
+                ));
+            }
+            return out.write_all(text.as_bytes()).map_err(|e| e.to_string());
+        }
+        Err(e @ (master::Error::Corrupt { .. } | master::Error::Layout { .. })) => e,
+        Err(e) => return Err(format!("cannot verify {dir}: {e}")),
+    };
+    writeln!(out, "{dir}: damaged: {damage}").map_err(|e| e.to_string())?;
+    if !repair {
+        writeln!(
+            out,
+            "  `lambdaflow verify {dir} --repair` cuts the dataset after its last whole \
+             committed group (the events after it are lost)"
+        )
+        .map_err(|e| e.to_string())?;
+        return Err(format!("{dir}: the master dataset is damaged"));
+    }
+    let report = master::repair(data_dir).map_err(|e| format!("cannot repair {dir}: {e}"))?;
+    out.write_all(describe_repair(&report).as_bytes())
+        .map_err(|e| e.to_string())
+}
+
+fn describe(report: &VerifyReport) -> String {
+    format!(
+        "{} segments ({} sealed), {} groups, {} records, {} bytes",
+        report.segments, report.sealed_segments, report.groups, report.records, report.file_bytes
+    )
+}
+
+fn describe_repair(report: &RepairReport) -> String {
+    let mut text = String::from("repaired:\n");
+    for damage in &report.damage {
+        text.push_str(&format!(
+            "  damage: {} at byte {}: {}\n",
+            damage.path.display(),
+            damage.offset,
+            damage.reason
+        ));
+    }
+    for cut in &report.cuts {
+        let what = if cut.removed {
+            format!("removed {}", cut.path.display())
+        } else {
+            format!("cut {} at byte {}", cut.path.display(), cut.offset)
+        };
+        let at_least = if cut.records_exact { "" } else { "at least " };
+        text.push_str(&format!(
+            "  {what}: {} bytes, {at_least}{} records\n",
+            cut.bytes, cut.records
+        ));
+    }
+    if report.manifest_rewritten {
+        text.push_str("  rewrote the manifest\n");
+    }
+    let at_least = if report.records_exact() {
+        ""
+    } else {
+        "at least "
+    };
+    text.push_str(&format!(
+        "  cut {} bytes and {at_least}{} records in all; kept {}\n",
+        report.bytes_cut(),
+        report.records_cut(),
+        describe(&report.kept)
+    ));
+    text
 }
 
 fn generate(args: Gen) -> Result<(), String> {

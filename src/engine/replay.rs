@@ -80,8 +80,10 @@ pub(super) fn replay<E: Event, P>(
                 count: shared.local,
             };
             let on_drop = shared.hooks.on_late_drop.clone();
-            crate::master::read_share_with_progress(
+            crate::master::read_share_with(
+                &crate::master::Disk,
                 dir,
+                E::SCHEMA_VERSION,
                 local,
                 &metrics.history_bytes,
                 |entry: Entry<E>| {

@@ -100,15 +100,17 @@ pub async fn serve<P: Pipeline>(
     on_listening: impl FnOnce(SocketAddr) + Send,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let (master, recovery) =
-        MasterDataset::<Entry<P::Event>>::open(&config.data_dir, config.master.clone()).map_err(
-            |e| {
-                format!(
-                    "cannot open the master dataset in {}: {e}",
-                    config.data_dir.display()
-                )
-            },
-        )?;
+    let options = MasterOptions {
+        schema_version: <P::Event as crate::event::Event>::SCHEMA_VERSION,
+        ..config.master.clone()
+    };
+    let (master, recovery) = MasterDataset::<Entry<P::Event>>::open(&config.data_dir, options)
+        .map_err(|e| {
+            format!(
+                "cannot open the master dataset in {}: {e}",
+                config.data_dir.display()
+            )
+        })?;
     if let Some(torn) = &recovery.torn_tail {
         warn!(
             file = %torn.path.display(),
