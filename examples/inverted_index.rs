@@ -172,6 +172,7 @@ fn main() -> Result<(), String> {
         let AnswerValue::Rows(rows) = answer.map_err(|e| e.to_string())?.value else {
             return Err("postings answered without rows".into());
         };
+        let rows = rows.render();
         let postings: usize = rows
             .iter()
             .filter_map(|(_, v)| v.as_array().map(Vec::len))

@@ -187,7 +187,7 @@ fn release<K: ViewKey, V: ExchangeData, R: ExchangeData + Semigroup>(
 }
 
 /// How a view renders a key's accumulated values as the JSON value of its row.
-pub type Render<K, V, R> = Rc<dyn Fn(&K, &[(V, R)]) -> Option<Value>>;
+pub type Render<K, V, R> = Arc<dyn Fn(&K, &[(V, R)]) -> Option<Value> + Send + Sync>;
 
 /// A time's pending updates, with the capability to emit their changes.
 type Pending<K, V, R> = BTreeMap<Time, (Capability<Time>, Vec<((K, V), R)>)>;

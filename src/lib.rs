@@ -15,7 +15,8 @@
 //!   lateness per process;
 //! * [`aggregate`], [`view`]: views as arranged collections, sums as differences;
 //! * [`window`]: tumbling, sliding and session windows over event time, for any view;
-//! * [`serve`]: queries answered inside the dataflow, by key or scattered and gathered;
+//! * [`serve`], [`answer`]: queries answered inside the dataflow, by key, scattered and
+//!   gathered, or a page at a time;
 //! * [`engine`], [`cluster`], [`metrics`]: running it on threads, processes and hosts;
 //! * [`ecommerce`]: the built-in reference pipeline (see `docs/REFERENCE.md`).
 //!
@@ -33,6 +34,7 @@
 //! ```
 
 pub mod aggregate;
+pub mod answer;
 pub mod changelog;
 pub mod cluster;
 pub mod ecommerce;
@@ -53,6 +55,7 @@ pub mod window;
 /// The names most programs need.
 pub mod prelude {
     pub use crate::aggregate::Sums;
+    pub use crate::answer::{Answer, AnswerValue, Query};
     pub use crate::cluster::Cluster;
     pub use crate::ecommerce::Ecommerce;
     pub use crate::engine::{Client, Engine, Pipeline, QueryError, Settings};
@@ -60,7 +63,6 @@ pub mod prelude {
     pub use crate::history::History;
     pub use crate::lane::BatchTime;
     pub use crate::live::{LiveSender, SendError, Verdicts};
-    pub use crate::serve::{Answer, AnswerValue, Query};
     pub use crate::view::{ViewKey, Views};
     pub use crate::watermark::LatePolicy;
 }

@@ -192,6 +192,10 @@ struct Run {
     /// Bytes of live events (as posted) that may wait for each worker; above it 503.
     #[arg(long, default_value_t = BacklogLimits::default().bytes)]
     max_backlog_bytes: u64,
+    /// How long the time of a paged read stays readable after each page (its cursor expires
+    /// then: 410).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    page_hold: Duration,
     /// `POST /events` requests in progress at once; above it 503.
     #[arg(long, default_value_t = 64)]
     max_ingest_requests: usize,
@@ -333,6 +337,7 @@ fn run_server(run: Run) -> Result<(), String> {
                 events: run.max_backlog_events,
                 bytes: run.max_backlog_bytes,
             },
+            page_hold: run.page_hold,
         },
         token: run.token,
         rate_limit: run.rate_limit,

@@ -10,14 +10,16 @@
 //! * a whole-view query (all rows, or a top-k ranking) is scattered to every worker, each answers
 //!   from its own shard, and the partial answers are gathered and combined at the asking worker.
 //!
+//! * a page (at most N rows after a cursor key) is scattered too: each worker reads its first N
+//!   keys after the cursor, and the asking worker merges them and keeps the first N. Every page of
+//!   one scan reads the scan's time, which stays readable ([`PAGE_HOLD`]) after each page.
+//!
 //! The [`serve`] operator is a join of a stream of queries with an arrangement, like
 //! differential's `join_core`, but it reads each query's answer once at the query's time rather
-//! than maintaining it. [`gather`] collects the partial answers and hands the finished
-//! [`Answer`] to whoever asked.
+//! than maintaining it. [`gather`](crate::answer::gather) collects the partial answers and hands
+//! the finished [`Answer`](crate::answer::Answer) to whoever asked.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
@@ -26,7 +28,6 @@ use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::trace::implementations::spine_fueled::SpineBatch;
 use differential_dataflow::trace::{Navigable, TraceReader};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
@@ -34,98 +35,12 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::progress::Antichain;
 use timely::progress::frontier::AntichainRef;
 
-use crate::event::{END_OF_TIME, Time};
-
-/// What a query asks of a view.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Lookup {
-    /// The row of one key, written as text (it is parsed by the view's key type).
-    Key(String),
-    /// Every row of the view, or the ranking of a top-k view.
-    All,
-}
-
-/// A question for one view.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Query {
-    /// The view's registered name.
-    pub view: String,
-    /// What to read.
-    pub lookup: Lookup,
-}
-
-impl Query {
-    /// A query for one key of a view.
-    pub fn key(view: &str, key: impl ToString) -> Query {
-        Query {
-            view: view.to_string(),
-            lookup: Lookup::Key(key.to_string()),
-        }
-    }
-
-    /// A query for the whole of a view.
-    pub fn all(view: &str) -> Query {
-        Query {
-            view: view.to_string(),
-            lookup: Lookup::All,
-        }
-    }
-}
-
-/// The content of an answer.
-#[derive(Clone, Debug, PartialEq)]
-pub enum AnswerValue {
-    /// One key's value, `None` when the key has no row.
-    Row {
-        /// The key as asked.
-        key: String,
-        /// Its value.
-        value: Option<Value>,
-    },
-    /// Every row, sorted by key.
-    Rows(Vec<(String, Value)>),
-    /// A ranked list (top-k views).
-    Ranked(Vec<Value>),
-}
-
-/// An answer, consistent as of one time.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Answer {
-    /// The view that answered.
-    pub view: String,
-    /// The answer reflects exactly the updates at times before `as_of`; [`END_OF_TIME`] means
-    /// after all input, i.e. final.
-    pub as_of: Time,
-    /// What was found.
-    pub value: AnswerValue,
-}
-
-impl Answer {
-    /// The answer as one JSON value: a keyed answer's value (or `null`), an object of every
-    /// row keyed by its key's text, or the ranked list.
-    pub fn to_json(&self) -> Value {
-        match &self.value {
-            AnswerValue::Row { value, .. } => value.clone().unwrap_or(Value::Null),
-            AnswerValue::Rows(rows) => {
-                Value::Object(rows.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            }
-            AnswerValue::Ranked(list) => Value::Array(list.clone()),
-        }
-    }
-
-    /// Whether the answer was read after every input ended.
-    pub fn is_final(&self) -> bool {
-        self.as_of >= END_OF_TIME
-    }
-}
-
-/// Receives an answer; called once, on the worker thread that took the query.
-pub type Reply = Box<dyn FnOnce(Answer) + Send>;
+use crate::event::Time;
 
 /// A query inside the dataflow, as the asking worker inserted it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct QueryMsg {
-    /// Unique per asking worker.
+    /// Unique per process.
     pub id: u64,
     /// The asking worker, where the answer is gathered.
     pub origin: usize,
@@ -133,8 +48,14 @@ pub struct QueryMsg {
     pub view: usize,
     /// The key's text, or `None` for a whole-view query.
     pub key: Option<String>,
+    /// For a page: the text of the key it starts after, if any.
+    pub after: Option<String>,
+    /// For a page: the most keys to read.
+    pub limit: Option<u64>,
     /// The time the query reads.
     pub time: Time,
+    /// Whether this withdraws query `id` (its wait ran out) rather than asking it.
+    pub cancel: bool,
 }
 
 /// A query on its way to a worker that holds (part of) its answer.
@@ -148,10 +69,18 @@ pub struct Routed<K> {
     pub route: u64,
     /// The parsed key; `None` for a whole-view query, or a key that cannot exist.
     pub key: Option<K>,
+    /// For a page: the key it starts after.
+    pub after: Option<K>,
+    /// For a page: the most keys to read.
+    pub limit: Option<usize>,
     /// Whether every worker answers (a whole-view query).
     pub scan: bool,
+    /// Whether the key (or the key a page starts after) is not written like a key of the view.
+    pub bad_key: bool,
     /// The time the query reads.
     pub time: Time,
+    /// Whether this withdraws the query rather than asking it.
+    pub cancel: bool,
 }
 
 /// One worker's part of an answer.
@@ -165,11 +94,36 @@ pub struct Partial<P> {
     pub parts: usize,
     /// Whether it is a whole-view query.
     pub scan: bool,
+    /// Whether the key asked for cannot be a key of the view.
+    pub bad_key: bool,
+    /// For a page: the most keys to read.
+    pub limit: Option<usize>,
     /// The time it read.
     pub time: Time,
-    /// The part itself.
-    pub payload: P,
+    /// The part itself; `None` when this worker no longer holds the time asked for.
+    pub payload: Option<P>,
 }
+
+impl<P> Partial<P> {
+    /// The part's description and its payload, apart.
+    pub fn split(self) -> (Partial<()>, Option<P>) {
+        let header = Partial {
+            id: self.id,
+            origin: self.origin,
+            parts: self.parts,
+            scan: self.scan,
+            bad_key: self.bad_key,
+            limit: self.limit,
+            time: self.time,
+            payload: Some(()),
+        };
+        (header, self.payload)
+    }
+}
+
+/// How long a page's time stays readable after the page was answered, by default: the next page
+/// of the same scan reads the same time ([`Settings::page_hold`](crate::engine::Settings)).
+pub const PAGE_HOLD: Duration = Duration::from_secs(60);
 
 /// The trace type of every view arrangement.
 pub type ViewTrace<K, V, R> = TraceAgent<ValSpine<K, V, Time, R>>;
@@ -209,13 +163,35 @@ where
     }
 
     /// Calls `logic` with every key that has a value, in key order.
-    pub fn for_each(&mut self, mut logic: impl FnMut(&K, Vec<(V, R)>)) {
+    pub fn for_each(&mut self, logic: impl FnMut(&K, Vec<(V, R)>)) {
+        self.range(None, usize::MAX, logic);
+    }
+
+    /// Calls `logic` with the first `limit` keys after `after` (all keys if `None`) that have a
+    /// value, in key order.
+    pub fn range(
+        &mut self,
+        after: Option<&K>,
+        limit: usize,
+        mut logic: impl FnMut(&K, Vec<(V, R)>),
+    ) {
         self.cursor.rewind_keys(self.storage);
-        while let Some(key) = self.cursor.get_key(self.storage) {
+        if let Some(after) = after {
+            self.cursor.seek_key(self.storage, after);
+            if self.cursor.get_key(self.storage) == Some(after) {
+                self.cursor.step_key(self.storage);
+            }
+        }
+        let mut found = 0;
+        while found < limit {
+            let Some(key) = self.cursor.get_key(self.storage) else {
+                break;
+            };
             let key = key.clone();
             let values = self.values();
             if !values.is_empty() {
                 logic(&key, values);
+                found += 1;
             }
             self.cursor.step_key(self.storage);
         }
@@ -245,13 +221,15 @@ where
 
 /// Answers routed queries from one arrangement, each once the arrangement is complete at its
 /// time; `read` computes this worker's part of the answer. `on_records` hears how many updates
-/// this worker's shard of the trace holds, whenever new batches arrive.
+/// this worker's shard of the trace holds, whenever new batches arrive. A page's time stays
+/// readable for `page_hold` after the page.
 pub fn serve<'s, K, V, R, P, F>(
     queries: Stream<'s, Time, Vec<Routed<K>>>,
     arranged: Arranged<'s, ViewTrace<K, V, R>>,
     name: &str,
     mut read: F,
     mut on_records: impl FnMut(usize) + 'static,
+    page_hold: Duration,
 ) -> Stream<'s, Time, Vec<Partial<P>>>
 where
     K: differential_dataflow::ExchangeData + std::hash::Hash,
@@ -269,11 +247,22 @@ where
         &format!("Serve({name})"),
         move |_cap, _info| {
             let mut pending: Vec<(Capability<Time>, Routed<K>)> = Vec::new();
+            // Times pages were read at, kept readable until then.
+            let mut holds: Vec<(Time, Instant)> = Vec::new();
             let mut upper = Antichain::new();
             move |(queries, query_frontier), (batches, view_frontier), output| {
                 queries.for_each(|cap, data| {
+                    let Some(least) = cap.least().copied() else {
+                        return;
+                    };
                     for q in data.drain(..) {
-                        pending.push((cap.delayed(&q.time, 0), q));
+                        if q.cancel {
+                            pending.retain(|(_, p)| (p.origin, p.id) != (q.origin, q.id));
+                        } else {
+                            // A page may read a time before the query's own (its scan's time).
+                            let at = q.time.max(least);
+                            pending.push((cap.delayed(&at, 0), q));
+                        }
                     }
                 });
                 let mut grew = false;
@@ -290,22 +279,32 @@ where
                     trace.read_upper(&mut upper);
                     let batches = trace.batches_through(upper.borrow()).unwrap_or_default();
                     let (mut cursor, storage) = cursor_list(batches);
+                    let compacted = trace.get_logical_compaction().to_owned();
+                    let now = Instant::now();
                     pending.retain(|(cap, q)| {
                         if !ready(q) {
                             return true;
                         }
-                        let mut reader = Reader {
-                            cursor: &mut cursor,
-                            storage: &storage,
-                            time: q.time,
-                        };
-                        let payload = read(q, &mut reader);
+                        // A time compaction has passed cannot be read any more.
+                        let payload = compacted.less_equal(&q.time).then(|| {
+                            let mut reader = Reader {
+                                cursor: &mut cursor,
+                                storage: &storage,
+                                time: q.time,
+                            };
+                            read(q, &mut reader)
+                        });
+                        if q.limit.is_some() {
+                            holds.push((q.time, now + page_hold));
+                        }
                         let parts = if q.scan { peers } else { 1 };
                         output.session(cap).give(Partial {
                             id: q.id,
                             origin: q.origin,
                             parts,
                             scan: q.scan,
+                            bad_key: q.bad_key,
+                            limit: q.limit,
                             time: q.time,
                             payload,
                         });
@@ -314,7 +313,13 @@ where
                 }
 
                 // Hold compaction back to the oldest time a query may still read.
-                let mut lower: Option<Time> = pending.iter().map(|(_, q)| q.time).min();
+                let now = Instant::now();
+                holds.retain(|(_, until)| *until > now);
+                let mut lower: Option<Time> = pending
+                    .iter()
+                    .map(|(_, q)| q.time)
+                    .chain(holds.iter().map(|(t, _)| *t))
+                    .min();
                 for t in query_frontier.frontier().iter().chain(view_frontier.iter()) {
                     lower = Some(lower.map_or(*t, |l| l.min(*t)));
                 }
@@ -329,89 +334,11 @@ where
 }
 
 fn compact<Tr: TraceReader<Time = Time>>(trace: &mut Tr, frontier: AntichainRef<Time>) {
-    if trace.get_logical_compaction() != frontier {
+    // Compaction only moves forward; a hold that came too late cannot pull it back.
+    let current = trace.get_logical_compaction();
+    let forward = frontier.iter().all(|t| current.less_equal(t));
+    if forward && current != frontier {
         trace.set_logical_compaction(frontier);
         trace.set_physical_compaction(frontier);
     }
-}
-
-/// The answers this worker waits for, by query id.
-#[derive(Default)]
-pub struct Replies {
-    waiting: HashMap<u64, (String, Option<String>, Reply)>,
-}
-
-impl Replies {
-    /// Remembers who asked query `id` about `view` (and which key, for a keyed query).
-    pub fn wait(&mut self, id: u64, view: String, key: Option<String>, reply: Reply) {
-        self.waiting.insert(id, (view, key, reply));
-    }
-
-    /// How many answers are outstanding.
-    pub fn len(&self) -> usize {
-        self.waiting.len()
-    }
-
-    /// Whether no answer is outstanding.
-    pub fn is_empty(&self) -> bool {
-        self.waiting.is_empty()
-    }
-
-    fn answer(&mut self, id: u64, time: Time, combined: Combined) {
-        if let Some((view, key, reply)) = self.waiting.remove(&id) {
-            let value = match combined {
-                Combined::Row(value) => AnswerValue::Row {
-                    key: key.unwrap_or_default(),
-                    value,
-                },
-                Combined::Rows(rows) => AnswerValue::Rows(rows),
-                Combined::Ranked(list) => AnswerValue::Ranked(list),
-            };
-            let as_of = time.saturating_add(1).min(END_OF_TIME);
-            reply(Answer { view, as_of, value });
-        }
-    }
-}
-
-/// What a view makes of all the parts of one answer.
-pub enum Combined {
-    /// One key's value.
-    Row(Option<Value>),
-    /// Every row, sorted by key.
-    Rows(Vec<(String, Value)>),
-    /// A ranking.
-    Ranked(Vec<Value>),
-}
-
-/// Gathers the parts of each answer at the asking worker and, once all have arrived, combines
-/// them and replies.
-pub fn gather<'s, P, F>(
-    partials: Stream<'s, Time, Vec<Partial<P>>>,
-    replies: Rc<RefCell<Replies>>,
-    name: &str,
-    mut combine: F,
-) where
-    P: timely::ExchangeData,
-    F: FnMut(bool, Vec<P>) -> Combined + 'static,
-{
-    let mut parts: HashMap<u64, Vec<P>> = HashMap::new();
-    partials.sink(
-        Exchange::new(|p: &Partial<P>| p.origin as u64),
-        &format!("Gather({name})"),
-        move |(input, _frontier)| {
-            input.for_each(|_, data| {
-                for partial in data.drain(..) {
-                    let received = parts.entry(partial.id).or_default();
-                    received.push(partial.payload);
-                    if received.len() == partial.parts {
-                        let received = parts.remove(&partial.id).unwrap_or_default();
-                        let combined = combine(partial.scan, received);
-                        replies
-                            .borrow_mut()
-                            .answer(partial.id, partial.time, combined);
-                    }
-                }
-            });
-        },
-    );
 }

@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::hash::Hash;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::hashable::Hashable;
@@ -26,10 +27,11 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::{ProbeHandle, Stream};
 
 use crate::aggregate::pre_aggregate;
+use crate::answer::{Combined, RenderRows, Replies, Rows, gather};
 use crate::changelog::{Changelog, Finality, Render, changelog};
 use crate::event::Time;
 use crate::metrics::Metrics;
-use crate::serve::{Combined, QueryMsg, Reader, Replies, Routed, ViewTrace, gather, serve};
+use crate::serve::{QueryMsg, Reader, Routed, ViewTrace, serve};
 
 /// A type that can key a view: parsed from and rendered to the text of a query and an answer.
 pub trait ViewKey: ExchangeData + Hash {
@@ -106,6 +108,8 @@ pub struct Views<'s> {
     changelog: Option<(Arc<Changelog>, usize)>,
     /// Watches every arrangement: its frontier says how far every view is complete.
     probe: ProbeHandle<Time>,
+    /// How long a page's time stays readable after the page.
+    page_hold: Duration,
     catalog: Vec<ViewInfo>,
 }
 
@@ -116,6 +120,7 @@ impl<'s> Views<'s> {
         metrics: Arc<Metrics>,
         changelog: Option<(Arc<Changelog>, usize)>,
         probe: ProbeHandle<Time>,
+        page_hold: Duration,
     ) -> Self {
         Views {
             queries,
@@ -123,6 +128,7 @@ impl<'s> Views<'s> {
             metrics,
             changelog,
             probe,
+            page_hold,
             catalog: Vec::new(),
         }
     }
@@ -160,13 +166,13 @@ impl<'s> Views<'s> {
         K: ViewKey,
         V: ExchangeData + Hash,
         R: ExchangeData + Semigroup,
-        F: Fn(&K, &[(V, R)]) -> Option<Value> + 'static,
+        F: Fn(&K, &[(V, R)]) -> Option<Value> + Send + Sync + 'static,
     {
         let index = self.add(name, description, ViewKind::Keyed);
         let updates = pre_aggregate(collection);
         let arranged = updates.clone().arrange_by_key_named(name);
         arranged.stream.clone().probe_with(&self.probe);
-        let render: Render<K, V, R> = Rc::new(render);
+        let render: Render<K, V, R> = Arc::new(render);
         let finality: Finality<K> = Rc::new(RefCell::new(None));
         if let Some((hub, local)) = &self.changelog {
             changelog(
@@ -179,21 +185,23 @@ impl<'s> Views<'s> {
             );
         }
         let routed = self.route::<K>(index, false);
-        let read = |q: &Routed<K>, reader: &mut Reader<K, V, R>| match &q.key {
-            Some(key) => {
-                let values = reader.get(key);
-                if values.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![(key.clone(), values)]
+        let read = |q: &Routed<K>, reader: &mut Reader<K, V, R>| {
+            let mut rows = Vec::new();
+            match (&q.key, q.scan) {
+                (Some(key), _) => {
+                    let values = reader.get(key);
+                    if !values.is_empty() {
+                        rows.push((key.clone(), values));
+                    }
                 }
+                (None, true) => reader.range(
+                    q.after.as_ref(),
+                    q.limit.unwrap_or(usize::MAX),
+                    |k, values| rows.push((k.clone(), values)),
+                ),
+                (None, false) => {}
             }
-            None if q.scan => {
-                let mut rows = Vec::new();
-                reader.for_each(|k, values| rows.push((k.clone(), values)));
-                rows
-            }
-            None => Vec::new(),
+            rows
         };
         let (metrics, view, worker) = (
             self.metrics.clone(),
@@ -201,22 +209,35 @@ impl<'s> Views<'s> {
             self.queries.scope().index(),
         );
         let records = move |n| metrics.set_arrangement_records(&view, worker, n as u64);
-        let partials = serve(routed, arranged.clone(), name, read, records);
+        let partials = serve(
+            routed,
+            arranged.clone(),
+            name,
+            read,
+            records,
+            self.page_hold,
+        );
+        let rendering = render.clone();
         gather(
             partials,
             self.replies.clone(),
             name,
-            move |scan, parts: Vec<KeyedRows<K, V, R>>| {
+            move |query, parts: Vec<KeyedRows<K, V, R>>| {
                 let mut rows: Vec<(K, Vec<(V, R)>)> = parts.into_iter().flatten().collect();
-                if scan {
-                    rows.sort_by(|a, b| a.0.cmp(&b.0));
-                    Combined::Rows(
-                        rows.iter()
-                            .filter_map(|(k, values)| render(k, values).map(|v| (k.key_text(), v)))
-                            .collect(),
-                    )
-                } else {
-                    Combined::Row(rows.first().and_then(|(k, values)| render(k, values)))
+                if !query.scan {
+                    return Combined::Row(
+                        rows.first().and_then(|(k, values)| rendering(k, values)),
+                    );
+                }
+                rows.sort_by(|a, b| a.0.cmp(&b.0));
+                let render = rendering.clone();
+                match query.limit {
+                    Some(limit) => {
+                        let full = rows.len() >= limit;
+                        rows.truncate(limit);
+                        Combined::Page(Rows::new(TypedRows { rows, render }), full)
+                    }
+                    None => Combined::Rows(Rows::new(TypedRows { rows, render })),
                 }
             },
         );
@@ -267,12 +288,19 @@ impl<'s> Views<'s> {
             best
         };
         // The arrangement is the other view's: its records are counted there.
-        let partials = serve(routed, of.arranged.clone(), &of.name, read, |_| {});
+        let partials = serve(
+            routed,
+            of.arranged.clone(),
+            &of.name,
+            read,
+            |_| {},
+            self.page_hold,
+        );
         gather(
             partials,
             self.replies.clone(),
             name,
-            move |_scan, parts: Vec<Vec<(K, S)>>| {
+            move |_query, parts: Vec<Vec<(K, S)>>| {
                 let mut all: Vec<(K, S)> = parts.into_iter().flatten().collect();
                 ranking(&mut all, k);
                 Combined::Ranked(all.iter().map(|(key, s)| render(key, s)).collect())
@@ -294,24 +322,33 @@ impl<'s> Views<'s> {
                     input.for_each(|cap, data| {
                         let mut session = output.session(&cap);
                         for (q, _, _) in data.drain(..).filter(|(q, _, _)| q.view == index) {
-                            let routed = |route: u64, key: Option<K>, scan: bool| Routed {
-                                id: q.id,
-                                origin: q.origin,
-                                route,
-                                key,
-                                scan,
-                                time: q.time,
-                            };
+                            let after = q.after.as_deref().map(K::parse_key);
+                            let routed =
+                                |route: u64, key: Option<K>, scan: bool, bad_key: bool| Routed {
+                                    id: q.id,
+                                    origin: q.origin,
+                                    route,
+                                    key,
+                                    after: after.clone().flatten(),
+                                    limit: q.limit.map(|l| l as usize),
+                                    scan,
+                                    bad_key,
+                                    time: q.time,
+                                    cancel: q.cancel,
+                                };
                             match q.key.as_deref() {
                                 Some(text) if !always_scan => match K::parse_key(text) {
                                     Some(key) => {
-                                        session.give(routed(key.hashed(), Some(key), false))
+                                        session.give(routed(key.hashed(), Some(key), false, false))
                                     }
-                                    None => session.give(routed(q.origin as u64, None, false)),
+                                    None => {
+                                        session.give(routed(q.origin as u64, None, false, true))
+                                    }
                                 },
                                 _ => {
+                                    let bad_key = matches!(after, Some(None));
                                     for worker in 0..peers {
-                                        session.give(routed(worker as u64, None, true));
+                                        session.give(routed(worker as u64, None, true, bad_key));
                                     }
                                 }
                             }
@@ -319,5 +356,33 @@ impl<'s> Views<'s> {
                     });
                 }
             })
+    }
+}
+
+/// A view's rows as read, with its renderer: rendered when read, off the worker threads.
+struct TypedRows<K, V, R> {
+    rows: Vec<(K, Vec<(V, R)>)>,
+    render: Render<K, V, R>,
+}
+
+impl<K, V, R> RenderRows for TypedRows<K, V, R>
+where
+    K: ViewKey,
+    V: ExchangeData,
+    R: ExchangeData + Semigroup,
+{
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn render(&self) -> Vec<(String, Value)> {
+        self.rows
+            .iter()
+            .filter_map(|(k, values)| (self.render)(k, values).map(|v| (k.key_text(), v)))
+            .collect()
+    }
+
+    fn last_key(&self) -> Option<String> {
+        self.rows.last().map(|(k, _)| k.key_text())
     }
 }

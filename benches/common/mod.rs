@@ -49,7 +49,7 @@ const CHUNK: usize = 64 * 1024;
 
 fn rows(answer: Answer) -> Result<BTreeMap<String, Value>, String> {
     match answer.value {
-        AnswerValue::Rows(rows) => Ok(rows.into_iter().collect()),
+        AnswerValue::Rows(rows) => Ok(rows.render().into_iter().collect()),
         other => Err(format!("expected rows, got {other:?}")),
     }
 }

@@ -16,14 +16,15 @@
 //! Once every lane of every process has ended, no data can change: query times then follow the
 //! wall clock beyond [`END_OF_TIME`], and answers are final.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 
+use crate::answer::{Answer, Lookup, Query, Reply};
 use crate::event::{END_OF_TIME, Time};
 use crate::lane::BatchTime;
-use crate::serve::{Answer, Lookup, Query, QueryMsg, Reply};
+use crate::serve::QueryMsg;
 use crate::view::ViewInfo;
 
 /// Why a query got no answer.
@@ -96,14 +97,28 @@ pub(super) fn take_inbox<T>(inboxes: &Inboxes<T>, local: usize) -> Option<Receiv
     Some(receiver)
 }
 
-/// A query with the place its answer goes.
-pub(super) type Request = (QueryMsg, Option<String>, Reply);
+/// What a client asks a worker.
+pub(super) enum Request {
+    /// A query, whether it reads exactly its time (a page continuing a scan), and where its
+    /// answer goes.
+    Ask(QueryMsg, bool, Reply),
+    /// Withdraw query `id`: its answer is no longer awaited.
+    Cancel(u64),
+}
+
+/// Names a query that was asked, to withdraw it ([`Client::cancel`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    worker: usize,
+    id: u64,
+}
 
 /// Asks this process's workers questions; clone it freely.
 #[derive(Clone)]
 pub struct Client {
     workers: Vec<Mailbox<Request>>,
     next: Arc<AtomicUsize>,
+    ids: Arc<AtomicU64>,
     catalog: Arc<Vec<ViewInfo>>,
 }
 
@@ -112,6 +127,7 @@ impl Client {
         Client {
             workers,
             next: Arc::new(AtomicUsize::new(0)),
+            ids: Arc::new(AtomicU64::new(0)),
             catalog: Arc::new(catalog),
         }
     }
@@ -123,28 +139,73 @@ impl Client {
 
     /// Sends a query; `reply` is called with the answer once the views are complete at its time.
     /// `as_of` asks for an answer reflecting at least every event before that time.
-    pub fn ask(&self, query: Query, as_of: Option<Time>, reply: Reply) -> Result<(), QueryError> {
+    pub fn ask(
+        &self,
+        query: Query,
+        as_of: Option<Time>,
+        reply: Reply,
+    ) -> Result<Ticket, QueryError> {
+        self.send(
+            query,
+            as_of.map_or(0, |t| t.saturating_sub(1)),
+            false,
+            reply,
+        )
+    }
+
+    /// Sends a query that reads exactly as of `as_of` (a time an earlier answer was read at:
+    /// the next page of a scan). If the view no longer holds that time, the answer says
+    /// [`AnswerValue::Expired`](crate::answer::AnswerValue::Expired).
+    pub fn ask_exactly(
+        &self,
+        query: Query,
+        as_of: Time,
+        reply: Reply,
+    ) -> Result<Ticket, QueryError> {
+        self.send(query, as_of.saturating_sub(1), true, reply)
+    }
+
+    fn send(
+        &self,
+        query: Query,
+        time: Time,
+        exact: bool,
+        reply: Reply,
+    ) -> Result<Ticket, QueryError> {
         let view = self
             .catalog
             .iter()
             .position(|v| v.name == query.view)
             .ok_or_else(|| QueryError::UnknownView(query.view.clone()))?;
-        let key = match query.lookup {
-            Lookup::Key(key) => Some(key),
-            Lookup::All => None,
+        let (key, after, limit) = match query.lookup {
+            Lookup::Key(key) => (Some(key), None, None),
+            Lookup::All => (None, None, None),
+            Lookup::Page { after, limit } => (None, after, Some(limit as u64)),
         };
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let msg = QueryMsg {
-            id: 0,
+            id,
             origin: 0,
             view,
-            key: key.clone(),
-            time: as_of.map_or(0, |t| t.saturating_sub(1)),
+            key,
+            after,
+            limit,
+            time,
+            cancel: false,
         };
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
-        if self.workers[i].send((msg, key, reply)) {
-            Ok(())
+        let worker = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        if self.workers[worker].send(Request::Ask(msg, exact, reply)) {
+            Ok(Ticket { worker, id })
         } else {
             Err(QueryError::Stopped)
+        }
+    }
+
+    /// Withdraws a query whose answer is no longer awaited (its wait ran out): the dataflow
+    /// forgets it, and its reply is never called.
+    pub fn cancel(&self, ticket: Ticket) {
+        if let Some(worker) = self.workers.get(ticket.worker) {
+            worker.send(Request::Cancel(ticket.id));
         }
     }
 
@@ -152,6 +213,13 @@ impl Client {
     pub fn query(&self, query: Query, as_of: Option<Time>) -> Result<Answer, QueryError> {
         let (tx, rx) = mpsc::channel();
         self.ask(query, as_of, Box::new(move |answer| drop(tx.send(answer))))?;
+        rx.recv().map_err(|_| QueryError::Stopped)
+    }
+
+    /// [`ask_exactly`](Self::ask_exactly) and wait for the answer.
+    pub fn ask_exactly_wait(&self, query: Query, as_of: Time) -> Result<Answer, QueryError> {
+        let (tx, rx) = mpsc::channel();
+        self.ask_exactly(query, as_of, Box::new(move |answer| drop(tx.send(answer))))?;
         rx.recv().map_err(|_| QueryError::Stopped)
     }
 

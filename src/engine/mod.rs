@@ -28,8 +28,9 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::worker::Worker;
 use tracing::{error, info};
 
-pub use client::{Client, QueryError};
+pub use client::{Client, QueryError, Ticket};
 
+use crate::answer::Replies;
 use crate::changelog::Changelog;
 use crate::cluster::Cluster;
 use crate::event::{END_OF_TIME, Event, Reject, Time};
@@ -39,7 +40,7 @@ use crate::live::{
     BacklogLimits, Inbox, Inlet, Journal, LateSink, LiveSender, Taken, wall_clock_ms,
 };
 use crate::metrics::Metrics;
-use crate::serve::{QueryMsg, Replies};
+use crate::serve::QueryMsg;
 use crate::view::{ViewInfo, Views};
 use crate::watermark::{LatePolicy, LateRules};
 use client::{ReadTimes, Request, mailboxes, take_inbox};
@@ -79,6 +80,9 @@ pub struct Settings {
     pub changelog: bool,
     /// How much live input may wait for each worker (see [`live`](crate::live)).
     pub backlog: BacklogLimits,
+    /// How long a page's time stays readable after the page (the next page of a scan reads the
+    /// same time; see [`serve`](crate::serve)).
+    pub page_hold: Duration,
 }
 
 impl Default for Settings {
@@ -92,6 +96,7 @@ impl Default for Settings {
             idle_timeout: Some(Duration::from_secs(5)),
             changelog: false,
             backlog: BacklogLimits::default(),
+            page_hold: crate::serve::PAGE_HOLD,
         }
     }
 }
@@ -369,6 +374,7 @@ where
             metrics.clone(),
             changelog,
             views_probe.clone(),
+            settings.page_hold,
         );
         shared.pipeline.build(events, &mut views);
         (
@@ -438,8 +444,7 @@ where
     let mut told = (0, 0);
     let mut speed = Some(speed);
     let mut requests = Some(requests);
-    let mut held: Vec<Request> = Vec::new();
-    let mut next_id = 0u64;
+    let mut held: Vec<(QueryMsg, bool, crate::answer::Reply)> = Vec::new();
     let mut last_tick = Instant::now();
     loop {
         if let Some(lane) = speed.as_mut() {
@@ -503,7 +508,16 @@ where
         if let Some(inbox) = requests.as_ref() {
             loop {
                 match inbox.try_recv() {
-                    Ok(request) => held.push(request),
+                    Ok(Request::Ask(msg, exact, reply)) => held.push((msg, exact, reply)),
+                    Ok(Request::Cancel(id)) => {
+                        held.retain(|(msg, _, _)| msg.id != id);
+                        if let Some(mut msg) = replies.borrow_mut().cancel(id) {
+                            // Where the query went, its withdrawal follows.
+                            msg.cancel = true;
+                            let time = *query_input.time();
+                            query_input.update_at(msg, time, 1);
+                        }
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
                         requests = None;
@@ -513,13 +527,13 @@ where
             }
         }
         if target.is_some() {
-            for (mut msg, key, reply) in held.drain(..) {
-                msg.id = next_id;
+            for (mut msg, exact, reply) in held.drain(..) {
                 msg.origin = worker.index();
-                msg.time = reads.requested(msg.time).max(*query_input.time());
-                next_id += 1;
+                if !exact {
+                    msg.time = reads.requested(msg.time).max(*query_input.time());
+                }
                 let name = names.get(msg.view).cloned().unwrap_or_default();
-                replies.borrow_mut().wait(msg.id, name, key, reply);
+                replies.borrow_mut().wait(&msg, name, reply);
                 Metrics::add(&metrics.queries, 1);
                 let time = *query_input.time();
                 query_input.update_at(msg, time, 1);

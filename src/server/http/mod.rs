@@ -7,7 +7,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use axum::Json;
 use axum::Router;
@@ -32,15 +31,17 @@ use futures_util::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::sync::broadcast::error::RecvError;
 
+mod read;
+
 use super::dead_letter::DeadLetter;
 use super::ingest::{self, FutureLimit};
 use super::prometheus::Exporter;
+use crate::answer::{AnswerValue, Query};
 use crate::changelog::Changelog;
-use crate::engine::{Client, QueryError};
+use crate::engine::Client;
 use crate::event::{END_OF_TIME, Event, Time};
 use crate::live::{LiveSender, SendError, Verdicts};
 use crate::metrics::Metrics;
-use crate::serve::{Answer, AnswerValue, Query};
 use crate::view::ViewKind;
 
 /// What every handler shares.
@@ -116,8 +117,8 @@ pub fn router<E: Event>(state: Arc<State<E>>, max_body_bytes: usize) -> Router {
         .merge(ingest)
         .route("/watermark", post(post_watermark::<E>))
         .route("/views", get(list_views::<E>))
-        .route("/views/{view}", get(read_view::<E>))
-        .route("/views/{view}/{key}", get(read_key::<E>))
+        .route("/views/{view}", get(read::read_view::<E>))
+        .route("/views/{view}/{key}", get(read::read_key::<E>))
         .route("/metrics", get(metrics::<E>))
         .route("/late", get(late::<E>))
         .route("/subscribe/{view}", get(subscribe::<E>))
@@ -417,7 +418,7 @@ async fn post_events<E: Event>(
 async fn subscribe<E: Event>(
     Shared(state): AppState<E>,
     Path(view): Path<String>,
-    UrlQuery(params): UrlQuery<ReadParams>,
+    UrlQuery(params): UrlQuery<read::ReadParams>,
 ) -> Response {
     let keyed = state
         .client
@@ -448,12 +449,14 @@ async fn subscribe<E: Event>(
     // The snapshot is as of the requested time, or at least the newest watermark this process
     // knows of, and the changes follow from there.
     let as_of = params.as_of.unwrap_or_else(|| state.watermark());
-    let answer = match ask(&state, Query::all(&view), Some(as_of)).await {
+    let time = read::ReadTime::AtLeast(Some(as_of));
+    let answer = match read::ask(&state, Query::all(&view), time).await {
         Ok(answer) => answer,
         Err(response) => return response,
     };
-    let rows: Vec<Value> = match answer.value {
+    let rows: Vec<Value> = match &answer.value {
         AnswerValue::Rows(rows) => rows
+            .render()
             .into_iter()
             .map(|(key, value)| json!({"key": key, "value": value}))
             .collect(),
@@ -560,111 +563,6 @@ async fn post_watermark<E: Event>(Shared(state): AppState<E>, body: Bytes) -> Re
 
 async fn list_views<E: Event>(Shared(state): AppState<E>) -> Response {
     Json(json!({"views": state.client.catalog()})).into_response()
-}
-
-#[derive(Deserialize)]
-struct ReadParams {
-    as_of: Option<Time>,
-}
-
-/// Asks the serving operator and waits for its answer.
-async fn ask<E: Event>(
-    state: &State<E>,
-    query: Query,
-    as_of: Option<Time>,
-) -> Result<Answer, Response> {
-    let started = Instant::now();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    match state
-        .client
-        .ask(query, as_of, Box::new(move |answer| drop(tx.send(answer))))
-    {
-        Ok(()) => {}
-        Err(QueryError::UnknownView(view)) => {
-            return Err(error(
-                StatusCode::NOT_FOUND,
-                "unknown_view",
-                format!("no view is named {view:?}"),
-            ));
-        }
-        Err(e) => return Err(unavailable("stopped", e.to_string(), 5)),
-    }
-    let answer = match tokio::time::timeout(state.query_timeout, rx).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(_)) => return Err(unavailable("stopped", "the engine stopped", 5)),
-        Err(_) => {
-            return Err(unavailable(
-                "not_complete",
-                format!(
-                    "the views were not complete as of the time asked within {}; try again later",
-                    humantime::format_duration(state.query_timeout)
-                ),
-                1,
-            ));
-        }
-    };
-    state
-        .exporter
-        .query_latency
-        .observe(started.elapsed().as_secs_f64());
-    Ok(answer)
-}
-
-async fn read_key<E: Event>(
-    Shared(state): AppState<E>,
-    Path((view, key)): Path<(String, String)>,
-    UrlQuery(params): UrlQuery<ReadParams>,
-) -> Response {
-    let answer = match ask(&state, Query::key(&view, &key), params.as_of).await {
-        Ok(answer) => answer,
-        Err(response) => return response,
-    };
-    match answer.value {
-        AnswerValue::Row {
-            value: Some(value), ..
-        } => Json(json!({"view": view, "key": key, "value": value, "as_of": answer.as_of}))
-            .into_response(),
-        AnswerValue::Row { value: None, .. } => error(
-            StatusCode::NOT_FOUND,
-            "no_row",
-            format!("{view} has no row for key {key:?} as of {}", answer.as_of),
-        ),
-        AnswerValue::Ranked(list) => {
-            Json(json!({"view": view, "key": key, "value": list, "as_of": answer.as_of}))
-                .into_response()
-        }
-        AnswerValue::Rows(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "a keyed read answered with rows",
-        ),
-    }
-}
-
-async fn read_view<E: Event>(
-    Shared(state): AppState<E>,
-    Path(view): Path<String>,
-    UrlQuery(params): UrlQuery<ReadParams>,
-) -> Response {
-    let answer = match ask(&state, Query::all(&view), params.as_of).await {
-        Ok(answer) => answer,
-        Err(response) => return response,
-    };
-    let rows: Vec<Value> = match answer.value {
-        AnswerValue::Rows(rows) => rows
-            .into_iter()
-            .map(|(key, value)| json!({"key": key, "value": value}))
-            .collect(),
-        AnswerValue::Ranked(list) => list,
-        AnswerValue::Row { .. } => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "a whole-view read answered one row",
-            );
-        }
-    };
-    Json(json!({"view": view, "as_of": answer.as_of, "rows": rows})).into_response()
 }
 
 /// The rate limiter's key for a client: its IPv4 address, or the /64 network of an IPv6 one
