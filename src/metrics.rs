@@ -41,6 +41,8 @@ pub struct Metrics {
     pub views_ready: AtomicBool,
     /// Each local worker's speed-lane time (its watermark), by worker index.
     worker_watermarks: Mutex<BTreeMap<usize, u64>>,
+    /// Queries each local worker has taken and not yet answered, by worker index.
+    queries_waiting: Mutex<BTreeMap<usize, u64>>,
     /// Updates held by each view's arrangement, per local worker (its shard).
     arrangement_records: Mutex<BTreeMap<(String, usize), u64>>,
 }
@@ -56,6 +58,21 @@ impl Metrics {
         if let Ok(mut map) = self.worker_watermarks.lock() {
             map.insert(worker, time);
         }
+    }
+
+    /// Records how many queries worker `worker` has taken and not yet answered.
+    pub fn set_queries_waiting(&self, worker: usize, waiting: u64) {
+        if let Ok(mut map) = self.queries_waiting.lock() {
+            map.insert(worker, waiting);
+        }
+    }
+
+    /// Queries taken and not yet answered (or withdrawn), over this process's workers.
+    pub fn queries_waiting(&self) -> u64 {
+        self.queries_waiting
+            .lock()
+            .map(|m| m.values().sum())
+            .unwrap_or_default()
     }
 
     /// Every local worker's watermark, by worker index.

@@ -513,3 +513,67 @@ fn concurrent_keyed_queries_all_find_their_rows() {
     drop(client);
     engine.join().expect("workers finish");
 }
+
+/// A query whose wait is given up is withdrawn inside the dataflow: its reply is never called
+/// and nothing of it stays behind.
+#[test]
+fn withdrawn_queries_leave_nothing_behind() {
+    let mut engine = Engine::start(
+        &Cluster::threads(2),
+        Settings {
+            idle_timeout: None,
+            ..Settings::default()
+        },
+        History::Events(Arc::new(read_orders(&golden("history.jsonl")))),
+        Ecommerce,
+    )
+    .expect("engine starts");
+    let live = engine.live().expect("live");
+    engine.end_live();
+    let client = engine.client();
+    let metrics = engine.metrics();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let far = 1 << 50;
+    let mut tickets = Vec::new();
+    for i in 0..200u64 {
+        let tx = tx.clone();
+        let query = if i % 2 == 0 {
+            Query::all("customer_spend")
+        } else {
+            Query::key("product_stats", i)
+        };
+        let ticket = client
+            .ask(query, Some(far), Box::new(move |a| drop(tx.send(a))))
+            .expect("asked");
+        tickets.push(ticket);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metrics.queries_waiting() < 200 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        metrics.queries_waiting(),
+        200,
+        "the queries wait for their time"
+    );
+    for ticket in tickets {
+        client.cancel(ticket);
+    }
+    while metrics.queries_waiting() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        metrics.queries_waiting(),
+        0,
+        "every withdrawn query is gone"
+    );
+    // Even once their time comes, nobody hears from them.
+    live.watermark(far + 1).expect("declared");
+    client
+        .query(Query::all("customer_spend"), Some(far + 1))
+        .expect("a later query is answered");
+    drop(tx);
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    drop((live, client));
+    engine.join().expect("workers finish");
+}

@@ -540,6 +540,7 @@ where
             }
         }
         query_input.flush();
+        metrics.set_queries_waiting(worker.index(), (held.len() + replies.borrow().len()) as u64);
 
         if speed.is_none() && requests.is_none() && held.is_empty() && replies.borrow().is_empty() {
             break;
