@@ -116,10 +116,13 @@ struct ImportRules {
     /// limit, for synthetic future data).
     #[arg(long, default_value = "1h", value_parser = parse_optional_duration)]
     max_future: Limit,
-    /// Append a history file that changed since it was imported, as new history (otherwise
-    /// that is an error).
+    /// Append a history file that changed since it was imported: the lines it gained, if it
+    /// only grew, else the whole file as new history (without it, a changed file is an error).
     #[arg(long)]
     append_changed: bool,
+    /// Seal a segment of the master dataset once it holds this many bytes.
+    #[arg(long, default_value_t = MasterOptions::default().segment_bytes)]
+    segment_bytes: u64,
 }
 
 impl ImportRules {
@@ -129,6 +132,7 @@ impl ImportRules {
                 max_future: self.max_future.0,
             },
             append_changed: self.append_changed,
+            ..ImportOptions::default()
         }
     }
 }
@@ -237,7 +241,7 @@ fn main() -> ExitCode {
             data_dir,
             files,
             rules,
-        } => import_files(&data_dir, &files, rules.options()),
+        } => import_files(&data_dir, &files, rules.options(), rules.segment_bytes),
         Command::Gen(args) => generate(args),
         Command::Query {
             url,
@@ -318,7 +322,12 @@ async fn ctrl_c() {
 
 fn run_server(run: Run) -> Result<(), String> {
     if !run.history.is_empty() {
-        import_files(&run.data_dir, &run.history, run.rules.options())?;
+        import_files(
+            &run.data_dir,
+            &run.history,
+            run.rules.options(),
+            run.rules.segment_bytes,
+        )?;
     }
     let config = ServerConfig {
         listen: run.listen,
@@ -348,6 +357,10 @@ fn run_server(run: Run) -> Result<(), String> {
             max_future: run.rules.max_future.0,
         },
         max_ingest_requests: run.max_ingest_requests,
+        master: MasterOptions {
+            segment_bytes: run.rules.segment_bytes,
+            ..MasterOptions::default()
+        },
         ..ServerConfig::new(run.data_dir)
     };
     runtime()?.block_on(serve(config, EcommerceWithWindows, |_| {}, ctrl_c()))
@@ -357,10 +370,11 @@ fn import_files(
     data_dir: &std::path::Path,
     files: &[PathBuf],
     options: ImportOptions,
+    segment_bytes: u64,
 ) -> Result<(), String> {
     let stored = MasterOptions {
         schema_version: <Order as lambdaflow::event::Event>::SCHEMA_VERSION,
-        ..MasterOptions::default()
+        segment_bytes,
     };
     let (master, _) = MasterDataset::<Entry<Order>>::open(data_dir, stored).map_err(|e| {
         format!(
@@ -538,7 +552,12 @@ fn demo(listen: SocketAddr, events: u64, rate: u64) -> Result<(), String> {
     let file = std::fs::File::create(&history).map_err(|e| e.to_string())?;
     write_jsonl(Generator::new(config)?, file).map_err(|e| e.to_string())?;
     let data_dir = dir.join("data");
-    import_files(&data_dir, &[history], ImportOptions::default())?;
+    import_files(
+        &data_dir,
+        &[history],
+        ImportOptions::default(),
+        MasterOptions::default().segment_bytes,
+    )?;
 
     let server = ServerConfig {
         listen,

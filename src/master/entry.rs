@@ -51,6 +51,9 @@ pub enum Entry<E> {
         clock: Time,
         /// The `--max-future` limit (ms) the import used; `None`: off.
         max_future: Option<Time>,
+        /// How many of the file's events earlier imports took (the file grew since): this
+        /// import appends the ones after them.
+        skipped: u64,
     },
     /// The import of a history file is complete.
     ImportEnd(ImportMark),

@@ -29,17 +29,26 @@ use crate::master::{Entry, ImportMark, MasterDataset};
 use crate::metrics::Metrics;
 use crate::progress::Progress;
 
-/// How many events one durable append carries during an import.
-const IMPORT_BATCH: usize = 64 * 1024;
-
 /// How an import treats what it finds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ImportOptions {
     /// How far ahead of this machine's clock an event time may be.
     pub limit: FutureLimit,
-    /// Append a file whose content changed since it was imported, as new history (otherwise
-    /// that is an error).
+    /// Append a file whose content changed since it was imported: the lines it gained if it
+    /// only grew, else the whole file as new history (otherwise that is an error).
     pub append_changed: bool,
+    /// How many events one durable append carries.
+    pub batch: usize,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            limit: FutureLimit::default(),
+            append_changed: false,
+            batch: 64 * 1024,
+        }
+    }
 }
 
 /// What an import did.
@@ -60,9 +69,10 @@ pub struct ImportSummary {
 /// What the master dataset says about earlier imports.
 #[derive(Default)]
 struct Imports {
-    done: Vec<ImportMark>,
-    /// The last import begun and not ended: its mark, how it judged, and how many events it
-    /// appended before it stopped.
+    /// Each import completed, with how many events it appended.
+    done: Vec<(ImportMark, u64)>,
+    /// The last import begun and not ended: its mark, how it judged, and how many of the
+    /// file's events were taken before it stopped (by it and by the imports before it).
     open: Option<(ImportMark, Time, Option<Time>, u64)>,
 }
 
@@ -74,10 +84,14 @@ fn earlier_imports<E: Event>(master: &MasterDataset<Entry<E>>) -> Result<Imports
                 file,
                 clock,
                 max_future,
-            } => imports.open = Some((file, clock, max_future, 0)),
+                skipped,
+            } => imports.open = Some((file, clock, max_future, skipped)),
             Entry::ImportEnd(file) => {
-                imports.open = None;
-                imports.done.push(file);
+                let appended = match imports.open.take() {
+                    Some((open, _, _, appended)) if open == file => appended,
+                    _ => 0,
+                };
+                imports.done.push((file, appended));
             }
             Entry::Event(_) => {
                 if let Some(open) = imports.open.as_mut() {
@@ -94,26 +108,41 @@ fn earlier_imports<E: Event>(master: &MasterDataset<Entry<E>>) -> Result<Imports
     Ok(imports)
 }
 
-/// Identifies a file: its absolute path, size and XXH3-128 hash.
-fn mark(path: &Path) -> io::Result<ImportMark> {
+/// Identifies a file: its absolute path, size and XXH3-128 hash; and the mark its first
+/// `prefix` bytes would have had, if it is at least that long.
+fn mark(path: &Path, prefix: Option<u64>) -> io::Result<(ImportMark, Option<ImportMark>)> {
     let absolute = std::fs::canonicalize(path)?;
+    let name = absolute.display().to_string();
     let mut file = File::open(&absolute)?;
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut buf = vec![0; 1 << 20];
     let mut bytes = 0u64;
+    let mut before = None;
+    let hex = |h: &xxhash_rust::xxh3::Xxh3| format!("{:032x}", h.digest128());
     loop {
-        let n = file.read(&mut buf)?;
+        let want = prefix
+            .filter(|p| *p > bytes)
+            .map_or(buf.len() as u64, |p| (p - bytes).min(buf.len() as u64));
+        let n = file.read(&mut buf[..want as usize])?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
         bytes += n as u64;
+        if Some(bytes) == prefix {
+            before = Some(ImportMark {
+                path: name.clone(),
+                bytes,
+                hash: hex(&hasher),
+            });
+        }
     }
-    Ok(ImportMark {
-        path: absolute.display().to_string(),
+    let whole = ImportMark {
+        path: name,
         bytes,
-        hash: format!("{:032x}", hasher.digest128()),
-    })
+        hash: hex(&hasher),
+    };
+    Ok((whole, before))
 }
 
 /// Appends every good line of `files` to `master`, durably, showing progress; each file once.
@@ -143,25 +172,45 @@ pub fn import<E: Event>(
         ..ImportSummary::default()
     };
     for path in files {
-        let file = mark(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        if imports.done.contains(&file) {
+        let unreadable = |e: io::Error| format!("cannot read {}: {e}", path.display());
+        let name = std::fs::canonicalize(path).map_err(unreadable)?;
+        let name = name.display().to_string();
+        // The latest import of a file at this path, if any: a file that only grew since is
+        // recognised by the hash of its first bytes.
+        let latest = imports
+            .done
+            .iter()
+            .rev()
+            .find(|(d, _)| d.path == name)
+            .cloned();
+        let (file, prefix) =
+            mark(path, latest.as_ref().map(|(d, _)| d.bytes)).map_err(unreadable)?;
+        if imports.done.iter().any(|(d, _)| *d == file) {
             info!(file = %path.display(), "already imported; skipped");
             Metrics::add(&bytes, file.bytes);
             summary.skipped += 1;
             continue;
         }
-        if let Some(before) = imports.done.iter().find(|d| d.path == file.path)
-            && !options.append_changed
-        {
-            return Err(format!(
-                "{} changed since it was imported ({} bytes, hash {}; now {} bytes, hash {}): \
-                 pass --append-changed to append it as new history",
-                path.display(),
-                before.bytes,
-                before.hash,
-                file.bytes,
-                file.hash
-            ));
+        // A file that grew by whole lines appends only what it gained.
+        let mut grown = 0;
+        if let Some((before, appended)) = &latest {
+            if !options.append_changed {
+                return Err(format!(
+                    "{} changed since it was imported ({} bytes, hash {}; now {} bytes, hash {}): \
+                     pass --append-changed to append it (only the lines it gained, if it grew)",
+                    path.display(),
+                    before.bytes,
+                    before.hash,
+                    file.bytes,
+                    file.hash
+                ));
+            }
+            if prefix.as_ref() == Some(before) && ends_a_line(path, before.bytes) {
+                info!(file = %path.display(), "the file grew: appending the lines it gained");
+                grown = *appended;
+            } else {
+                info!(file = %path.display(), "the file changed: appending it as new history");
+            }
         }
         // Resume an import this file began, judged as it was then; or begin one.
         let (clock, max_future, skip) = match imports.open.take() {
@@ -177,9 +226,10 @@ pub fn import<E: Event>(
                         file: file.clone(),
                         clock,
                         max_future,
+                        skipped: grown,
                     }])
                     .map_err(|e| format!("appending to the master dataset: {e}"))?;
-                (clock, max_future, 0)
+                (clock, max_future, grown)
             }
         };
         let limit = FutureLimit {
@@ -188,36 +238,47 @@ pub fn import<E: Event>(
         let stats = import_file(
             master,
             path,
-            limit,
-            clock,
+            (limit, clock, options.batch.max(1)),
             skip,
-            &bytes,
-            &events,
+            (&bytes, &events),
             &mut summary,
         )?;
         master
             .append(&[Entry::ImportEnd(file.clone())])
             .map_err(|e| format!("appending to the master dataset: {e}"))?;
-        imports.done.push(file);
+        imports.done.push((file, stats.0 + skip));
         summary.accepted += stats.0;
         summary.rejected += stats.1;
     }
     Ok(summary)
 }
 
-/// Appends the events of one file after the first `skip`; returns (appended, rejected).
-#[allow(clippy::too_many_arguments)]
+/// Whether the byte before `offset` in the file is a line's end (or `offset` is 0).
+fn ends_a_line(path: &Path, offset: u64) -> bool {
+    use std::io::{Seek, SeekFrom};
+    if offset == 0 {
+        return true;
+    }
+    let mut byte = [0u8; 1];
+    File::open(path)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::Start(offset - 1))?;
+            f.read_exact(&mut byte)
+        })
+        .is_ok_and(|()| byte[0] == b'\n')
+}
+
+/// Appends the events of one file after the first `skip`, checked against `limit` at `clock`,
+/// in appends of `batch`; counts into `progress` (bytes, events). Returns (appended, rejected).
 fn import_file<E: Event>(
     master: &MasterDataset<Entry<E>>,
     path: &Path,
-    limit: FutureLimit,
-    clock: Time,
+    (limit, clock, batch): (FutureLimit, Time, usize),
     mut skip: u64,
-    bytes: &AtomicU64,
-    events: &AtomicU64,
+    (bytes, events): (&AtomicU64, &AtomicU64),
     summary: &mut ImportSummary,
 ) -> Result<(u64, u64), String> {
-    let mut buffer: Vec<Entry<E>> = Vec::with_capacity(IMPORT_BATCH);
+    let mut buffer: Vec<Entry<E>> = Vec::with_capacity(batch);
     let mut failure: Option<String> = None;
     let mut appended = 0u64;
     let mut append = |buffer: &mut Vec<Entry<E>>, failure: &mut Option<String>| {
@@ -248,7 +309,7 @@ fn import_file<E: Event>(
                 return;
             }
             buffer.push(Entry::Event(event));
-            if buffer.len() >= IMPORT_BATCH {
+            if buffer.len() >= batch {
                 append(&mut buffer, &mut failure);
             }
         },
