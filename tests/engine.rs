@@ -577,3 +577,65 @@ fn withdrawn_queries_leave_nothing_behind() {
     drop((live, client));
     engine.join().expect("workers finish");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// History replayed at one time per bucket, read mid-stream: every fresh answer reflects
+    /// exactly the events (history and live) before its `as_of`, never a bucket in part, and
+    /// the final views all of them. (Under `drop`, so that what is kept is the model's.)
+    #[test]
+    fn bucketed_history_is_read_exactly_mid_stream(
+        (events, in_history, order, watermarks, workers) in scenario(),
+        bucket in prop_oneof![Just(60_000u64), Just(3_600_000)],
+        lateness in prop_oneof![Just(0u64), Just(5_000), Just(3_600_000)],
+    ) {
+        let history: Vec<Order> =
+            events.iter().zip(&in_history).filter(|(_, h)| **h).map(|(e, _)| e.clone()).collect();
+        let settings = Settings {
+            allowed_lateness: Duration::from_millis(lateness),
+            batch_time: BatchTime::Every(bucket),
+            late_policy: LatePolicy::Drop,
+            idle_timeout: None,
+            tick: Duration::from_millis(1),
+            ..Settings::default()
+        };
+        let mut engine = Engine::start(&Cluster::threads(workers), settings, History::Events(Arc::new(history.clone())), Ecommerce)
+            .expect("engine starts");
+        let live = engine.live().expect("live");
+        engine.end_live();
+        let client = engine.client();
+        let mut model = LateModel::new(&history, lateness, true, None);
+        let mut newest = history.iter().map(|e| e.ts).max().unwrap_or(0);
+        let check = |answer: &Answer, model: &LateModel| {
+            let seen: Vec<Order> = history.iter().chain(&model.kept).filter(|e| e.ts < answer.as_of).cloned().collect();
+            (answer.to_json(), oracle(&seen)["customer_spend"].clone())
+        };
+        let fresh = client.query(Query::all("customer_spend"), None).expect("answered");
+        let (got, want) = check(&fresh, &model);
+        prop_assert_eq!(got, want, "fresh after the replay, as of {}", fresh.as_of);
+        for (i, behind) in order.iter().zip(&watermarks) {
+            if in_history[*i] {
+                continue;
+            }
+            live.send(events[*i].clone()).expect("sent");
+            model.send(&events[*i]);
+            newest = newest.max(events[*i].ts);
+            if let Some(behind) = behind {
+                let declared = newest.saturating_sub(*behind);
+                live.watermark(declared).expect("declared");
+                model.declare(declared);
+                let answer = client.query(Query::all("customer_spend"), None).expect("answered");
+                let (got, want) = check(&answer, &model);
+                prop_assert_eq!(got, want, "as of {} (bucket {})", answer.as_of, bucket);
+            }
+        }
+        drop(live);
+        let views = support::final_views(&client);
+        drop(client);
+        engine.join().expect("workers finish");
+        let mut all = history.clone();
+        all.extend(model.kept.iter().cloned());
+        prop_assert_eq!(views, oracle(&all));
+    }
+}
