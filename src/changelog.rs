@@ -10,10 +10,12 @@
 //! Changes are computed on the worker that owns the key, broadcast, and collected by the first
 //! worker of every process into the process's [`Changelog`] hub, where subscribers (the
 //! server's `GET /subscribe/{view}`, `--sink-dir`) read them through bounded channels: a
-//! subscriber that falls behind is dropped rather than allowed to grow memory.
+//! subscriber that falls behind is dropped rather than allowed to grow memory. The hub keeps
+//! the latest batches of every view ([`RETAINED_BATCHES`], [`RETAINED_CHANGES`]), so that a
+//! subscriber that reconnects resumes after the last change it saw ([`Changelog::resume`]).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +35,12 @@ use crate::view::ViewKey;
 
 /// How many change batches a subscriber may fall behind before it is dropped.
 pub const SUBSCRIBER_BACKLOG: usize = 4_096;
+
+/// How many of its latest change batches each view's changelog keeps for resuming subscribers.
+pub const RETAINED_BATCHES: usize = 4_096;
+
+/// At most this many changes are kept in them (older batches go first).
+pub const RETAINED_CHANGES: usize = 1 << 20;
 
 /// One row's change.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -59,34 +67,85 @@ pub struct ChangeBatch {
     pub changes: Vec<Change>,
 }
 
-/// The changelogs of one process: a bounded broadcast channel per view.
+/// One view's changelog: the channel to its subscribers, and its latest batches.
+struct ViewLog {
+    sender: broadcast::Sender<Arc<ChangeBatch>>,
+    recent: VecDeque<Arc<ChangeBatch>>,
+    changes: usize,
+    /// The time of the latest batch no longer kept.
+    forgotten: Option<Time>,
+}
+
+impl ViewLog {
+    fn new() -> Self {
+        ViewLog {
+            sender: broadcast::channel(SUBSCRIBER_BACKLOG).0,
+            recent: VecDeque::new(),
+            changes: 0,
+            forgotten: None,
+        }
+    }
+}
+
+/// The change batches after a position, and a receiver for the ones that follow.
+pub type Resumed = (Vec<Arc<ChangeBatch>>, broadcast::Receiver<Arc<ChangeBatch>>);
+
+/// The changelogs of one process: a bounded broadcast channel per view, and its latest batches.
 #[derive(Default)]
 pub struct Changelog {
-    views: Mutex<HashMap<String, broadcast::Sender<Arc<ChangeBatch>>>>,
+    views: Mutex<HashMap<String, ViewLog>>,
 }
 
 impl Changelog {
-    fn sender(&self, view: &str) -> Option<broadcast::Sender<Arc<ChangeBatch>>> {
+    fn with<T>(&self, view: &str, f: impl FnOnce(&mut ViewLog) -> T) -> Option<T> {
         let mut views = self.views.lock().ok()?;
-        Some(
-            views
-                .entry(view.to_string())
-                .or_insert_with(|| broadcast::channel(SUBSCRIBER_BACKLOG).0)
-                .clone(),
-        )
+        Some(f(views
+            .entry(view.to_string())
+            .or_insert_with(ViewLog::new)))
     }
 
     /// Receives the view's change batches from now on; a receiver that falls more than
     /// [`SUBSCRIBER_BACKLOG`] batches behind gets `Lagged` and should be dropped.
     pub fn subscribe(&self, view: &str) -> Option<broadcast::Receiver<Arc<ChangeBatch>>> {
-        self.sender(view).map(|s| s.subscribe())
+        self.with(view, |log| log.sender.subscribe())
+    }
+
+    /// The view's batches of times after `after` that are still kept, and a receiver for the
+    /// later ones, taken together so that none is missed or seen twice; `Err` with the latest
+    /// time no longer kept if batches after `after` were forgotten. `None`: no changelog.
+    pub fn resume(&self, view: &str, after: Time) -> Option<Result<Resumed, Time>> {
+        self.with(view, |log| {
+            if let Some(forgotten) = log.forgotten
+                && forgotten > after
+            {
+                return Err(forgotten);
+            }
+            let kept = log
+                .recent
+                .iter()
+                .filter(|b| b.time > after)
+                .cloned()
+                .collect();
+            Ok((kept, log.sender.subscribe()))
+        })
     }
 
     fn publish(&self, batch: ChangeBatch) {
-        if let Some(sender) = self.sender(&batch.view) {
+        let batch = Arc::new(batch);
+        self.with(&batch.view.clone(), |log| {
+            log.changes += batch.changes.len();
+            log.recent.push_back(batch.clone());
+            while log.recent.len() > RETAINED_BATCHES
+                || (log.changes > RETAINED_CHANGES && log.recent.len() > 1)
+            {
+                if let Some(old) = log.recent.pop_front() {
+                    log.changes -= old.changes.len();
+                    log.forgotten = Some(old.time);
+                }
+            }
             // No subscriber is not an error.
-            let _ = sender.send(Arc::new(batch));
-        }
+            let _ = log.sender.send(batch);
+        });
     }
 }
 
@@ -351,5 +410,38 @@ mod tests {
         ));
         // It resumes at the oldest batch still kept: the backlog is bounded.
         assert_eq!(slow.try_recv().map(|b| b.time).ok(), Some(10));
+    }
+
+    #[test]
+    fn a_subscriber_resumes_after_a_time_while_it_is_kept() {
+        let hub = Changelog::default();
+        let batch = |time| ChangeBatch {
+            view: "v".into(),
+            time,
+            changes: Vec::new(),
+        };
+        for time in 0..10 {
+            hub.publish(batch(time));
+        }
+        let (kept, mut receiver) = hub.resume("v", 6).expect("a changelog").expect("kept");
+        assert_eq!(
+            kept.iter().map(|b| b.time).collect::<Vec<_>>(),
+            vec![7, 8, 9]
+        );
+        hub.publish(batch(10));
+        assert_eq!(
+            receiver.try_recv().map(|b| b.time).ok(),
+            Some(10),
+            "no gap, no repeat"
+        );
+        for time in 11..(11 + RETAINED_BATCHES as u64) {
+            hub.publish(batch(time));
+        }
+        assert_eq!(
+            hub.resume("v", 6).expect("a changelog").err(),
+            Some(10),
+            "what was let go of cannot be resumed after"
+        );
+        assert!(hub.resume("v", 10).expect("a changelog").is_ok());
     }
 }

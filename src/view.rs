@@ -79,6 +79,11 @@ pub struct ViewInfo {
     pub description: String,
     /// Rows by key, or a ranking.
     pub kind: ViewKind,
+    /// Whether its rows become final (windows): its changelog holds a row back until then.
+    pub windowed: bool,
+    /// For a ranking: the keyed view it ranks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<String>,
 }
 
 /// The rows of a keyed view that one worker found: keys with their accumulated values.
@@ -111,6 +116,8 @@ pub struct Views<'s> {
     /// How long a page's time stays readable after the page.
     page_hold: Duration,
     catalog: Vec<ViewInfo>,
+    /// Whether each keyed view said when its rows become final, asked once all are registered.
+    windowed: Vec<(usize, Box<dyn Fn() -> bool + 's>)>,
 }
 
 impl<'s> Views<'s> {
@@ -130,10 +137,16 @@ impl<'s> Views<'s> {
             probe,
             page_hold,
             catalog: Vec::new(),
+            windowed: Vec::new(),
         }
     }
 
-    pub(crate) fn into_catalog(self) -> Vec<ViewInfo> {
+    pub(crate) fn into_catalog(mut self) -> Vec<ViewInfo> {
+        for (index, windowed) in &self.windowed {
+            if let Some(info) = self.catalog.get_mut(*index) {
+                info.windowed = windowed();
+            }
+        }
         self.catalog
     }
 
@@ -146,6 +159,8 @@ impl<'s> Views<'s> {
             name: name.to_string(),
             description: description.to_string(),
             kind,
+            windowed: false,
+            ranks: None,
         });
         self.catalog.len() - 1
     }
@@ -174,6 +189,9 @@ impl<'s> Views<'s> {
         arranged.stream.clone().probe_with(&self.probe);
         let render: Render<K, V, R> = Arc::new(render);
         let finality: Finality<K> = Rc::new(RefCell::new(None));
+        let said = finality.clone();
+        self.windowed
+            .push((index, Box::new(move || said.borrow().is_some())));
         if let Some((hub, local)) = &self.changelog {
             changelog(
                 updates,
@@ -269,6 +287,7 @@ impl<'s> Views<'s> {
         G: Fn(&K, &S) -> Value + 'static,
     {
         let index = self.add(name, description, ViewKind::Ranked);
+        self.catalog[index].ranks = Some(of.name.clone());
         let routed = self.route::<K>(index, true);
         let ranking = |list: &mut Vec<(K, S)>, k: usize| {
             list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));

@@ -184,14 +184,14 @@ pub async fn serve<P: Pipeline>(
     };
 
     let exporter = prometheus::Exporter::new(metrics.clone(), master.clone(), total_bytes, workers);
+    let (stopping, shutdown_watch) = tokio::sync::watch::channel(false);
     let state = Arc::new(http::State::new(
         &config,
-        engine.changelog(),
+        &engine,
         live,
-        engine.client(),
-        metrics.clone(),
         exporter,
         dead_letter.clone(),
+        shutdown_watch,
     ));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -245,6 +245,8 @@ pub async fn serve<P: Pipeline>(
             () = shutdown => {}
             () = watch => {}
         }
+        // Subscriptions never end by themselves: tell them to.
+        let _ = stopping.send(true);
     };
     axum::serve(
         listener,

@@ -11,9 +11,7 @@ use std::sync::atomic::Ordering;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{
-    ConnectInfo, DefaultBodyLimit, Path, Query as UrlQuery, Request, State as Shared,
-};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query as UrlQuery, Request, State as Shared};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,28 +19,23 @@ use axum::routing::{get, post};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::ServerConfig;
-use std::convert::Infallible;
 
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures_util::StreamExt;
-use tokio::sync::Semaphore;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{Semaphore, watch};
 
 mod read;
+mod subscribe;
 
 use super::dead_letter::DeadLetter;
 use super::ingest::{self, FutureLimit};
 use super::prometheus::Exporter;
-use crate::answer::{AnswerValue, Query};
 use crate::changelog::Changelog;
-use crate::engine::Client;
+use crate::engine::{Client, Engine};
 use crate::event::{END_OF_TIME, Event, Time};
 use crate::live::{LiveSender, SendError, Verdicts};
 use crate::metrics::Metrics;
-use crate::view::ViewKind;
 
 /// What every handler shares.
 pub struct State<E: Event> {
@@ -58,18 +51,20 @@ pub struct State<E: Event> {
     max_future: FutureLimit,
     ingest: Arc<Semaphore>,
     dead_letter: Arc<DeadLetter>,
+    /// Turns true when the server shuts down: subscriptions end.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl<E: Event> State<E> {
     pub(super) fn new(
         config: &ServerConfig,
-        changelog: Arc<Changelog>,
+        engine: &Engine<E>,
         live: LiveSender<E>,
-        client: Client,
-        metrics: Arc<Metrics>,
         exporter: Exporter,
         dead_letter: Arc<DeadLetter>,
+        shutdown: watch::Receiver<bool>,
     ) -> Self {
+        let (changelog, client, metrics) = (engine.changelog(), engine.client(), engine.metrics());
         State {
             changelog,
             changelogs_kept: config.settings.changelog || config.sink_dir.is_some(),
@@ -85,6 +80,7 @@ impl<E: Event> State<E> {
             max_future: config.max_future,
             ingest: Arc::new(Semaphore::new(config.max_ingest_requests.max(1))),
             dead_letter,
+            shutdown,
         }
     }
 
@@ -121,7 +117,7 @@ pub fn router<E: Event>(state: Arc<State<E>>, max_body_bytes: usize) -> Router {
         .route("/views/{view}/{key}", get(read::read_key::<E>))
         .route("/metrics", get(metrics::<E>))
         .route("/late", get(late::<E>))
-        .route("/subscribe/{view}", get(subscribe::<E>))
+        .route("/subscribe/{view}", get(subscribe::subscribe::<E>))
         .layer(middleware::from_fn_with_state(state.clone(), guard::<E>))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/ready", get(ready::<E>))
@@ -409,91 +405,6 @@ async fn post_events<E: Event>(
         "watermark": verdicts.watermark,
     });
     (status, Json(body)).into_response()
-}
-
-/// Server-Sent Events: a consistent snapshot of the view (event `snapshot`), then every change
-/// from its `as_of` on, in time order (events `change`: `{"key", "value", "time", "diff"}`).
-/// `?as_of=T` starts from a snapshot reflecting at least every event before `T`.
-/// A subscriber that falls behind gets an `error` event and is dropped.
-async fn subscribe<E: Event>(
-    Shared(state): AppState<E>,
-    Path(view): Path<String>,
-    UrlQuery(params): UrlQuery<read::ReadParams>,
-) -> Response {
-    let keyed = state
-        .client
-        .catalog()
-        .iter()
-        .any(|v| v.name == view && v.kind == ViewKind::Keyed);
-    if !keyed {
-        return error(
-            StatusCode::NOT_FOUND,
-            "unknown_view",
-            format!("no keyed view is named {view:?}"),
-        );
-    }
-    if !state.changelogs_kept {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "changelogs_off",
-            "changelogs are off: start the server with --changelog",
-        );
-    }
-    let Some(changes) = state.changelog.subscribe(&view) else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "changelogs_off",
-            "the changelog is unavailable",
-        );
-    };
-    // The snapshot is as of the requested time, or at least the newest watermark this process
-    // knows of, and the changes follow from there.
-    let as_of = params.as_of.unwrap_or_else(|| state.watermark());
-    let time = read::ReadTime::AtLeast(Some(as_of));
-    let answer = match read::ask(&state, Query::all(&view), time).await {
-        Ok(answer) => answer,
-        Err(response) => return response,
-    };
-    let rows: Vec<Value> = match &answer.value {
-        AnswerValue::Rows(rows) => rows
-            .render()
-            .into_iter()
-            .map(|(key, value)| json!({"key": key, "value": value}))
-            .collect(),
-        _ => Vec::new(),
-    };
-    let snapshot = SseEvent::default()
-        .event("snapshot")
-        .data(json!({"view": view, "as_of": answer.as_of, "rows": rows}).to_string());
-    let as_of = answer.as_of;
-    let changes = futures_util::stream::unfold(Some(changes), move |receiver| async move {
-        let mut receiver = receiver?;
-        loop {
-            match receiver.recv().await {
-                Ok(batch) if batch.time < as_of => continue,
-                Ok(batch) => {
-                    let events: Vec<Result<SseEvent, Infallible>> = batch
-                        .changes
-                        .iter()
-                        .map(|c| Ok(SseEvent::default().event("change").data(json!(c).to_string())))
-                        .collect();
-                    return Some((futures_util::stream::iter(events), Some(receiver)));
-                }
-                Err(RecvError::Lagged(missed)) => {
-                    let message = format!("this subscriber fell {missed} change batches behind and was dropped; subscribe again");
-                    let event = SseEvent::default().event("error").data(json!({"error": message}).to_string());
-                    return Some((futures_util::stream::iter(vec![Ok(event)]), None));
-                }
-                Err(RecvError::Closed) => return None,
-            }
-        }
-    })
-    .flatten();
-    let stream =
-        futures_util::stream::once(async move { Ok::<_, Infallible>(snapshot) }).chain(changes);
-    Sse::new(stream)
-        .keep_alive(KeepAlive::default())
-        .into_response()
 }
 
 #[derive(Deserialize)]

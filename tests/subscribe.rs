@@ -1,0 +1,313 @@
+//! Subscriptions that fold: a subscriber's snapshot plus the changes after it is the view, for
+//! keyed, windowed and ranked views; a reconnect with `Last-Event-ID` resumes with no gap and
+//! no duplicate; and a server with subscribers shuts down promptly.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Lines};
+use std::time::{Duration, Instant};
+
+use lambdaflow::ecommerce::{Kind, Order};
+use serde_json::Value;
+use support::server::{Server, free_port};
+use support::{jsonl, oracle};
+
+/// Reads Server-Sent Events: (event, id, data).
+struct Events {
+    lines: Lines<BufReader<reqwest::blocking::Response>>,
+}
+
+impl Events {
+    fn open(server: &Server, path: &str, last_id: Option<&str>) -> Events {
+        let mut request = server
+            .http
+            .get(server.url(path))
+            .timeout(Duration::from_secs(60));
+        if let Some(id) = last_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().expect("subscribed");
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+        Events {
+            lines: BufReader::new(response).lines(),
+        }
+    }
+
+    fn next(&mut self) -> (String, Option<String>, Value) {
+        let (mut event, mut id, mut data) = (String::from("message"), None, None);
+        loop {
+            let line = self.lines.next().expect("more events").expect("readable");
+            if line.is_empty() {
+                if let Some(data) = data.take() {
+                    return (event, id, data);
+                }
+                continue;
+            }
+            if let Some(name) = line.strip_prefix("event: ") {
+                event = name.to_string();
+            } else if let Some(value) = line.strip_prefix("id: ") {
+                id = Some(value.to_string());
+            } else if let Some(text) = line.strip_prefix("data: ") {
+                data = Some(serde_json::from_str(text).expect("JSON data"));
+            }
+        }
+    }
+}
+
+/// Folds a change into rows strictly: a retraction retracts what is there, an insertion comes
+/// after a retraction (or into a new key).
+fn fold(rows: &mut BTreeMap<String, Value>, change: &Value) {
+    let key = change["key"].as_str().expect("key").to_string();
+    if change["diff"].as_i64() == Some(-1) {
+        assert_eq!(
+            rows.remove(&key).as_ref(),
+            Some(&change["value"]),
+            "a retraction retracts what the subscriber holds: {change}"
+        );
+    } else {
+        assert!(
+            rows.insert(key, change["value"].clone()).is_none(),
+            "an insertion follows a retraction: {change}"
+        );
+    }
+}
+
+fn snapshot_rows(snapshot: &Value) -> BTreeMap<String, Value> {
+    snapshot["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().expect("key").to_string(),
+                r["value"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn view_rows(server: &Server, view: &str, as_of: u64) -> BTreeMap<String, Value> {
+    let (status, answer) = server.get(&format!("/views/{view}?as_of={as_of}"));
+    assert_eq!(status, 200);
+    snapshot_rows(&answer)
+}
+
+/// Folds changes until the rows equal `want`.
+fn fold_until(
+    events: &mut Events,
+    rows: &mut BTreeMap<String, Value>,
+    want: &BTreeMap<String, Value>,
+) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    while rows != want {
+        assert!(
+            Instant::now() < deadline,
+            "never folded: {rows:?} / {want:?}"
+        );
+        let (event, id, data) = events.next();
+        assert_eq!(event, "change", "{data}");
+        fold(rows, &data);
+        if id.is_some() {
+            last = id;
+        }
+    }
+    last
+}
+
+fn order(ts: u64, kind: Kind, customer: u64, product: u64, amount: u64) -> Order {
+    Order {
+        ts,
+        kind,
+        customer,
+        product,
+        amount_cents: amount,
+    }
+}
+
+fn start(dir: &std::path::Path) -> Server {
+    Server::start(
+        dir,
+        free_port(),
+        &[
+            "-w",
+            "2",
+            "--changelog",
+            "--allowed-lateness",
+            "0s",
+            "--idle-timeout",
+            "off",
+        ],
+        true,
+    )
+}
+
+/// A windowed view's snapshot holds the rows of windows still open; each is retracted just
+/// before its final value is told, so snapshot plus changes folds to the view.
+#[test]
+fn windowed_snapshots_are_reconciled_when_their_windows_close() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path());
+    let minute = 60_000;
+    let base = 100 * minute;
+    let early: Vec<Order> = (0..30)
+        .map(|i| order(base + i * 4_000, Kind::View, i, i % 3, 0))
+        .collect();
+    server.post("/events", "application/x-ndjson", jsonl(&early));
+    // The first minute is final, the second still open.
+    let visible = server.declare(base + minute + 30_000);
+    let mut events = Events::open(
+        &server,
+        &format!("/subscribe/events_per_minute?as_of={visible}"),
+        None,
+    );
+    let (kind, _, snapshot) = events.next();
+    assert_eq!(kind, "snapshot");
+    let mut rows = snapshot_rows(&snapshot);
+    assert!(
+        rows.contains_key(&(base + minute).to_string()),
+        "the open window is in the snapshot"
+    );
+    let late: Vec<Order> = (0..10)
+        .map(|i| order(base + minute + 31_000 + i * 1_000, Kind::Purchase, i, 1, 5))
+        .collect();
+    server.post("/events", "application/x-ndjson", jsonl(&late));
+    let visible = server.declare(base + 3 * minute);
+    let want = view_rows(&server, "events_per_minute", visible);
+    let mut all = early.clone();
+    all.extend(late);
+    assert_eq!(
+        serde_json::to_value(&want).expect("json"),
+        oracle(&all)["events_per_minute"]
+    );
+    fold_until(&mut events, &mut rows, &want);
+}
+
+/// A subscriber that drops and reconnects with the id of the last event it saw gets exactly the
+/// changes after it.
+#[test]
+fn last_event_id_resumes_without_gaps_or_duplicates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path());
+    let buy = |ts, customer, amount| order(ts, Kind::Purchase, customer, 1, amount);
+    let mut sent: Vec<Order> = (0..10).map(|i| buy(1_000 + i, i % 3, 100)).collect();
+    server.post("/events", "application/x-ndjson", jsonl(&sent));
+    let visible = server.declare(2_000);
+    let mut events = Events::open(
+        &server,
+        &format!("/subscribe/customer_spend?as_of={visible}"),
+        None,
+    );
+    let (_, id, snapshot) = events.next();
+    let mut rows = snapshot_rows(&snapshot);
+    let mut last = id.expect("the snapshot has an id");
+    for round in 0..3u64 {
+        let more: Vec<Order> = (0..8)
+            .map(|i| buy(3_000 + round * 1_000 + i, i % 5, 7))
+            .collect();
+        server.post("/events", "application/x-ndjson", jsonl(&more));
+        sent.extend(more);
+        let visible = server.declare(4_000 + round * 1_000);
+        let want = view_rows(&server, "customer_spend", visible);
+        if let Some(id) = fold_until(&mut events, &mut rows, &want) {
+            last = id;
+        }
+        // Drop the connection, post more, and reconnect from the last id seen.
+        drop(events);
+        let gap: Vec<Order> = (0..5)
+            .map(|i| buy(4_500 + round * 1_000 + i, 10 + i, 3))
+            .collect();
+        server.post("/events", "application/x-ndjson", jsonl(&gap));
+        sent.extend(gap);
+        events = Events::open(&server, "/subscribe/customer_spend", Some(&last));
+    }
+    let visible = server.declare(10_000);
+    let want = view_rows(&server, "customer_spend", visible);
+    assert_eq!(
+        serde_json::to_value(&want).expect("json"),
+        oracle(&sent)["customer_spend"]
+    );
+    fold_until(&mut events, &mut rows, &want);
+}
+
+/// A ranked view can be subscribed to: its rows are ranks, and they fold to the ranking.
+#[test]
+fn a_ranking_can_be_subscribed_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path());
+    let sale = |ts, product, amount| order(ts, Kind::Purchase, 1, product, amount);
+    let mut sent: Vec<Order> = (0..12).map(|p| sale(1_000 + p, p, 100 + p)).collect();
+    server.post("/events", "application/x-ndjson", jsonl(&sent));
+    let visible = server.declare(2_000);
+    let mut events = Events::open(
+        &server,
+        &format!("/subscribe/top_products?as_of={visible}"),
+        None,
+    );
+    let (kind, _, snapshot) = events.next();
+    assert_eq!(kind, "snapshot");
+    let mut rows = snapshot_rows(&snapshot);
+    let mut visible = 0;
+    for round in 0..3u64 {
+        let more: Vec<Order> = (0..4)
+            .map(|i| {
+                sale(
+                    3_000 + round * 100 + i,
+                    20 + (round * 4 + i) % 7,
+                    50 * (round + 1) * (i + 1),
+                )
+            })
+            .collect();
+        server.post("/events", "application/x-ndjson", jsonl(&more));
+        sent.extend(more);
+        visible = server.declare(3_050 + round * 100);
+    }
+    let ranking = oracle(&sent)["top_products"].clone();
+    let (_, served) = server.get(&format!("/views/top_products?as_of={visible}"));
+    assert_eq!(served["rows"], ranking);
+    let want: BTreeMap<String, Value> = ranking
+        .as_array()
+        .expect("a ranking")
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| ((i + 1).to_string(), entry.clone()))
+        .collect();
+    fold_until(&mut events, &mut rows, &want);
+}
+
+/// SIGTERM stops a server with subscribers connected within two seconds.
+#[test]
+fn sigterm_ends_subscriptions_and_the_server_promptly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = start(dir.path());
+    server.post(
+        "/events",
+        "application/x-ndjson",
+        jsonl(&[order(1_000, Kind::Purchase, 1, 1, 10)]),
+    );
+    let mut subscribers: Vec<Events> = (0..3)
+        .map(|_| Events::open(&server, "/subscribe/customer_spend", None))
+        .collect();
+    for s in &mut subscribers {
+        let (kind, _, _) = s.next();
+        assert_eq!(kind, "snapshot");
+    }
+    let pid = server.child.id();
+    let started = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exited = loop {
+        if let Some(status) = server.child.try_wait().expect("waits") {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never stopped");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = started.elapsed();
+    assert!(exited.success(), "{exited}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
