@@ -38,9 +38,15 @@
 //! Run without `--bench` (as `cargo test --benches` does) it only does a smoke run of a few
 //! seconds with tiny sizes.
 
+#[path = "../tests/support/binaries.rs"]
+#[allow(dead_code)]
+mod binaries;
+#[path = "../tests/support/ports.rs"]
+mod ports;
+
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,14 +64,12 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the ingest step waits for the workers to take the acknowledged events (∞ beyond).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The `lambdaflow` binary cargo built with this bench.
-const BINARY: &str = env!("CARGO_BIN_EXE_lambdaflow");
-
-/// The binary driven: [`BINARY`], or `--binary PATH` (e.g. to compare two builds).
+/// The binary driven: the `lambdaflow` binary cargo built with this bench (found as the tests
+/// find it), or `--binary PATH` (e.g. to compare two builds).
 static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 fn binary() -> &'static Path {
-    BIN.get_or_init(|| PathBuf::from(BINARY))
+    BIN.get_or_init(binaries::lambdaflow)
 }
 
 const USAGE: &str = "usage: server_load [--replay-events N] [-w N] [--replay-runs N] [--rounds N] \
@@ -407,8 +411,7 @@ struct Stopped {
 }
 
 fn free_port() -> Result<u16, String> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+    Ok(ports::free_port())
 }
 
 impl Server {

@@ -2,60 +2,19 @@
 //! two workers over generated history files and stdin, their every answer checked against a
 //! naive in-memory recomputation (an oracle), never against recorded outputs.
 //!
-//! How the binaries are found: cargo does not give integration tests the path of an example
-//! (`CARGO_BIN_EXE_*` is for `[[bin]]` targets only), and `cargo run --example` per test is slow.
-//! So each test binary runs `cargo build --example word_count --example inverted_index
-//! --message-format=json` once, in the profile it was built in, and takes the executables'
-//! paths from cargo's own `compiler-artifact` messages. That rebuilds a stale example (a test
-//! never runs an old binary), costs only a fingerprint check when it is fresh, and follows
-//! `CARGO_TARGET_DIR` and profiles without guessing paths. Cargo does not hold the build lock
-//! while tests run, so this nested build does not deadlock.
+//! The examples are found (and built in this test's profile) by `support::binaries`.
+
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// The path of an example's executable, built (or found fresh) by cargo.
-fn example(name: &str) -> PathBuf {
-    static BUILT: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
-    let built = BUILT.get_or_init(|| {
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo.current_dir(env!("CARGO_MANIFEST_DIR")).args([
-            "build",
-            "--example",
-            "word_count",
-            "--example",
-            "inverted_index",
-            "--message-format=json-render-diagnostics",
-        ]);
-        if !cfg!(debug_assertions) {
-            cargo.arg("--release");
-        }
-        let output = cargo.stderr(Stdio::inherit()).output().expect("cargo runs");
-        assert!(output.status.success(), "building the examples failed");
-        let mut paths = HashMap::new();
-        for line in String::from_utf8_lossy(&output.stdout).lines() {
-            let Ok(message) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            let exe = message["executable"].as_str();
-            let name = message["target"]["name"].as_str();
-            if let (Some(exe), Some(name)) = (exe, name) {
-                paths.insert(name.to_string(), PathBuf::from(exe));
-            }
-        }
-        paths
-    });
-    built
-        .get(name)
-        .cloned()
-        .unwrap_or_else(|| panic!("cargo built no executable for example {name}"))
-}
+use support::binaries::example;
 
 /// Runs an example with `args`, feeding it `stdin`; returns its stdout as JSON lines. Fails
 /// the test if it exits unsuccessfully or runs for over a minute.

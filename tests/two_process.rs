@@ -6,33 +6,12 @@
 mod support;
 
 use std::io::Write;
-use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
+use support::binaries::example;
 use support::golden;
-
-/// The example binary beside this test, brought up to date first (a no-op after `cargo test`
-/// has built the examples, and never a stale binary when this test runs alone).
-fn example(name: &str) -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--example", name])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building example {name}");
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    dir.join("examples").join(name)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+use support::ports::free_port;
 
 #[test]
 fn two_processes_give_the_golden_views() {

@@ -303,28 +303,11 @@ fn a_late_event_joins_two_sessions() {
     engine.join().expect("workers finish");
 }
 
-/// `examples/windows.rs` over the golden dataset, as a process (built by cargo the way
-/// `tests/examples.rs` builds its examples): it prints the windowed views and exits.
+/// `examples/windows.rs` over the golden dataset, as a process: it prints the windowed views
+/// and exits.
 #[test]
 fn the_example_prints_the_windowed_views() {
-    let mut cargo = std::process::Command::new(env!("CARGO"));
-    cargo.current_dir(env!("CARGO_MANIFEST_DIR")).args([
-        "build",
-        "--example",
-        "windows",
-        "--message-format=json-render-diagnostics",
-    ]);
-    if !cfg!(debug_assertions) {
-        cargo.arg("--release");
-    }
-    let built = cargo.output().expect("cargo runs");
-    assert!(built.status.success(), "building the example failed");
-    let exe = String::from_utf8_lossy(&built.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .find(|m| m["target"]["name"] == "windows" && m["executable"].is_string())
-        .and_then(|m| m["executable"].as_str().map(std::path::PathBuf::from))
-        .expect("cargo built the example");
+    let exe = support::binaries::example("windows");
     let live = std::fs::File::open(golden("live.jsonl")).expect("live.jsonl");
     let mut child = std::process::Command::new(exe)
         .arg("--history")

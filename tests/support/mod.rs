@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod binaries;
+pub mod ports;
 pub mod server;
 
 use std::collections::BTreeMap;

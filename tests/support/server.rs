@@ -1,24 +1,17 @@
 //! Running the real `lambdaflow` binary as a server on loopback, for end-to-end tests.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-/// A free TCP port on loopback (bound and released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+#[allow(unused_imports)]
+pub use super::ports::free_port;
 
 /// `lambdaflow import --data-dir DIR FILE...`.
 pub fn import(data_dir: &Path, files: &[PathBuf]) {
-    let status = Command::new(env!("CARGO_BIN_EXE_lambdaflow"))
+    let status = Command::new(super::binaries::lambdaflow())
         .arg("import")
         .arg("--data-dir")
         .arg(data_dir)
@@ -41,7 +34,7 @@ impl Server {
     /// Starts `lambdaflow run --data-dir DIR --listen 127.0.0.1:PORT ARGS...`, and waits until
     /// it is ready (unless `wait_ready` is false: then until it answers `/health`).
     pub fn start(data_dir: &Path, port: u16, args: &[&str], wait_ready: bool) -> Server {
-        let child = Command::new(env!("CARGO_BIN_EXE_lambdaflow"))
+        let child = Command::new(super::binaries::lambdaflow())
             .arg("run")
             .arg("--data-dir")
             .arg(data_dir)
