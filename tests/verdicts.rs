@@ -244,3 +244,114 @@ fn time_cannot_be_poisoned_in_the_library() {
     drop((live, client));
     engine.join().expect("workers finish");
 }
+
+/// Two processes, each judging the stream its own producers send it (as a Kafka partition's
+/// stream time is its own), both killed and restarted: every process's drops are its model's,
+/// the global views are the model's, and both are the same after `kill -9`.
+#[test]
+fn two_processes_judge_their_own_streams_and_survive_kill_9() {
+    let events = stream();
+    for (seed, policy) in [(1u64, "drop"), (2, "correct")] {
+        let dirs = [
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        ];
+        let hosts = dirs[0].path().join("hosts");
+        let mesh = [free_port(), free_port()];
+        std::fs::write(
+            &hosts,
+            format!("127.0.0.1:{}\n127.0.0.1:{}\n", mesh[0], mesh[1]),
+        )
+        .expect("hosts");
+        let hosts = hosts.to_str().expect("path").to_string();
+        let ports = [free_port(), free_port()];
+        let start = |p: usize| {
+            let data = dirs[p].path().join("data");
+            let (hosts, port, process) = (hosts.clone(), ports[p], p.to_string());
+            let policy = policy.to_string();
+            std::thread::spawn(move || {
+                let args = [
+                    "-w",
+                    "2",
+                    "-n",
+                    "2",
+                    "-p",
+                    &process,
+                    "-h",
+                    &hosts,
+                    "--late-policy",
+                    &policy,
+                    "--max-lateness",
+                    "30s",
+                    "--allowed-lateness",
+                    "1s",
+                    "--idle-timeout",
+                    "off",
+                ];
+                Server::start(&data, port, &args, true)
+            })
+        };
+        // Split the stream between the processes (each part stays in order).
+        let mut parts: [Vec<Order>; 2] = [Vec::new(), Vec::new()];
+        for (i, e) in events.iter().enumerate() {
+            parts[((i as u64).wrapping_mul(seed * 2654435761) >> 7) as usize % 2].push(e.clone());
+        }
+        let models: Vec<LateModel> = parts
+            .iter()
+            .map(|part| {
+                let mut model = LateModel::new(&[], 1_000, policy == "drop", Some(30_000));
+                for e in part {
+                    model.send(e);
+                }
+                model
+            })
+            .collect();
+        let kept: Vec<Order> = models.iter().flat_map(|m| m.kept.iter().cloned()).collect();
+        let expected = oracle(&kept)["customer_spend"].clone();
+        let check = |servers: &[Server; 2], when: &str| -> u64 {
+            let visible = servers
+                .iter()
+                .map(|s| s.declare(10_000_000))
+                .max()
+                .unwrap_or(0);
+            for (p, server) in servers.iter().enumerate() {
+                let (status, answer) =
+                    server.get(&format!("/views/customer_spend?as_of={visible}"));
+                assert_eq!(status, 200, "{when}");
+                assert_eq!(
+                    rows(&answer),
+                    expected,
+                    "{policy} {when}: global views, process {p}"
+                );
+                let (total, listed) = late(server);
+                let mut want = models[p].dropped.clone();
+                want.sort();
+                assert_eq!(
+                    total,
+                    want.len() as u64,
+                    "{policy} {when}: process {p} dropped"
+                );
+                assert_eq!(
+                    dropped_events(&listed),
+                    want,
+                    "{policy} {when}: process {p}'s drops"
+                );
+            }
+            visible
+        };
+        let (a, b) = (start(0), start(1));
+        let servers = [a.join().expect("process 0"), b.join().expect("process 1")];
+        std::thread::scope(|scope| {
+            for (server, part) in servers.iter().zip(&parts) {
+                scope.spawn(move || post(server, part));
+            }
+        });
+        check(&servers, "before");
+        let [s0, s1] = servers;
+        s0.kill();
+        s1.kill();
+        let (a, b) = (start(0), start(1));
+        let servers = [a.join().expect("process 0"), b.join().expect("process 1")];
+        check(&servers, "after kill -9");
+    }
+}
