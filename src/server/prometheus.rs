@@ -133,6 +133,36 @@ impl<E: Send + Sync + 'static> Collector for Counters<E> {
             &m.late_dropped,
         )?;
         counter(&mut e, "lambdaflow_queries", "queries taken", &m.queries)?;
+        gauge(
+            &mut e,
+            "lambdaflow_queries_waiting",
+            "queries taken and not yet answered (or withdrawn)",
+            m.queries_waiting() as i64,
+        )?;
+        counter(
+            &mut e,
+            "lambdaflow_ingest_refused",
+            "ingest requests refused with 503 (backlog full or too many in progress)",
+            &m.ingest_refused,
+        )?;
+        gauge(
+            &mut e,
+            "lambdaflow_live_backlog_events",
+            "live events waiting for the workers",
+            Metrics::get(&m.backlog_events) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "lambdaflow_live_backlog_bytes",
+            "bytes of live events waiting for the workers",
+            Metrics::get(&m.backlog_bytes) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "lambdaflow_ready",
+            "1 once every view reflects the whole master dataset",
+            i64::from(m.views_ready.load(std::sync::atomic::Ordering::Relaxed)),
+        )?;
         let frontier = Metrics::get(&m.frontier).min(END_OF_TIME);
         let newest = Metrics::get(&m.newest_event);
         gauge(
