@@ -89,7 +89,14 @@ fn run() -> Result<(), String> {
     let workers = args.workers.to_string();
     let server = Server::start(
         &dir.path().join("data"),
-        &["-w", &workers, "--allowed-lateness", "0s", "--idle-timeout", "off"],
+        &[
+            "-w",
+            &workers,
+            "--allowed-lateness",
+            "0s",
+            "--idle-timeout",
+            "off",
+        ],
         &dir.path().join("server.log"),
     )?;
     let base = server.base.clone();
@@ -102,7 +109,8 @@ fn run() -> Result<(), String> {
     let started = Instant::now();
     let mut clients = Vec::new();
     for _ in 0..args.clients {
-        let (base, next_id, stop, acked) = (base.clone(), next_id.clone(), stop.clone(), acked.clone());
+        let (base, next_id, stop, acked) =
+            (base.clone(), next_id.clone(), stop.clone(), acked.clone());
         let (refused, failed, batch) = (refused.clone(), failed.clone(), args.batch);
         clients.push(std::thread::spawn(move || {
             let http = reqwest::blocking::Client::builder()
@@ -110,20 +118,34 @@ fn run() -> Result<(), String> {
                 .build()
                 .expect("a client");
             let mut mine = Vec::new();
+            // A refused request is sent again at once (nothing of it was taken): a client that
+            // ignores `Retry-After`, the worst case for the server.
+            let mut pending: Option<(u64, Vec<u8>)> = None;
             while !stop.load(Ordering::Relaxed) {
-                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                let (id, body) = pending.take().unwrap_or_else(|| {
+                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    (id, request(id, batch))
+                });
                 let sent = http
                     .post(format!("{base}/events"))
                     .header("content-type", "application/x-ndjson")
-                    .body(request(id, batch))
+                    .body(body.clone())
                     .send();
                 match sent.map(|r| r.status().as_u16()) {
                     Ok(200) => mine.push(id),
                     Ok(503) => {
                         refused.fetch_add(1, Ordering::Relaxed);
-                        std::thread::sleep(Duration::from_millis(5));
+                        pending = Some((id, body));
                     }
-                    _ => {
+                    // A 503 answered before the body was read closes the connection: a client
+                    // still sending sees it cut. Nothing was taken; send it again (the check at
+                    // the end would find a duplicate if it had been).
+                    Err(e) if e.is_request() => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        pending = Some((id, body));
+                    }
+                    other => {
+                        eprintln!("overload: a request failed: {other:?}");
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -138,8 +160,13 @@ fn run() -> Result<(), String> {
     while started.elapsed().as_secs_f64() < args.seconds {
         std::thread::sleep(Duration::from_millis(250));
         peak_rss = peak_rss.max(server.rss_mib());
-        if let Ok(text) = http.get(format!("{base}/metrics")).send().and_then(|r| r.text()) {
-            peak_backlog = peak_backlog.max(metric(&text, "lambdaflow_live_backlog_events").unwrap_or(0.0));
+        if let Ok(text) = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .and_then(|r| r.text())
+        {
+            peak_backlog =
+                peak_backlog.max(metric(&text, "lambdaflow_live_backlog_events").unwrap_or(0.0));
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -157,7 +184,9 @@ fn run() -> Result<(), String> {
         .send()
         .and_then(|r| r.json())
         .map_err(|e| format!("declaring: {e}"))?;
-    let visible = declared["visible_as_of"].as_u64().ok_or("no visible_as_of")?;
+    let visible = declared["visible_as_of"]
+        .as_u64()
+        .ok_or("no visible_as_of")?;
     let answer: Value = http
         .get(format!("{base}/views/customer_spend?as_of={visible}"))
         .timeout(Duration::from_secs(600))
@@ -170,17 +199,23 @@ fn run() -> Result<(), String> {
     let acked = acked.lock().expect("lock").clone();
     let mut spend = std::collections::HashMap::new();
     for row in answer["rows"].as_array().ok_or("no rows")? {
-        let key: u64 = row["key"].as_str().and_then(|k| k.parse().ok()).ok_or("a key")?;
+        let key: u64 = row["key"]
+            .as_str()
+            .and_then(|k| k.parse().ok())
+            .ok_or("a key")?;
         spend.insert(key, row["value"].as_i64().unwrap_or(-1));
     }
-    let exactly_once = acked.iter().all(|id| spend.get(id) == Some(&whole)) && spend.len() == acked.len();
+    let exactly_once =
+        acked.iter().all(|id| spend.get(id) == Some(&whole)) && spend.len() == acked.len();
     let refused = refused.load(Ordering::Relaxed);
     let attempts = acked.len() as u64 + refused;
     let events = |requests: u64| (requests * args.batch) as f64 / load_seconds;
-    println!("| -w | clients | seconds | offered events/s | accepted events/s | offered / accepted | 503 share | peak backlog (events) | RSS before → peak | drain | every acknowledged event once |");
+    println!(
+        "| -w | clients | seconds | offered events/s | accepted events/s | offered / accepted | 503 share | peak backlog (events) | RSS before → peak | drain | every acknowledged event once |"
+    );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     println!(
-        "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1}% | {:.0} | {:.0} → {:.0} MiB | {:.1} s | {} ({} requests, {} failed) |",
+        "| {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1}% | {:.0} | {:.0} → {:.0} MiB | {:.1} s | {} ({} requests; {} cut off after a 503, sent again) |",
         args.workers,
         args.clients,
         load_seconds,
