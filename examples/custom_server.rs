@@ -49,7 +49,7 @@ impl Pipeline for Sensors {
         let stats = views.register(
             "sensor_stats",
             "number of readings and mean temperature per sensor",
-            readings.explode(|r| Some(((r.sensor, ()), Sums([1, r.celsius])))),
+            readings.explode(|r| Some(((r.sensor, ()), Sums([1, i128::from(r.celsius)])))),
             |_, values| values.first().map(|(_, s)| json!({"readings": s.0[0], "mean_celsius": s.0[1] as f64 / s.0[0] as f64})),
         );
         views.top_k(

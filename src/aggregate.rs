@@ -21,10 +21,12 @@ use timely::dataflow::operators::generic::operator::Operator;
 
 use crate::event::Time;
 
-/// `N` 64-bit signed sums, added component-wise: a difference type for views whose values are sums.
+/// `N` 128-bit signed sums, added component-wise: a difference type for views whose values are
+/// sums.
 ///
-/// Addition wraps on overflow rather than panicking, so no input can crash a worker; the
-/// reference pipeline's amounts are bounded (< 2^53) so its sums stay exact in practice.
+/// As DuckDB's `SUM(BIGINT)` gives a 128-bit `HUGEINT`, a sum of 64-bit values never wraps:
+/// 2^64 events of 2^63 each still fit. (Addition wraps beyond that rather than panicking, so no
+/// input can crash a worker.) Rendered to JSON they are exact integers, however large.
 ///
 /// ```
 /// use differential_dataflow::difference::Semigroup;
@@ -34,7 +36,7 @@ use crate::event::Time;
 /// assert_eq!(a, Sums([2, 6]));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Sums<const N: usize>(pub [i64; N]);
+pub struct Sums<const N: usize>(pub [i128; N]);
 
 impl<const N: usize> Default for Sums<N> {
     fn default() -> Self {
@@ -74,7 +76,7 @@ impl<const N: usize> Abelian for Sums<N> {
 impl<const N: usize> Multiply<isize> for Sums<N> {
     type Output = Sums<N>;
     fn multiply(self, rhs: &isize) -> Sums<N> {
-        Sums(self.0.map(|a| a.wrapping_mul(*rhs as i64)))
+        Sums(self.0.map(|a| a.wrapping_mul(*rhs as i128)))
     }
 }
 
@@ -86,8 +88,8 @@ impl<const N: usize> Serialize for Sums<N> {
 
 impl<'de, const N: usize> Deserialize<'de> for Sums<N> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let values = Vec::<i64>::deserialize(deserializer)?;
-        let array = <[i64; N]>::try_from(values)
+        let values = Vec::<i128>::deserialize(deserializer)?;
+        let array = <[i128; N]>::try_from(values)
             .map_err(|v| serde::de::Error::invalid_length(v.len(), &"a fixed number of sums"))?;
         Ok(Sums(array))
     }

@@ -258,7 +258,7 @@ pub struct Ecommerce;
 
 /// A count and a net sum, for views whose rows must exist even when the sum is 0.
 fn net_row(net: i64) -> Sums<2> {
-    Sums([1, net])
+    Sums([1, i128::from(net)])
 }
 
 fn net_value(values: &[((), Sums<2>)]) -> Option<Value> {
@@ -289,7 +289,7 @@ impl Pipeline for Ecommerce {
                 } else {
                     (0, 1)
                 };
-                Some(((o.product, ()), Sums([p, r, o.net()])))
+                Some(((o.product, ()), Sums([p, r, i128::from(o.net())])))
             }),
             |_, values| {
                 values.first().map(|(_, s)| {
