@@ -218,7 +218,7 @@ fn the_maximum_lateness_bounds_corrections() {
         .expect("text");
     assert!(text.contains("lambdaflow_late_corrected_total 1"), "{text}");
     assert!(text.contains("lambdaflow_late_dropped_total 1"));
-    assert!(text.contains("lambdaflow_worker_watermark_ms{worker=\"0\"}"));
+    assert!(text.contains("lambdaflow_worker_watermark_seconds{worker=\"0\"}"));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while dead_letters(dir.path()).is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

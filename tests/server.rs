@@ -349,17 +349,7 @@ fn bad_input_over_http_is_rejected_clearly_and_loses_nothing() {
         b"{\"not\":\"an array\"}".to_vec(),
     );
     assert_eq!(status, 400);
-    let huge = vec![b' '; 100 << 20];
-    let status = server
-        .http
-        .post(server.url("/events"))
-        .body(huge)
-        .send()
-        .map(|r| r.status().as_u16());
-    assert!(
-        matches!(status, Ok(413) | Err(_)),
-        "a 100 MB body is refused: {status:?}"
-    );
+    // (413 is asserted over a raw connection in tests/http.rs.)
     let (status, answer) = server.post("/watermark", "application/json", b"{\"ts\":-1}".to_vec());
     assert_eq!(status, 400, "{answer}");
 

@@ -45,11 +45,12 @@ impl FutureLimit {
         let Some(limit) = self.max_future else {
             return Ok(());
         };
+        // Whole seconds, rounded: "2h 1m", not "2h 59s" for a time a few ms short of it.
         let ahead = ts.saturating_sub(now);
         if ahead > limit.as_millis() as Time {
             return Err(format!(
                 "ts is {} ahead of the server clock; the limit is --max-future {}",
-                humantime::format_duration(Duration::from_secs(ahead / 1000)),
+                humantime::format_duration(Duration::from_secs((ahead + 500) / 1000)),
                 humantime::format_duration(limit)
             ));
         }

@@ -55,13 +55,45 @@ impl Exporter {
         }
     }
 
-    /// The text exposition of every metric.
+    /// Every metric in the OpenMetrics text format.
     pub fn render(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+
+    /// Every metric in the Prometheus text format 0.0.4 (what `promtool check metrics` and
+    /// scrapers that do not ask for OpenMetrics read).
+    pub fn render_text(&self) -> String {
+        prometheus_text(&self.render())
+    }
+}
+
+/// Rewrites OpenMetrics text as Prometheus text 0.0.4: a counter's `HELP` and `TYPE` name its
+/// samples' `_total` name, and the OpenMetrics-only lines (`# UNIT`, `# EOF`) go.
+fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# EOF") || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 struct Counters<E> {
@@ -96,6 +128,17 @@ fn gauge(
     value: i64,
 ) -> Result<(), std::fmt::Error> {
     let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// A gauge of a time in milliseconds, exported in seconds (Prometheus's base unit).
+fn seconds(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    millis: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(millis as f64 / 1000.0);
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
 }
 
@@ -165,17 +208,17 @@ impl<E: Send + Sync + 'static> Collector for Counters<E> {
         )?;
         let frontier = Metrics::get(&m.frontier).min(END_OF_TIME);
         let newest = Metrics::get(&m.newest_event);
-        gauge(
+        seconds(
             &mut e,
-            "lambdaflow_watermark_ms",
-            "global watermark: every time before it is complete",
-            frontier as i64,
+            "lambdaflow_watermark_seconds",
+            "global watermark, in seconds since the Unix epoch: every event time before it is complete",
+            frontier,
         )?;
-        gauge(
+        seconds(
             &mut e,
-            "lambdaflow_watermark_lag_ms",
-            "how far the watermark trails the newest live event",
-            newest.saturating_sub(frontier) as i64,
+            "lambdaflow_watermark_lag_seconds",
+            "how far the watermark trails the newest live event, in seconds",
+            newest.saturating_sub(frontier),
         )?;
         gauge(
             &mut e,
@@ -201,16 +244,16 @@ impl<E: Send + Sync + 'static> Collector for Counters<E> {
             "local workers",
             self.workers as i64,
         )?;
-        let family = ConstGauge::new(0i64);
+        let family = ConstGauge::new(0f64);
         let mut workers = e.encode_descriptor(
-            "lambdaflow_worker_watermark_ms",
-            "each local worker's watermark (its speed lane's time)",
+            "lambdaflow_worker_watermark_seconds",
+            "each local worker's watermark (its speed lane's time), in seconds since the Unix epoch",
             None,
             family.metric_type(),
         )?;
         for (worker, time) in m.worker_watermarks() {
             let labels = [("worker", worker.to_string())];
-            ConstGauge::new(time as i64).encode(workers.encode_family(&labels)?)?;
+            ConstGauge::new(time as f64 / 1000.0).encode(workers.encode_family(&labels)?)?;
         }
         let records = m.arrangement_records();
         let family = ConstGauge::new(0i64);
@@ -262,5 +305,19 @@ impl<E: Send + Sync + 'static> Collector for Counters<E> {
             Metrics::get(&l.truncated_bytes) as i64,
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prometheus_text;
+
+    #[test]
+    fn counters_are_named_by_their_samples_in_prometheus_text() {
+        let open = "# HELP a_events events.\n# TYPE a_events counter\na_events_total 3\n# HELP b gauge.\n# TYPE b gauge\nb 1\n# EOF\n";
+        assert_eq!(
+            prometheus_text(open),
+            "# HELP a_events_total events.\n# TYPE a_events_total counter\na_events_total 3\n# HELP b gauge.\n# TYPE b gauge\nb 1\n"
+        );
     }
 }

@@ -53,6 +53,7 @@ pub struct State<E: Event> {
     dead_letter: Arc<DeadLetter>,
     /// Turns true when the server shuts down: subscriptions end.
     shutdown: watch::Receiver<bool>,
+    max_body_bytes: usize,
 }
 
 impl<E: Event> State<E> {
@@ -81,6 +82,7 @@ impl<E: Event> State<E> {
             ingest: Arc::new(Semaphore::new(config.max_ingest_requests.max(1))),
             dead_letter,
             shutdown,
+            max_body_bytes: config.max_body_bytes,
         }
     }
 
@@ -196,6 +198,22 @@ async fn json_errors(request: Request, next: Next) -> Response {
 /// workers' backlog is full (503 with `Retry-After`; nothing of the request is taken). Checked
 /// before the body is read.
 async fn admit<E: Event>(Shared(state): AppState<E>, request: Request, next: Next) -> Response {
+    // A body announced larger than the limit is refused before a byte of it is read.
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > state.max_body_bytes as u64) {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the body is larger than the limit of {} bytes (--max-body)",
+                state.max_body_bytes
+            ),
+        );
+    }
     if !state.ready() {
         return unavailable(
             "replaying",
@@ -280,15 +298,27 @@ async fn ready<E: Event>(Shared(state): AppState<E>) -> Response {
     }
 }
 
-async fn metrics<E: Event>(Shared(state): AppState<E>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.exporter.render(),
-    )
-        .into_response()
+/// `/metrics`: OpenMetrics for a scraper that asks for it, else the Prometheus text format.
+async fn metrics<E: Event>(Shared(state): AppState<E>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        (
+            [(header::CONTENT_TYPE, content_type)],
+            state.exporter.render(),
+        )
+            .into_response()
+    } else {
+        let content_type = "text/plain; version=0.0.4; charset=utf-8";
+        (
+            [(header::CONTENT_TYPE, content_type)],
+            state.exporter.render_text(),
+        )
+            .into_response()
+    }
 }
 
 /// How a body of events is written.
