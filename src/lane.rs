@@ -10,8 +10,6 @@
 //!   ticks, to the watermark of the process's judge ([`watermark`](crate::watermark)); events
 //!   behind it were judged late and come with the time to apply them at.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use differential_dataflow::input::InputSession;
@@ -60,8 +58,8 @@ pub struct BatchLane<E: Event> {
     /// Times before it are complete: events meant before it enter at coarse times.
     sealed: Time,
     newest: Option<Time>,
-    /// Events at or after `sealed`, by the time they are meant at.
-    tail: BinaryHeap<Reverse<(Time, E)>>,
+    /// Events meant at or after `sealed` when they came: released once it passes them.
+    tail: Vec<(E, Time)>,
     /// The latest time an update entered at.
     latest: Option<Time>,
     /// The latest time a live event was applied at after its own (a correction).
@@ -101,7 +99,7 @@ impl<E: Event> BatchLane<E> {
             lateness,
             sealed: 0,
             newest: None,
-            tail: BinaryHeap::new(),
+            tail: Vec::new(),
             latest: None,
             held: None,
             unreported: 0,
@@ -121,7 +119,7 @@ impl<E: Event> BatchLane<E> {
         if at < self.sealed {
             self.insert(event, at);
         } else {
-            self.tail.push(Reverse((at, event)));
+            self.tail.push((event, at));
         }
     }
 
@@ -142,15 +140,12 @@ impl<E: Event> BatchLane<E> {
     }
 
     fn release_sealed(&mut self, sealed: Time) {
-        while self
-            .tail
-            .peek()
-            .is_some_and(|Reverse((at, _))| *at < sealed)
-        {
-            if let Some(Reverse((at, event))) = self.tail.pop() {
-                self.insert(event, at);
-            }
+        // One pass over the tail per flush: cheaper than keeping it ordered for every event.
+        let mut tail = std::mem::take(&mut self.tail);
+        for (event, at) in tail.extract_if(.., |(_, at)| *at < sealed) {
+            self.insert(event, at);
         }
+        self.tail = tail;
     }
 
     /// Sends what is buffered, and with per-bucket times advances the lane to the bucket of the
@@ -190,12 +185,7 @@ impl<E: Event> BatchLane<E> {
         self.release_sealed(cut);
         let latest = self.latest;
         self.input.close();
-        let open = self
-            .tail
-            .into_iter()
-            .map(|Reverse((at, e))| (e, at))
-            .collect();
-        (open, latest)
+        (self.tail, latest)
     }
 }
 
