@@ -57,6 +57,11 @@ pub struct BatchLane<E: Event> {
     lateness: Time,
     /// Times before it are complete: events meant before it enter at coarse times.
     sealed: Time,
+    /// The watermark the replay has reached (the newest event minus the lateness, or a recorded
+    /// watermark): `sealed` follows it up to `cap`.
+    watermark: Time,
+    /// How far history may be sealed: where every process's history is complete.
+    cap: Time,
     newest: Option<Time>,
     /// Events meant at or after `sealed` when they came: released once it passes them.
     tail: Vec<(E, Time)>,
@@ -73,8 +78,10 @@ pub struct BatchLane<E: Event> {
 /// batch time it used.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replayed {
-    /// Every time before it is complete in this worker's share.
+    /// Every time before it is complete in this worker's share (up to the cap).
     pub sealed: Time,
+    /// The watermark of the share: its newest event minus the lateness, or a recorded one.
+    pub watermark: Time,
     /// The newest event time of the share.
     pub newest: Option<Time>,
     /// The latest time the batch lane put an update at.
@@ -98,6 +105,8 @@ impl<E: Event> BatchLane<E> {
             time,
             lateness,
             sealed: 0,
+            watermark: 0,
+            cap: CEILING,
             newest: None,
             tail: Vec::new(),
             latest: None,
@@ -125,7 +134,15 @@ impl<E: Event> BatchLane<E> {
 
     /// Takes a recorded watermark: every time before it is complete.
     pub fn seal(&mut self, watermark: Time) {
-        self.sealed = self.sealed.max(watermark.min(CEILING));
+        self.watermark = self.watermark.max(watermark.min(CEILING));
+        self.sealed = self.watermark.min(self.cap);
+    }
+
+    /// Seals history no further than `at_most`, whatever its own watermark: when several
+    /// processes replay their own history, only what all of them have sealed is complete.
+    pub fn cap(&mut self, at_most: Time) {
+        self.cap = at_most;
+        self.sealed = self.watermark.min(self.cap);
     }
 
     fn observe(&mut self, ts: Time) {
@@ -172,6 +189,7 @@ impl<E: Event> BatchLane<E> {
     pub fn replayed(&self) -> Replayed {
         Replayed {
             sealed: self.sealed,
+            watermark: self.watermark,
             newest: self.newest,
             latest: self.latest,
             held: self.held,

@@ -18,7 +18,12 @@ use support::{LateModel, jsonl, oracle};
 
 /// A producer's stream: in order but for some events far behind, deterministic.
 fn stream() -> Vec<Order> {
-    let mut state = 7u64;
+    stream_of(7)
+}
+
+/// A producer's stream from a seed.
+fn stream_of(seed: u64) -> Vec<Order> {
+    let mut state = seed;
     let mut next = || {
         state = state
             .wrapping_mul(6364136223846793005)
@@ -246,12 +251,16 @@ fn time_cannot_be_poisoned_in_the_library() {
 }
 
 /// Two processes, each judging the stream its own producers send it (as a Kafka partition's
-/// stream time is its own), both killed and restarted: every process's drops are its model's,
-/// the global views are the model's, and both are the same after `kill -9`.
+/// stream time is its own), both killed in the middle of their streams and restarted: every
+/// process's drops are its model's (a model that knows nothing of the restart), and so are the
+/// global views.
 #[test]
 fn two_processes_judge_their_own_streams_and_survive_kill_9() {
-    let events = stream();
-    for (seed, policy) in [(1u64, "drop"), (2, "correct")] {
+    // Random streams, split at random between the processes, a kill -9 of both at a random
+    // point of the stream, under both policies.
+    for (seed, policy) in [(1u64, "drop"), (2, "correct"), (3, "drop"), (4, "correct")] {
+        let events = stream_of(seed * 7919);
+        let kill_at = (seed as usize * 331) % events.len();
         let dirs = [
             tempfile::tempdir().expect("tempdir"),
             tempfile::tempdir().expect("tempdir"),
@@ -291,10 +300,16 @@ fn two_processes_judge_their_own_streams_and_survive_kill_9() {
                 Server::start(&data, port, &args, true)
             })
         };
-        // Split the stream between the processes (each part stays in order).
+        // Split the stream between the processes (each part stays in order), and where each
+        // part is when both processes are killed.
         let mut parts: [Vec<Order>; 2] = [Vec::new(), Vec::new()];
+        let mut split = [0usize; 2];
         for (i, e) in events.iter().enumerate() {
-            parts[((i as u64).wrapping_mul(seed * 2654435761) >> 7) as usize % 2].push(e.clone());
+            let p = ((i as u64).wrapping_mul(seed * 2654435761) >> 7) as usize % 2;
+            parts[p].push(e.clone());
+            if i < kill_at {
+                split[p] = parts[p].len();
+            }
         }
         let models: Vec<LateModel> = parts
             .iter()
@@ -308,50 +323,49 @@ fn two_processes_judge_their_own_streams_and_survive_kill_9() {
             .collect();
         let kept: Vec<Order> = models.iter().flat_map(|m| m.kept.iter().cloned()).collect();
         let expected = oracle(&kept)["customer_spend"].clone();
-        let check = |servers: &[Server; 2], when: &str| -> u64 {
-            let visible = servers
-                .iter()
-                .map(|s| s.declare(10_000_000))
-                .max()
-                .unwrap_or(0);
-            for (p, server) in servers.iter().enumerate() {
-                let (status, answer) =
-                    server.get(&format!("/views/customer_spend?as_of={visible}"));
-                assert_eq!(status, 200, "{when}");
-                assert_eq!(
-                    rows(&answer),
-                    expected,
-                    "{policy} {when}: global views, process {p}"
-                );
-                let (total, listed) = late(server);
-                let mut want = models[p].dropped.clone();
-                want.sort();
-                assert_eq!(
-                    total,
-                    want.len() as u64,
-                    "{policy} {when}: process {p} dropped"
-                );
-                assert_eq!(
-                    dropped_events(&listed),
-                    want,
-                    "{policy} {when}: process {p}'s drops"
-                );
-            }
-            visible
+        let post_all = |servers: &[Server; 2], range: &dyn Fn(usize) -> std::ops::Range<usize>| {
+            std::thread::scope(|scope| {
+                for (p, (server, part)) in servers.iter().zip(&parts).enumerate() {
+                    let events = &part[range(p)];
+                    scope.spawn(move || post(server, events));
+                }
+            });
         };
         let (a, b) = (start(0), start(1));
         let servers = [a.join().expect("process 0"), b.join().expect("process 1")];
-        std::thread::scope(|scope| {
-            for (server, part) in servers.iter().zip(&parts) {
-                scope.spawn(move || post(server, part));
-            }
-        });
-        check(&servers, "before");
+        post_all(&servers, &|p| 0..split[p]);
         let [s0, s1] = servers;
         s0.kill();
         s1.kill();
         let (a, b) = (start(0), start(1));
         let servers = [a.join().expect("process 0"), b.join().expect("process 1")];
-        check(&servers, "after kill -9");
+        post_all(&servers, &|p| split[p]..parts[p].len());
+        let visible = servers
+            .iter()
+            .map(|s| s.declare(10_000_000))
+            .max()
+            .unwrap_or(0);
+        for (p, server) in servers.iter().enumerate() {
+            let (status, answer) = server.get(&format!("/views/customer_spend?as_of={visible}"));
+            assert_eq!(status, 200);
+            assert_eq!(
+                rows(&answer),
+                expected,
+                "{policy} (seed {seed}): global views, process {p}"
+            );
+            let (total, listed) = late(server);
+            let mut want = models[p].dropped.clone();
+            want.sort();
+            assert_eq!(
+                total,
+                want.len() as u64,
+                "{policy} (seed {seed}): process {p} dropped"
+            );
+            assert_eq!(
+                dropped_events(&listed),
+                want,
+                "{policy} (seed {seed}): process {p}'s drops"
+            );
+        }
     }
 }

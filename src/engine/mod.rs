@@ -347,6 +347,7 @@ where
     let replies = Rc::new(RefCell::new(Replies::default()));
     let summaries: Rc<RefCell<Vec<Option<Replayed>>>> =
         Rc::new(RefCell::new(vec![None; worker.peers()]));
+    let caps: Rc<RefCell<Vec<Option<Time>>>> = Rc::new(RefCell::new(vec![None; worker.peers()]));
     let views_probe = ProbeHandle::new();
     let (
         batch_input,
@@ -354,6 +355,7 @@ where
         mut query_input,
         mut gossip_input,
         mut summary_input,
+        mut cap_input,
         lanes,
         catalog,
     ) = worker.dataflow::<Time, _, _>(|scope| {
@@ -364,7 +366,9 @@ where
         let (gossip_input, gossip) = scope.new_input::<Vec<(Time, Time)>>();
         listen(gossip, shared.inlet.clone());
         let (summary_input, summary) = scope.new_input::<Vec<(usize, Replayed)>>();
-        gather_summaries(summary, summaries.clone());
+        gather_all(summary, summaries.clone());
+        let (cap_input, cap) = scope.new_input::<Vec<(usize, Time)>>();
+        gather_all(cap, caps.clone());
         let changelog = settings
             .changelog
             .then(|| (shared.changelog.clone(), shared.local));
@@ -383,6 +387,7 @@ where
             query_input,
             gossip_input,
             summary_input,
+            cap_input,
             lanes,
             views.into_catalog(),
         )
@@ -400,7 +405,30 @@ where
         metrics.clone(),
     );
     let mut speed = SpeedLane::new(speed_input);
-    let outcome = replay::replay(worker, shared, &mut batch, &mut speed);
+    // Processes replaying their own master datasets first agree how far all of them are sealed.
+    let per_process = matches!(shared.history, History::Master(_));
+    let mut cap = None;
+    let mut outcome = Ok(0);
+    if per_process && worker.peers() > shared.local {
+        let own = replay::seal_cap(worker, shared, rules.allowed_lateness);
+        cap_input.send((worker.index(), *own.as_ref().unwrap_or(&0)));
+        cap_input.flush();
+        while caps.borrow().iter().any(Option::is_none) {
+            worker.step_or_park(Some(settings.tick));
+        }
+        let caps = caps.borrow();
+        let local = shared.local;
+        let least = caps
+            .chunks(local)
+            .map(|process| process.iter().flatten().copied().max().unwrap_or(0))
+            .min()
+            .unwrap_or(0);
+        batch.cap(least);
+        cap = Some(least);
+        outcome = own.map(|_| 0);
+    }
+    drop(cap_input);
+    let outcome = outcome.and_then(|_| replay::replay(worker, shared, &mut batch, &mut speed));
 
     // Every worker tells every other what it replayed, and all compute the same plan.
     summary_input.send((worker.index(), batch.replayed()));
@@ -409,13 +437,13 @@ where
         worker.step_or_park(Some(settings.tick));
     }
     let replayed: Vec<Replayed> = summaries.borrow().iter().flatten().copied().collect();
-    let per_process = matches!(shared.history, History::Master(_));
     let plan = replay::plan(
         &replayed,
         worker.index(),
         shared.local,
         per_process,
         settings.batch_time,
+        cap,
     );
     let (open, _) = batch.close(plan.cut);
     for (event, at) in open {
@@ -578,19 +606,19 @@ fn listen<'s, E: Event>(
         });
 }
 
-/// Collects every worker's [`Replayed`] summary.
-fn gather_summaries<'s>(
-    summary: timely::dataflow::Stream<'s, Time, Vec<(usize, Replayed)>>,
-    into: Rc<RefCell<Vec<Option<Replayed>>>>,
+/// Collects what every worker sends on `stream` (one value each), by worker index.
+fn gather_all<'s, T: timely::ExchangeData + Copy>(
+    stream: timely::dataflow::Stream<'s, Time, Vec<(usize, T)>>,
+    into: Rc<RefCell<Vec<Option<T>>>>,
 ) {
-    summary
+    stream
         .broadcast()
-        .sink(Pipelined, "Replayed", move |(input, _)| {
+        .sink(Pipelined, "GatherAll", move |(input, _)| {
             input.for_each(|_, data| {
                 let mut into = into.borrow_mut();
-                for (worker, replayed) in data.drain(..) {
+                for (worker, value) in data.drain(..) {
                     if let Some(slot) = into.get_mut(worker) {
-                        *slot = Some(replayed);
+                        *slot = Some(value);
                     }
                 }
             });

@@ -125,6 +125,41 @@ pub(super) fn replay<E: Event, P>(
     result.map(|()| replayed)
 }
 
+/// How far this worker's share of its process's master dataset is sealed (its recorded
+/// watermarks, and its events' times minus `lateness`), read before the replay: processes that
+/// replay their own master datasets seal their history no further than the least of theirs,
+/// so that what one process had not passed yet stays open in all of them.
+pub(super) fn seal_cap<E: Event, P>(
+    worker: &Worker,
+    shared: &Shared<E, P>,
+    lateness: Time,
+) -> Result<Time, String> {
+    let History::Master(dir) = &shared.history else {
+        return Ok(crate::watermark::CEILING);
+    };
+    let local = Share {
+        index: worker.index() % shared.local,
+        count: shared.local,
+    };
+    let mut watermark = 0;
+    crate::master::read_share_with(
+        &crate::master::Disk,
+        dir,
+        E::SCHEMA_VERSION,
+        local,
+        &std::sync::atomic::AtomicU64::new(0),
+        |entry: Entry<E>| match entry {
+            Entry::Event(event) | Entry::Corrected { event, .. } | Entry::Held { event, .. } => {
+                watermark = watermark.max(event.time().saturating_sub(lateness));
+            }
+            Entry::Watermark(w) => watermark = watermark.max(w),
+            _ => {}
+        },
+    )
+    .map_err(|e| format!("cannot replay the master dataset: {e}"))?;
+    Ok(watermark.min(crate::watermark::CEILING))
+}
+
 /// What every worker computes from what all of them replayed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Plan {
@@ -134,7 +169,8 @@ pub(super) struct Plan {
     pub target: Time,
     /// The newest event this process's judge has seen.
     pub newest: Option<Time>,
-    /// Replayed events meant before it stay in the batch lane; the rest go to the speed lane.
+    /// Replayed events meant before it stay in the batch lane; the rest go to the speed lane at
+    /// their own times (before it resumes at `target`).
     pub cut: Time,
     /// Reads at or after `horizon - 1` are exact (see
     /// [`ReadTimes`](super::client::ReadTimes)).
@@ -144,13 +180,15 @@ pub(super) struct Plan {
 /// The plan of worker `me` (with `local` workers per process) from every worker's
 /// [`Replayed`]. With `per_process` (each process replays its own master dataset, its own live
 /// stream), a process resumes its own watermark; otherwise (shared history files) the
-/// watermark is the same everywhere.
+/// watermark is the same everywhere. `cap`: how far history was sealed at most (see
+/// [`seal_cap`]).
 pub(super) fn plan(
     replayed: &[Replayed],
     me: usize,
     local: usize,
     per_process: bool,
     batch_time: BatchTime,
+    cap: Option<Time>,
 ) -> Plan {
     let process = me / local;
     let ours = |i: &usize| !per_process || i / local == process;
@@ -158,7 +196,7 @@ pub(super) fn plan(
     let mut newest: Option<Time> = None;
     let mut held: Option<Time> = None;
     for (_, r) in replayed.iter().enumerate().filter(|(i, _)| ours(i)) {
-        watermark = watermark.max(r.sealed);
+        watermark = watermark.max(r.watermark);
         newest = newest.max(r.newest);
         held = held.max(r.held);
     }
@@ -177,7 +215,7 @@ pub(super) fn plan(
         watermark,
         target,
         newest,
-        cut: watermark,
+        cut: cap.map_or(watermark, |c| c.min(watermark)),
         horizon,
     }
 }
@@ -189,6 +227,7 @@ mod tests {
     fn r(sealed: Time, newest: Time, latest: Time) -> Replayed {
         Replayed {
             sealed,
+            watermark: sealed,
             newest: Some(newest),
             latest: Some(latest),
             held: None,
@@ -199,19 +238,42 @@ mod tests {
     fn each_process_resumes_its_own_watermark_and_reads_wait_for_the_highest() {
         // Two processes of two workers; process 1 is further ahead.
         let all = [r(100, 105, 0), r(90, 95, 0), r(300, 305, 0), r(200, 205, 0)];
-        let p0 = plan(&all, 1, 2, true, BatchTime::Single);
+        let p0 = plan(&all, 1, 2, true, BatchTime::Single, None);
         assert_eq!((p0.watermark, p0.newest, p0.cut), (100, Some(105), 100));
-        let p1 = plan(&all, 2, 2, true, BatchTime::Single);
+        let p1 = plan(&all, 2, 2, true, BatchTime::Single, None);
         assert_eq!((p1.watermark, p1.cut), (300, 300));
         assert_eq!((p0.horizon, p1.horizon), (300, 300));
-        let shared = plan(&all, 0, 2, false, BatchTime::Single);
+        let shared = plan(&all, 0, 2, false, BatchTime::Single, None);
         assert_eq!((shared.watermark, shared.newest), (300, Some(305)));
+    }
+
+    #[test]
+    fn with_a_cap_every_process_cuts_where_all_are_sealed() {
+        // Process 1 had sealed up to 300 but process 0 only to 100: both keep their own
+        // watermarks for judging, and cut their history at 100.
+        let capped = |sealed: Time, watermark: Time| Replayed {
+            sealed,
+            watermark,
+            newest: Some(watermark + 5),
+            latest: None,
+            held: None,
+        };
+        let all = [
+            capped(100, 100),
+            capped(90, 90),
+            capped(100, 300),
+            capped(100, 200),
+        ];
+        let p1 = plan(&all, 2, 2, true, BatchTime::Single, Some(100));
+        assert_eq!((p1.watermark, p1.cut, p1.horizon), (300, 100, 100));
+        let p0 = plan(&all, 0, 2, true, BatchTime::Single, Some(100));
+        assert_eq!((p0.watermark, p0.cut, p0.horizon), (100, 100, 100));
     }
 
     #[test]
     fn bucketed_history_is_exact_past_its_last_bucket() {
         let all = [r(1_050, 1_060, 999), r(500, 510, 499)];
-        let p = plan(&all, 0, 1, false, BatchTime::Every(100));
+        let p = plan(&all, 0, 1, false, BatchTime::Every(100), None);
         assert_eq!(
             p.horizon, 1_100,
             "the tail before 1050 lands in the bucket ending 1099"
