@@ -11,7 +11,6 @@ use lambdaflow::ecommerce::{Kind, Order};
 use lambdaflow::history::Share;
 use lambdaflow::master::{Entry, MasterDataset, MasterOptions};
 use lambdaflow::server::import::{ImportOptions, import};
-use serde_json::Value;
 use support::server::{Server, free_port};
 use support::{golden, jsonl, oracle, read_orders};
 
@@ -146,18 +145,8 @@ fn run_with_history_imports_once() {
         let visible = server.declare(end);
         let (status, answer) = server.get(&format!("/views/customer_spend?as_of={visible}"));
         assert_eq!(status, 200);
-        let rows: serde_json::Map<String, Value> = answer["rows"]
-            .as_array()
-            .expect("rows")
-            .iter()
-            .map(|r| {
-                (
-                    r["key"].as_str().expect("key").to_string(),
-                    r["value"].clone(),
-                )
-            })
-            .collect();
-        assert_eq!(Value::Object(rows), expected, "start {run}");
+        let rows = support::rows(&answer);
+        assert_eq!(rows, expected, "start {run}");
         server.kill();
     }
 }
@@ -272,18 +261,8 @@ fn ready_means_the_views_reflect_the_master_dataset() {
         "as of {as_of}: the replay's watermark"
     );
     let before: Vec<Order> = history.iter().filter(|e| e.ts < as_of).cloned().collect();
-    let rows: serde_json::Map<String, Value> = answer["rows"]
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|r| {
-            (
-                r["key"].as_str().expect("key").to_string(),
-                r["value"].clone(),
-            )
-        })
-        .collect();
-    assert_eq!(Value::Object(rows), oracle(&before)["customer_spend"]);
+    let rows = support::rows(&answer);
+    assert_eq!(rows, oracle(&before)["customer_spend"]);
     assert_eq!(sorted(stored_after_kill(server, &data)), sorted(history));
 }
 

@@ -190,6 +190,15 @@ fn authentication_and_rate_limits_say_so() {
     );
     let answer: Value = response.json().expect("JSON");
     assert_eq!(answer["error"]["code"], "unauthorized");
+    assert_eq!(server.get("/health").0, 200, "probes need no token");
+    assert_eq!(server.get("/ready").0, 200, "probes need no token");
+    let authorized = server
+        .http
+        .get(server.url("/views"))
+        .bearer_auth("s3cret")
+        .send()
+        .expect("answered");
+    assert_eq!(authorized.status().as_u16(), 200);
     let mut limited = None;
     for _ in 0..20 {
         let response = server

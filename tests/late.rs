@@ -92,17 +92,7 @@ fn dead_letters(dir: &std::path::Path) -> Vec<Value> {
 fn customer_spend(server: &Server, as_of: u64) -> Value {
     let (status, answer) = server.get(&format!("/views/customer_spend?as_of={as_of}"));
     assert_eq!(status, 200);
-    let rows = answer["rows"].as_array().expect("rows");
-    Value::Object(
-        rows.iter()
-            .map(|r| {
-                (
-                    r["key"].as_str().expect("key").to_string(),
-                    r["value"].clone(),
-                )
-            })
-            .collect(),
-    )
+    support::rows(&answer)
 }
 
 /// Under `drop`, late events are left out of every view, counted, listed by `GET /late`, and

@@ -12,9 +12,9 @@ use lambdaflow::ecommerce::{Kind, Order};
 use lambdaflow::event::END_OF_TIME;
 use lambdaflow::live::SendError;
 use lambdaflow::prelude::*;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use support::server::{Server, free_port};
-use support::{LateModel, jsonl, oracle};
+use support::{LateModel, jsonl, oracle, rows};
 
 /// A producer's stream: in order but for some events far behind, deterministic.
 fn stream() -> Vec<Order> {
@@ -53,22 +53,6 @@ fn post(server: &Server, events: &[Order]) {
         let (status, answer) = server.post("/events", "application/x-ndjson", jsonl(chunk));
         assert_eq!(status, 200, "{answer}");
     }
-}
-
-fn rows(answer: &Value) -> Value {
-    Value::Object(
-        answer["rows"]
-            .as_array()
-            .expect("rows")
-            .iter()
-            .map(|r| {
-                (
-                    r["key"].as_str().expect("key").to_string(),
-                    r["value"].clone(),
-                )
-            })
-            .collect::<Map<_, _>>(),
-    )
 }
 
 fn late(server: &Server) -> (u64, Vec<Value>) {

@@ -129,6 +129,24 @@ pub fn run_with_watermarks(
     (views, late)
 }
 
+/// The `rows` of a view's JSON answer (`[{"key", "value"}, ...]`) as one object by key, in the
+/// shape of `golden/expected.json`.
+pub fn rows(answer: &Value) -> Value {
+    Value::Object(
+        answer["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                (
+                    r["key"].as_str().expect("key").to_string(),
+                    r["value"].clone(),
+                )
+            })
+            .collect(),
+    )
+}
+
 /// Events as a JSON Lines body.
 pub fn jsonl(events: &[Order]) -> Vec<u8> {
     let mut body = Vec::new();
