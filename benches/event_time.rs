@@ -143,6 +143,7 @@ fn main() {
                         customer: rng.random_range(0..1_000_000),
                         product: rng.random_range(0..100_000),
                         amount_cents: rng.random_range(1..10_000),
+                        amount_missing: false,
                     };
                     if live.send(order).is_err() {
                         return sent;

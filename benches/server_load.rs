@@ -1635,6 +1635,7 @@ fn freshness_run(
                     customer: id,
                     product: 0,
                     amount_cents: 1,
+                    amount_missing: false,
                 };
                 push_json_line(&mut body, &marker);
                 let sent = Instant::now();

@@ -18,6 +18,8 @@
 //! * [`serve`], [`answer`]: queries answered inside the dataflow, by key, scattered and
 //!   gathered, or a page at a time;
 //! * [`engine`], [`cluster`], [`metrics`]: running it on threads, processes and hosts;
+//! * [`sql`]: views written in SQL (DuckDB's dialect), planned and rendered to the same
+//!   operators;
 //! * [`ecommerce`]: the built-in reference pipeline (see `docs/REFERENCE.md`).
 //!
 //! ```no_run
@@ -48,6 +50,7 @@ pub mod metrics;
 pub mod progress;
 pub mod serve;
 pub mod server;
+pub mod sql;
 pub mod view;
 pub mod watermark;
 pub mod window;

@@ -84,7 +84,17 @@ pub struct ViewInfo {
     /// For a ranking: the keyed view it ranks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ranks: Option<String>,
+    /// For a SQL view: the statement that defined it. Its rows are JSON objects with every
+    /// output column by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
+    /// For a SQL ranking: how many rows it holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
 }
+
+/// Reads a view's keys from their text.
+type KeyParser<K> = Rc<dyn Fn(&str) -> Option<K>>;
 
 /// The rows of a keyed view that one worker found: keys with their accumulated values.
 type KeyedRows<K, V, R> = Vec<(K, Vec<(V, R)>)>;
@@ -161,6 +171,8 @@ impl<'s> Views<'s> {
             kind,
             windowed: false,
             ranks: None,
+            sql: None,
+            limit: None,
         });
         self.catalog.len() - 1
     }
@@ -183,6 +195,26 @@ impl<'s> Views<'s> {
         R: ExchangeData + Semigroup,
         F: Fn(&K, &[(V, R)]) -> Option<Value> + Send + Sync + 'static,
     {
+        self.register_with(name, description, collection, K::parse_key, render)
+    }
+
+    /// Like [`register`](Views::register), with the view's own reader of key texts (for keys
+    /// whose type depends on the view, as a SQL view's columns do).
+    pub fn register_with<K, V, R, P, F>(
+        &mut self,
+        name: &str,
+        description: &str,
+        collection: VecCollection<'s, Time, (K, V), R>,
+        parse: P,
+        render: F,
+    ) -> ViewRef<'s, K, V, R>
+    where
+        K: ViewKey,
+        V: ExchangeData + Hash,
+        R: ExchangeData + Semigroup,
+        P: Fn(&str) -> Option<K> + 'static,
+        F: Fn(&K, &[(V, R)]) -> Option<Value> + Send + Sync + 'static,
+    {
         let index = self.add(name, description, ViewKind::Keyed);
         let updates = pre_aggregate(collection);
         let arranged = updates.clone().arrange_by_key_named(name);
@@ -202,7 +234,7 @@ impl<'s> Views<'s> {
                 *local,
             );
         }
-        let routed = self.route::<K>(index, false);
+        let routed = self.route::<K>(index, false, Rc::new(parse));
         let read = |q: &Routed<K>, reader: &mut Reader<K, V, R>| {
             let mut rows = Vec::new();
             match (&q.key, q.scan) {
@@ -266,6 +298,41 @@ impl<'s> Views<'s> {
         }
     }
 
+    /// Arranges a collection as a view would be, without serving it: the base of a ranked
+    /// view that is not itself a view.
+    pub(crate) fn arrange_only<K, V, R>(
+        &mut self,
+        name: &str,
+        collection: VecCollection<'s, Time, (K, V), R>,
+    ) -> ViewRef<'s, K, V, R>
+    where
+        K: ViewKey,
+        V: ExchangeData + Hash,
+        R: ExchangeData + Semigroup,
+    {
+        let arranged = pre_aggregate(collection).arrange_by_key_named(name);
+        arranged.stream.clone().probe_with(&self.probe);
+        ViewRef {
+            name: name.to_string(),
+            arranged,
+            finality: Rc::new(RefCell::new(None)),
+        }
+    }
+
+    /// Records how many rows the ranking `name` holds.
+    pub(crate) fn set_limit(&mut self, name: &str, limit: usize) {
+        if let Some(info) = self.catalog.iter_mut().find(|v| v.name == name) {
+            info.limit = Some(limit);
+        }
+    }
+
+    /// Records the SQL statement that defined view `name`.
+    pub(crate) fn set_sql(&mut self, name: &str, sql: &str) {
+        if let Some(info) = self.catalog.iter_mut().find(|v| v.name == name) {
+            info.sql = Some(sql.to_string());
+        }
+    }
+
     /// Registers a ranked view over another view's arrangement: the `k` keys with the highest
     /// `score` (ties by smaller key), rendered by `render`. Keys scored `None` are left out.
     ///
@@ -288,7 +355,7 @@ impl<'s> Views<'s> {
     {
         let index = self.add(name, description, ViewKind::Ranked);
         self.catalog[index].ranks = Some(of.name.clone());
-        let routed = self.route::<K>(index, true);
+        let routed = self.route::<K>(index, true, Rc::new(K::parse_key));
         let ranking = |list: &mut Vec<(K, S)>, k: usize| {
             list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             list.truncate(k);
@@ -332,6 +399,7 @@ impl<'s> Views<'s> {
         &self,
         index: usize,
         always_scan: bool,
+        parse: KeyParser<K>,
     ) -> Stream<'s, Time, Vec<Routed<K>>> {
         let peers = self.queries.scope().peers();
         self.queries
@@ -341,7 +409,7 @@ impl<'s> Views<'s> {
                     input.for_each(|cap, data| {
                         let mut session = output.session(&cap);
                         for (q, _, _) in data.drain(..).filter(|(q, _, _)| q.view == index) {
-                            let after = q.after.as_deref().map(K::parse_key);
+                            let after = q.after.as_deref().map(|text| parse(text));
                             let routed =
                                 |route: u64, key: Option<K>, scan: bool, bad_key: bool| Routed {
                                     id: q.id,
@@ -356,7 +424,7 @@ impl<'s> Views<'s> {
                                     cancel: q.cancel,
                                 };
                             match q.key.as_deref() {
-                                Some(text) if !always_scan => match K::parse_key(text) {
+                                Some(text) if !always_scan => match parse(text) {
                                     Some(key) => {
                                         session.give(routed(key.hashed(), Some(key), false, false))
                                     }

@@ -127,6 +127,7 @@ fn subscribers_see_a_snapshot_then_the_changes_and_sinks_write_them() {
         customer,
         product: 1,
         amount_cents: amount,
+        amount_missing: false,
     };
     let first: Vec<Order> = (0..20)
         .map(|i| purchase(1_000_000 + i, i % 4, 100))
@@ -278,6 +279,7 @@ fn windows_are_emitted_once_final_and_then_only_corrected() {
         customer: 1,
         product: 1,
         amount_cents: 0,
+        amount_missing: false,
     };
     // Minutes 0..5, ten events each, in order, with the watermark moving every 10 s.
     for second in 0..300u64 {

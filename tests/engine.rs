@@ -53,6 +53,7 @@ fn order() -> impl Strategy<Value = Order> {
             customer,
             product,
             amount_cents: amount * 250,
+            amount_missing: false,
         })
 }
 
@@ -172,6 +173,7 @@ fn answers_are_consistent_as_of_their_time() {
             customer: i % 7,
             product: i % 5,
             amount_cents: 100 + i,
+            amount_missing: false,
         })
         .collect();
     let live: Vec<Order> = (0..2_000)
@@ -185,6 +187,7 @@ fn answers_are_consistent_as_of_their_time() {
             customer: i % 11,
             product: i % 13,
             amount_cents: i,
+            amount_missing: false,
         })
         .collect();
     let settings = Settings {
@@ -239,6 +242,7 @@ fn drop_policy_leaves_out_exactly_the_late_events() {
             customer: i % 3,
             product: i % 4,
             amount_cents: 10,
+            amount_missing: false,
         })
         .collect();
     let late: Vec<Order> = (0..40u64)
@@ -248,6 +252,7 @@ fn drop_policy_leaves_out_exactly_the_late_events() {
             customer: 100 + i,
             product: 1,
             amount_cents: 5,
+            amount_missing: false,
         })
         .collect();
     let settings = Settings {
@@ -382,6 +387,7 @@ fn progressive_replay_of_disordered_history_keeps_the_views() {
             customer: i % 101,
             product: i % 13,
             amount_cents: i % 1_000,
+            amount_missing: false,
         })
         .collect();
     history.rotate_left(7);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use lambdaflow::ecommerce::{Kind, Order};
 use lambdaflow::history::Share;
-use lambdaflow::master::{Entry, MasterDataset, MasterOptions};
+use lambdaflow::master::{Entry, MasterDataset};
 use lambdaflow::server::import::{ImportOptions, import};
 use support::server::{Server, free_port};
 use support::{golden, jsonl, oracle, read_orders};
@@ -32,7 +32,7 @@ fn text(out: &std::process::Output) -> String {
 /// The events in a master dataset, in log order.
 fn stored(dir: &Path) -> Vec<Order> {
     let (master, _) =
-        MasterDataset::<Entry<Order>>::open(dir, MasterOptions::default()).expect("opens");
+        MasterDataset::<Entry<Order>>::open(dir, support::master_options()).expect("opens");
     let mut events = Vec::new();
     master
         .read_share(Share::WHOLE, |entry: Entry<Order>| {
@@ -51,6 +51,7 @@ fn order(ts: u64, customer: u64) -> Order {
         customer,
         product: 3,
         amount_cents: 100 + customer,
+        amount_missing: false,
     }
 }
 
@@ -166,7 +167,7 @@ fn an_interrupted_import_resumes_exactly() {
     let whole = dir.path().join("whole");
     {
         let (master, _) =
-            MasterDataset::<Entry<Order>>::open(&whole, MasterOptions::default()).expect("opens");
+            MasterDataset::<Entry<Order>>::open(&whole, support::master_options()).expect("opens");
         import(&master, std::slice::from_ref(&file), options).expect("imported");
     }
     let segment = std::fs::read_dir(&whole)
@@ -184,8 +185,8 @@ fn an_interrupted_import_resumes_exactly() {
         std::fs::create_dir(&copy).expect("dir");
         std::fs::write(copy.join(segment.file_name().expect("name")), &bytes[..cut])
             .expect("write");
-        let (master, _) =
-            MasterDataset::<Entry<Order>>::open(&copy, MasterOptions::default()).expect("recovers");
+        let (master, _) = MasterDataset::<Entry<Order>>::open(&copy, support::master_options())
+            .expect("recovers");
         import(&master, std::slice::from_ref(&file), options).expect("resumed");
         drop(master);
         assert_eq!(stored(&copy), events, "cut at byte {cut}");

@@ -411,6 +411,7 @@ fn metrics_pass_promtool() {
             customer: i,
             product: 1,
             amount_cents: 5,
+            amount_missing: false,
         })
         .collect();
     server.post("/events", "application/x-ndjson", jsonl(&events));

@@ -20,6 +20,7 @@ fn purchase(ts: u64, customer: u64) -> Order {
         customer,
         product: 1,
         amount_cents: 100,
+        amount_missing: false,
     }
 }
 

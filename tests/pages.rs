@@ -20,6 +20,7 @@ fn purchase(ts: u64, customer: u64, amount: u64) -> Order {
         customer,
         product: customer % 7,
         amount_cents: amount,
+        amount_missing: false,
     }
 }
 

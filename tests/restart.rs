@@ -14,7 +14,7 @@ use std::time::Duration;
 use lambdaflow::ecommerce::{Kind, Order};
 use lambdaflow::engine::Hooks;
 use lambdaflow::live::LateDrop;
-use lambdaflow::master::{Entry, MasterDataset, MasterOptions};
+use lambdaflow::master::{Entry, MasterDataset};
 use lambdaflow::prelude::*;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -45,6 +45,7 @@ fn order() -> impl Strategy<Value = Order> {
             customer,
             product,
             amount_cents: amount * 100,
+            amount_missing: false,
         })
 }
 
@@ -65,7 +66,7 @@ fn start(
     dropped: &Arc<Mutex<Vec<Order>>>,
     replayed: &Arc<Mutex<Vec<Order>>>,
 ) -> (Engine<Order>, Arc<MasterDataset<Entry<Order>>>) {
-    let (master, _) = MasterDataset::<Entry<Order>>::open(dir, MasterOptions::default())
+    let (master, _) = MasterDataset::<Entry<Order>>::open(dir, support::master_options())
         .expect("the master dataset opens");
     let master = Arc::new(master);
     let journal = master.clone();
@@ -110,7 +111,7 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let (master, _) = MasterDataset::<Entry<Order>>::open(dir.path(), MasterOptions::default())
+            let (master, _) = MasterDataset::<Entry<Order>>::open(dir.path(), support::master_options())
                 .expect("opens");
             let entries: Vec<Entry<Order>> = history.iter().cloned().map(Entry::Event).collect();
             master.append(&entries).expect("history imported");

@@ -140,6 +140,7 @@ fn request(id: u64) -> Vec<Order> {
             customer: id,
             product: i % 7,
             amount_cents: i,
+            amount_missing: false,
         })
         .collect()
 }
@@ -367,6 +368,7 @@ fn as_of_reads_wait_for_the_watermark_or_time_out() {
             customer: 1,
             product: 1,
             amount_cents: 0,
+            amount_missing: false,
         })
         .collect();
     let (status, _) = server.post("/events", "application/x-ndjson", jsonl(&events));

@@ -123,6 +123,7 @@ fn order(ts: u64, kind: Kind, customer: u64, product: u64, amount: u64) -> Order
         customer,
         product,
         amount_cents: amount,
+        amount_missing: false,
     }
 }
 

@@ -31,6 +31,7 @@ fn a_customer_spending_past_i64_is_answered_exactly() {
             customer: 7,
             product: 3,
             amount_cents: amount,
+            amount_missing: false,
         })
         .collect();
     let total = u128::from(amount) * 1_100;

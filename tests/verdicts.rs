@@ -43,6 +43,7 @@ fn stream_of(seed: u64) -> Vec<Order> {
             customer: next() % 40,
             product: next() % 13,
             amount_cents: 1 + next() % 500,
+            amount_missing: false,
         });
     }
     events
@@ -174,6 +175,7 @@ fn purchase(ts: u64, customer: u64) -> Order {
         customer,
         product: 1,
         amount_cents: 10,
+        amount_missing: false,
     }
 }
 

@@ -147,6 +147,7 @@ fn order() -> impl Strategy<Value = Order> {
             customer,
             product,
             amount_cents: amount * 250,
+            amount_missing: false,
         })
 }
 
@@ -234,6 +235,7 @@ fn a_late_event_joins_two_sessions() {
         customer: 7,
         product: 1,
         amount_cents,
+        amount_missing: false,
     };
     let history = vec![
         order(10 * MINUTE, Kind::Purchase, 100),

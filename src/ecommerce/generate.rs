@@ -203,6 +203,7 @@ impl Iterator for Generator {
             customer,
             product,
             amount_cents,
+            amount_missing: false,
         })
     }
 
@@ -215,7 +216,8 @@ impl Iterator for Generator {
 impl ExactSizeIterator for Generator {}
 
 /// Appends one event as a JSON line (with its `\n`), in the shape [`Order`]'s parser reads:
-/// `{"ts":…,"kind":"purchase","customer":…,"product":…,"amount_cents":…}`.
+/// `{"ts":…,"kind":"purchase","customer":…,"product":…,"amount_cents":…}` (a view
+/// without an amount has no `amount_cents`).
 pub fn push_json_line(buf: &mut Vec<u8>, order: &Order) {
     let mut number = itoa::Buffer::new();
     buf.extend_from_slice(b"{\"ts\":");
@@ -228,8 +230,10 @@ pub fn push_json_line(buf: &mut Vec<u8>, order: &Order) {
     buf.extend_from_slice(number.format(order.customer).as_bytes());
     buf.extend_from_slice(b",\"product\":");
     buf.extend_from_slice(number.format(order.product).as_bytes());
-    buf.extend_from_slice(b",\"amount_cents\":");
-    buf.extend_from_slice(number.format(order.amount_cents).as_bytes());
+    if !order.amount_missing {
+        buf.extend_from_slice(b",\"amount_cents\":");
+        buf.extend_from_slice(number.format(order.amount_cents).as_bytes());
+    }
     buf.extend_from_slice(b"}\n");
 }
 

@@ -62,6 +62,9 @@ pub struct Order {
     pub product: u64,
     /// How much money moved (0 for views).
     pub amount_cents: u64,
+    /// Whether the line gave no `amount_cents` (a view may leave it out): SQL sees `NULL`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub amount_missing: bool,
 }
 
 const MAX_SAFE: u64 = 1 << 53;
@@ -109,6 +112,7 @@ impl Order {
             customer,
             product,
             amount_cents,
+            amount_missing: amount.is_none(),
         })
     }
 
@@ -162,6 +166,9 @@ impl Order {
 }
 
 impl Event for Order {
+    /// Version 2 added `amount_missing` (version 1 records read as given amounts).
+    const SCHEMA_VERSION: u32 = 2;
+
     fn time(&self) -> Time {
         self.ts
     }

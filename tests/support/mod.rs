@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod binaries;
+pub mod duckdb;
 pub mod ports;
 pub mod server;
 
@@ -234,5 +235,13 @@ impl LateModel {
     /// A declared watermark.
     pub fn declare(&mut self, time: u64) {
         self.watermark = self.watermark.max(time.min(CEILING));
+    }
+}
+
+/// Options to open a master dataset of orders as the server writes it (their schema version).
+pub fn master_options() -> lambdaflow::master::MasterOptions {
+    lambdaflow::master::MasterOptions {
+        schema_version: <Order as Event>::SCHEMA_VERSION,
+        ..lambdaflow::master::MasterOptions::default()
     }
 }

@@ -1,0 +1,243 @@
+//! Serving a SQL view: its rows arranged by key (or ranked), read as JSON objects.
+//!
+//! A keyed view is arranged by its key columns, with the other columns as the value; a row
+//! that occurs `n` times (a view without aggregation over duplicate events) renders as `n`
+//! objects. A ranked view arranges whole rows and answers the top `k` by its `ORDER BY` at read
+//! time (scatter/gather, see [`Views::top_k`]).
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::bind::SortKey;
+use super::plan::ViewPlan;
+use super::render::{Rows, sort_order};
+use super::types::{Datum, F64, Row, Type};
+use crate::answer::{Answer, AnswerValue};
+use crate::view::{ViewKey, Views};
+
+/// A view's key: its key columns' values. Written as the one value's text, or as a JSON array
+/// for several columns.
+impl ViewKey for Row {
+    fn parse_key(text: &str) -> Option<Self> {
+        let values: Vec<Value> = serde_json::from_str(text).ok()?;
+        values.iter().map(untyped).collect()
+    }
+
+    fn key_text(&self) -> String {
+        match self.as_slice() {
+            [one] => one.to_text(),
+            many => Value::Array(many.iter().map(Datum::to_json).collect()).to_string(),
+        }
+    }
+}
+
+fn untyped(v: &Value) -> Option<Datum> {
+    Some(match v {
+        Value::Null => Datum::Null,
+        Value::Bool(b) => Datum::Bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Datum::Int(i),
+            None => Datum::Float(F64(n.as_f64()?)),
+        },
+        Value::String(s) => Datum::Text(s.as_str().into()),
+        _ => return None,
+    })
+}
+
+/// Reads a value of type `ty` from its text (as [`Datum::to_text`] writes it).
+fn parse_datum(text: &str, ty: Type) -> Option<Datum> {
+    if text == "NULL" {
+        return Some(Datum::Null);
+    }
+    let d = super::expr::cast(Datum::Text(text.into()), ty);
+    (!d.is_null()).then_some(d)
+}
+
+/// Reads a key of the given column types: one value's text, or a JSON array of them.
+fn parse_key(text: &str, types: &[Type]) -> Option<Row> {
+    if let [ty] = types {
+        return parse_datum(text, *ty).map(|d| vec![d]);
+    }
+    let values: Vec<Value> = serde_json::from_str(text).ok()?;
+    if values.len() != types.len() {
+        return None;
+    }
+    values
+        .iter()
+        .zip(types)
+        .map(|(v, ty)| match v {
+            Value::String(s) => parse_datum(s, *ty),
+            Value::Null => Some(Datum::Null),
+            other => parse_datum(&other.to_string(), *ty),
+        })
+        .collect()
+}
+
+/// The order a ranked view ranks by, as a value that is greater for rows ranked earlier.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Rank {
+    /// The row's `ORDER BY` values.
+    values: Row,
+    /// For each, whether it sorts descending and whether `NULL`s come first.
+    flags: Vec<(bool, bool)>,
+    /// How many times the row occurs.
+    count: isize,
+}
+
+impl Rank {
+    fn order(&self, other: &Rank) -> Ordering {
+        let keys: Vec<SortKey> = self
+            .flags
+            .iter()
+            .enumerate()
+            .map(|(i, (desc, nulls_first))| SortKey {
+                expr: super::expr::Expr::Column(i),
+                desc: *desc,
+                nulls_first: *nulls_first,
+            })
+            .collect();
+        sort_order(&keys, &self.values, &other.values)
+    }
+}
+
+impl PartialEq for Rank {
+    fn eq(&self, other: &Rank) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Rank {}
+impl PartialOrd for Rank {
+    fn partial_cmp(&self, other: &Rank) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Rank {
+    fn cmp(&self, other: &Rank) -> Ordering {
+        // Earlier in the ORDER BY is greater: the top-k keeps the greatest.
+        other.order(self)
+    }
+}
+
+/// Renders a row as a JSON object, or as an array of `count` objects.
+fn objects(names: &[String], row: &[Datum], count: isize) -> Option<Value> {
+    if count <= 0 {
+        return None;
+    }
+    let object: Map<String, Value> = names
+        .iter()
+        .zip(row)
+        .map(|(n, d)| (n.clone(), d.to_json()))
+        .collect();
+    Some(if count == 1 {
+        Value::Object(object)
+    } else {
+        Value::Array(vec![Value::Object(object); count as usize])
+    })
+}
+
+/// Registers a planned view's rows with the views of a dataflow.
+pub(super) fn register<'s>(view: &ViewPlan, rows: Rows<'s>, views: &mut Views<'s>) {
+    let names: Arc<Vec<String>> =
+        Arc::new(view.body.columns.iter().map(|c| c.name.clone()).collect());
+    let description = "SQL view";
+    match &view.ranking {
+        None => {
+            let width = view.body.columns.len();
+            let key = view.key.clone();
+            let rest: Vec<usize> = (0..width).filter(|i| !key.contains(i)).collect();
+            // Where each output column is: in the key or in the value, at which position.
+            let slots: Vec<(bool, usize)> = (0..width)
+                .map(|i| match key.iter().position(|k| *k == i) {
+                    Some(p) => (true, p),
+                    None => (false, rest.iter().position(|r| *r == i).unwrap_or(0)),
+                })
+                .collect();
+            let types: Vec<Type> = key.iter().map(|i| view.body.columns[*i].ty).collect();
+            let keyed = rows.map(move |row| {
+                let pick = |cols: &[usize]| cols.iter().map(|i| row[*i].clone()).collect::<Row>();
+                (pick(&key), pick(&rest))
+            });
+            views.register_with(
+                &view.name,
+                description,
+                keyed,
+                move |text| parse_key(text, &types),
+                move |k: &Row, values: &[(Row, isize)]| {
+                    let mut out: Vec<Value> = Vec::new();
+                    for (v, count) in values {
+                        let row: Row = slots
+                            .iter()
+                            .map(|(in_key, p)| {
+                                if *in_key {
+                                    k[*p].clone()
+                                } else {
+                                    v[*p].clone()
+                                }
+                            })
+                            .collect();
+                        match objects(&names, &row, *count) {
+                            Some(Value::Array(many)) => out.extend(many),
+                            Some(one) => out.push(one),
+                            None => {}
+                        }
+                    }
+                    match out.len() {
+                        0 => None,
+                        1 => out.pop(),
+                        _ => Some(Value::Array(out)),
+                    }
+                },
+            );
+        }
+        Some(ranking) => {
+            let base =
+                views.arrange_only(&format!("{}.rows", view.name), rows.map(|row| (row, ())));
+            let order = ranking.order.clone();
+            let flags: Vec<(bool, bool)> = order.iter().map(|k| (k.desc, k.nulls_first)).collect();
+            let render_names = names.clone();
+            views.top_k(
+                &view.name,
+                description,
+                &base,
+                ranking.limit,
+                move |row: &Row, values: &[((), isize)]| {
+                    let count: isize = values.iter().map(|(_, n)| n).sum();
+                    (count > 0).then(|| Rank {
+                        values: order.iter().map(|k| k.expr.eval(row)).collect(),
+                        flags: flags.clone(),
+                        count,
+                    })
+                },
+                move |row: &Row, rank: &Rank| {
+                    objects(&render_names, row, rank.count).unwrap_or(Value::Null)
+                },
+            );
+            views.set_limit(&view.name, ranking.limit);
+        }
+    }
+    views.set_sql(&view.name, &view.sql);
+}
+
+/// A SQL view's answer as its rows (JSON objects): repeated rows spread out, a ranking cut
+/// at its limit.
+pub fn answer_rows(answer: &Answer, limit: Option<usize>) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut push = |v: Value| match v {
+        Value::Array(many) => out.extend(many),
+        Value::Null => {}
+        one => out.push(one),
+    };
+    match &answer.value {
+        AnswerValue::Rows(rows) => rows.render().into_iter().for_each(|(_, v)| push(v)),
+        AnswerValue::Row { value: Some(v), .. } => push(v.clone()),
+        AnswerValue::Ranked(list) => list.iter().cloned().for_each(&mut push),
+        _ => {}
+    }
+    if let Some(k) = limit {
+        out.truncate(k);
+    }
+    out
+}

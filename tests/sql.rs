@@ -1,0 +1,214 @@
+//! SQL views against DuckDB: the same `CREATE VIEW` text, run by lambdaflow's engine (history in
+//! the batch lane, the rest live, out of order and late) and by DuckDB over the same events,
+//! must give the same rows.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use lambdaflow::ecommerce::{Kind, Order};
+use lambdaflow::prelude::*;
+use lambdaflow::sql::{SqlViews, answer_rows};
+use proptest::prelude::*;
+use serde_json::Value;
+
+use support::{golden, jsonl, read_orders};
+
+fn corpus_path() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql/corpus.sql")
+}
+
+/// Every view's rows, read once the engine has taken every event.
+fn engine_rows(
+    sql: &str,
+    workers: usize,
+    history: Vec<Order>,
+    live: &[Order],
+) -> BTreeMap<String, Vec<Value>> {
+    let views = SqlViews::<Order>::new(sql).unwrap_or_else(|e| panic!("the SQL plans: {e}"));
+    let mut engine = Engine::start(
+        &Cluster::threads(workers),
+        Settings::default(),
+        History::Events(Arc::new(history)),
+        views,
+    )
+    .expect("engine starts");
+    let sender = engine.live().expect("live input");
+    engine.end_live();
+    for e in live {
+        sender.send(e.clone()).expect("sent");
+    }
+    drop(sender);
+    let client = engine.client();
+    let mut out = BTreeMap::new();
+    for info in client.catalog().iter() {
+        let answer = client
+            .query_final(Query::all(&info.name))
+            .expect("answered");
+        out.insert(info.name.clone(), answer_rows(&answer, info.limit));
+    }
+    drop(client);
+    engine.join().expect("workers finish");
+    out
+}
+
+/// Whether two JSON values are the same answer (doubles to 1e-9, relative).
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            if x.is_f64() || y.is_f64() {
+                let (x, y) = (
+                    x.as_f64().unwrap_or(f64::NAN),
+                    y.as_f64().unwrap_or(f64::NAN),
+                );
+                x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs())
+            } else {
+                x.to_string() == y.to_string()
+            }
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// A row's text for sorting, with doubles rounded so that near-equal rows sort together.
+fn sort_text(row: &Value) -> String {
+    match row {
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| format!("{k}={}", sort_text(v)))
+            .collect::<Vec<_>>()
+            .join(","),
+        Value::Number(n) if n.is_f64() => format!("{:.6e}", n.as_f64().unwrap_or(0.0)),
+        other => other.to_string(),
+    }
+}
+
+/// Compares one view's rows: in order for a ranked view, as multisets otherwise.
+fn compare(name: &str, ranked: bool, ours: &[Value], duck: &[Value]) -> Result<(), String> {
+    let (mut ours, mut duck) = (ours.to_vec(), duck.to_vec());
+    if !ranked {
+        ours.sort_by_key(sort_text);
+        duck.sort_by_key(sort_text);
+    }
+    if ours.len() != duck.len() {
+        return Err(format!(
+            "{name}: {} rows, DuckDB has {}; first of ours {:?}, of DuckDB {:?}",
+            ours.len(),
+            duck.len(),
+            ours.first(),
+            duck.first()
+        ));
+    }
+    for (i, (a, b)) in ours.iter().zip(&duck).enumerate() {
+        if !same(a, b) {
+            return Err(format!("{name}: row {i} is {a}, DuckDB has {b}"));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `sql` over `history` + `live` in the engine and in DuckDB, and compares every view.
+fn check(sql_path: &Path, workers: usize, history: Vec<Order>, live: &[Order]) -> Vec<String> {
+    let sql = std::fs::read_to_string(sql_path).expect("the SQL reads");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let events = dir.path().join("events.jsonl");
+    let mut all = jsonl(&history);
+    all.extend(jsonl(live));
+    std::fs::write(&events, all).expect("events written");
+    let duck = support::duckdb::views(&events, sql_path);
+    let plans = SqlViews::<Order>::new(&sql).expect("plans");
+    let ranked: BTreeMap<String, bool> = plans
+        .views()
+        .iter()
+        .map(|v| (v.name.clone(), v.ranking.is_some()))
+        .collect();
+    let ours = engine_rows(&sql, workers, history, live);
+    let duck = duck.as_object().expect("the oracle answers an object");
+    assert_eq!(ours.len(), duck.len(), "both have every view");
+    let mut failures = Vec::new();
+    for (name, rows) in duck {
+        let theirs = rows.as_array().cloned().unwrap_or_default();
+        let mine = ours.get(name).cloned().unwrap_or_default();
+        if let Err(e) = compare(name, ranked[name], &mine, &theirs) {
+            failures.push(e);
+        }
+    }
+    failures
+}
+
+#[test]
+fn the_corpus_equals_duckdb_over_golden_data() {
+    let history = read_orders(&golden("history.jsonl"));
+    let live = read_orders(&golden("live.jsonl"));
+    let failures = check(&corpus_path(), 2, history, &live);
+    assert!(
+        failures.is_empty(),
+        "{} views differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn every_view_of_the_corpus_plans() {
+    let sql = std::fs::read_to_string(corpus_path()).expect("corpus");
+    let mut views = SqlViews::<Order>::new("").expect("nothing plans");
+    let mut failures = Vec::new();
+    for statement in sql.split(";\n").filter(|s| s.contains("CREATE")) {
+        if let Err(e) = views.define(statement) {
+            failures.push(format!("{e}\n  in {}", statement.trim()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} views do not plan:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(views.views().len() >= 60, "at least 60 views");
+}
+
+fn order() -> impl Strategy<Value = Order> {
+    (
+        0u64..4 * 3_600_000,
+        0..3u8,
+        0u64..12,
+        0u64..8,
+        0u64..5_000,
+        0..8u8,
+    )
+        .prop_map(|(ts, kind, customer, product, amount, odd)| {
+            let kind = [Kind::Purchase, Kind::Refund, Kind::View][kind as usize];
+            Order {
+                ts: 1_767_225_600_000 + ts,
+                kind,
+                customer,
+                product,
+                amount_cents: if kind == Kind::View { 0 } else { amount },
+                amount_missing: kind == Kind::View && odd == 0,
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    /// Random events (duplicates, views without amounts, out-of-order and late live events),
+    /// a random split between the lanes, 1-3 workers: every corpus view equals DuckDB.
+    #[test]
+    fn random_streams_equal_duckdb(
+        events in prop::collection::vec(order(), 0..400),
+        split in 0usize..=100,
+        workers in 1usize..=3,
+    ) {
+        let cut = events.len() * split / 100;
+        let (history, live) = events.split_at(cut);
+        let failures = check(&corpus_path(), workers, history.to_vec(), live);
+        prop_assert!(failures.is_empty(), "{} views differ:\n{}", failures.len(), failures.join("\n"));
+    }
+}
