@@ -123,8 +123,25 @@ pub(crate) enum Live<E> {
     /// Advance to this watermark (every event before it has been delivered) and answer with
     /// the lane's time.
     Sync(Time, Sender<Time>),
+    /// A change of the dataflows, at this point of the stream.
+    Control(Control<E>),
     /// No more events will come.
     End,
+}
+
+/// A change of the dataflows, sequenced with the events: every worker takes it after every
+/// event released before it and before every event released after it.
+pub(crate) enum Control<E> {
+    /// Build a dataflow while the engine runs (see [`flow`](crate::engine)).
+    Build(Arc<crate::engine::FlowSpec<E>>),
+}
+
+impl<E> Clone for Control<E> {
+    fn clone(&self) -> Self {
+        match self {
+            Control::Build(spec) => Control::Build(spec.clone()),
+        }
+    }
 }
 
 /// One released batch, waiting for its turn.
@@ -148,6 +165,7 @@ struct Gate {
 
 /// The release side: batches go out in ticket order.
 struct Release<E> {
+    /// The next ticket to release: every earlier one is out.
     next: u64,
     waiting: BTreeMap<u64, Batch<E>>,
     round: usize,
@@ -171,6 +189,8 @@ pub(crate) struct Inlet<E> {
     gate: Mutex<Gate>,
     opened: Condvar,
     release: Mutex<Release<E>>,
+    /// Signalled as tickets are released.
+    released: Condvar,
     outboxes: Vec<Outbox<E>>,
     limits: BacklogLimits,
     journal: Option<Journal<E>>,
@@ -231,6 +251,7 @@ impl<E: Event> Inlet<E> {
                 ending: false,
                 ended: false,
             }),
+            released: Condvar::new(),
             outboxes,
             limits,
             journal,
@@ -440,6 +461,47 @@ impl<E: Event> Inlet<E> {
         if release.ending && release.waiting.is_empty() {
             self.push_end(&mut release);
         }
+        drop(release);
+        self.released.notify_all();
+    }
+
+    /// Sequences a change of the dataflows: once every batch judged so far is journaled and
+    /// released (and while no other is judged), `make` is called with the lanes' target (every
+    /// later event is applied at or after it) and its change goes to every worker, after every
+    /// event released before and before every event released after.
+    pub(crate) fn sequence(&self, make: impl FnOnce(Time) -> Control<E>) -> Result<(), SendError> {
+        let mut gate = lock(&self.gate);
+        while gate.judge.is_none() && !gate.stopped {
+            gate = self
+                .opened
+                .wait(gate)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let target = match gate.judge.as_ref() {
+            Some(judge) if !gate.stopped => judge.target(),
+            _ => return Err(SendError::Stopped),
+        };
+        let issued = gate.next_ticket;
+        let mut release = lock(&self.release);
+        while release.next < issued {
+            release = self
+                .released
+                .wait(release)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if release.ended {
+            return Err(SendError::Stopped);
+        }
+        let control = make(target);
+        for outbox in &self.outboxes {
+            let _ = outbox.sender.send(Live::Control(control.clone()));
+            if let Some(thread) = outbox.thread.get() {
+                thread.unpark();
+            }
+        }
+        drop(release);
+        drop(gate);
+        Ok(())
     }
 
     fn push(&self, release: &mut Release<E>, batch: Batch<E>) {
@@ -640,6 +702,8 @@ pub(crate) enum Taken<E> {
     Event(E, Time),
     /// Advance to this time, then answer with the lane's time.
     Sync(Time, Sender<Time>),
+    /// A change of the dataflows.
+    Control(Control<E>),
     /// Nothing waiting now.
     Empty,
     /// The live input has ended.
@@ -668,6 +732,7 @@ impl<E: Event> Inbox<E> {
                 Taken::Event(event, at)
             }
             Ok(Live::Sync(time, ack)) => Taken::Sync(time, ack),
+            Ok(Live::Control(control)) => Taken::Control(control),
             Ok(Live::End) | Err(TryRecvError::Disconnected) => Taken::Ended,
             Err(TryRecvError::Empty) => Taken::Empty,
         }

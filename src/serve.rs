@@ -44,7 +44,9 @@ pub struct QueryMsg {
     pub id: u64,
     /// The asking worker, where the answer is gathered.
     pub origin: usize,
-    /// The view's index in the catalog.
+    /// The dataflow that serves the view (0: the engine's first).
+    pub flow: u64,
+    /// The view's index among its dataflow's views.
     pub view: usize,
     /// The key's text, or `None` for a whole-view query.
     pub key: Option<String>,

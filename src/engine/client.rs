@@ -21,6 +21,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 
+use super::catalog::{Catalog, Listed, Resolved};
 use crate::answer::{Answer, Lookup, Query, Reply};
 use crate::event::{END_OF_TIME, Time};
 use crate::lane::BatchTime;
@@ -28,10 +29,12 @@ use crate::serve::QueryMsg;
 use crate::view::ViewInfo;
 
 /// Why a query got no answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum QueryError {
     /// No view has this name.
     UnknownView(String),
+    /// The view is still being backfilled (this far, from 0 to 1).
+    Backfilling(String, f64),
     /// The engine stopped before answering.
     Stopped,
 }
@@ -40,6 +43,11 @@ impl std::fmt::Display for QueryError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             QueryError::UnknownView(v) => write!(f, "no view is named {v:?}"),
+            QueryError::Backfilling(v, p) => write!(
+                f,
+                "view {v:?} is being backfilled ({:.0}% done); it answers once ready",
+                p * 100.0
+            ),
             QueryError::Stopped => write!(f, "the engine stopped before answering"),
         }
     }
@@ -119,22 +127,27 @@ pub struct Client {
     workers: Vec<Mailbox<Request>>,
     next: Arc<AtomicUsize>,
     ids: Arc<AtomicU64>,
-    catalog: Arc<Vec<ViewInfo>>,
+    catalog: Arc<Catalog>,
 }
 
 impl Client {
-    pub(super) fn new(workers: Vec<Mailbox<Request>>, catalog: Vec<ViewInfo>) -> Self {
+    pub(super) fn new(workers: Vec<Mailbox<Request>>, catalog: Arc<Catalog>) -> Self {
         Client {
             workers,
             next: Arc::new(AtomicUsize::new(0)),
             ids: Arc::new(AtomicU64::new(0)),
-            catalog: Arc::new(catalog),
+            catalog,
         }
     }
 
-    /// The views that can be queried.
-    pub fn catalog(&self) -> &[ViewInfo] {
-        &self.catalog
+    /// The views that can be queried (or soon: some may be backfilling).
+    pub fn catalog(&self) -> Vec<ViewInfo> {
+        self.catalog.list().into_iter().map(|l| l.info).collect()
+    }
+
+    /// Every view with its state and the progress of its backfill.
+    pub fn views(&self) -> Vec<Listed> {
+        self.catalog.list()
     }
 
     /// Sends a query; `reply` is called with the answer once the views are complete at its time.
@@ -172,11 +185,13 @@ impl Client {
         exact: bool,
         reply: Reply,
     ) -> Result<Ticket, QueryError> {
-        let view = self
-            .catalog
-            .iter()
-            .position(|v| v.name == query.view)
-            .ok_or_else(|| QueryError::UnknownView(query.view.clone()))?;
+        let (flow, view) = match self.catalog.resolve(&query.view) {
+            Resolved::Serve { flow, index } => (flow, index),
+            Resolved::Backfilling(progress) => {
+                return Err(QueryError::Backfilling(query.view.clone(), progress));
+            }
+            Resolved::Unknown => return Err(QueryError::UnknownView(query.view.clone())),
+        };
         let (key, after, limit) = match query.lookup {
             Lookup::Key(key) => (Some(key), None, None),
             Lookup::All => (None, None, None),
@@ -186,6 +201,7 @@ impl Client {
         let msg = QueryMsg {
             id,
             origin: 0,
+            flow,
             view,
             key,
             after,

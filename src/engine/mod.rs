@@ -8,7 +8,9 @@
 //! lane to the judge's published watermark every tick ([`live`](crate::live)), take queries into
 //! the query input at the right read time ([`client`]), and step the dataflow.
 
+mod catalog;
 mod client;
+mod flow;
 mod replay;
 
 use std::cell::RefCell;
@@ -28,7 +30,9 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::worker::Worker;
 use tracing::{error, info};
 
+pub use catalog::{Listed, ViewState};
 pub use client::{Client, QueryError, Ticket};
+pub use flow::{Backfill, BackfillSource, FlowSpec};
 
 use crate::answer::Replies;
 use crate::changelog::Changelog;
@@ -37,13 +41,15 @@ use crate::event::{END_OF_TIME, Event, Reject, Time};
 use crate::history::History;
 use crate::lane::{BatchLane, BatchTime, Replayed, SpeedLane};
 use crate::live::{
-    BacklogLimits, Inbox, Inlet, Journal, LateSink, LiveSender, Taken, wall_clock_ms,
+    BacklogLimits, Control, Inbox, Inlet, Journal, LateSink, LiveSender, Taken, wall_clock_ms,
 };
 use crate::metrics::Metrics;
 use crate::serve::QueryMsg;
-use crate::view::{ViewInfo, Views};
+use crate::view::Views;
 use crate::watermark::{LatePolicy, LateRules};
+use catalog::{Catalog, Progress};
 use client::{ReadTimes, Request, mailboxes, take_inbox};
+use flow::Flow;
 
 /// A user's business logic: an event type and the views computed from it, written once for
 /// both lanes.
@@ -121,6 +127,9 @@ pub struct Hooks<E> {
     /// Stores each live batch with its verdicts before it becomes visible (the server's master
     /// dataset); see [`Journal`].
     pub journal: Option<Journal<E>>,
+    /// Where dataflows created while the engine runs read what came before them (the
+    /// journal's master dataset); without it, [`Engine::create`] is refused.
+    pub backfill: Option<Arc<dyn BackfillSource<E>>>,
 }
 
 impl<E> Default for Hooks<E> {
@@ -129,12 +138,16 @@ impl<E> Default for Hooks<E> {
             on_reject: None,
             on_late_drop: None,
             journal: None,
+            backfill: None,
         }
     }
 }
 
 /// A running engine: this process's workers, its live input and its query client.
 pub struct Engine<E: Event> {
+    catalog: Arc<Catalog>,
+    backfill: Option<Arc<dyn BackfillSource<E>>>,
+    next_flow: std::sync::atomic::AtomicU64,
     changelog: Arc<Changelog>,
     live: Option<LiveSender<E>>,
     inlet: Arc<Inlet<E>>,
@@ -189,6 +202,8 @@ impl<E: Event> Engine<E> {
         let (query_boxes, query_inboxes) = mailboxes::<Request>(local);
         let (catalog_tx, catalog_rx) = mpsc::channel();
         let catalog_tx = Mutex::new(catalog_tx);
+        let catalog = Arc::new(Catalog::default());
+        let backfill = hooks.backfill.clone();
         let failure = Arc::new(Mutex::new(None));
         let (idle, tick_every) = (settings.idle_timeout, settings.tick);
         let shared = Arc::new(Shared {
@@ -201,6 +216,7 @@ impl<E: Event> Engine<E> {
             changelog: changelog.clone(),
             inlet: inlet.clone(),
             failure: failure.clone(),
+            catalog: catalog.clone(),
         });
 
         let config = timely::WorkerConfig::default();
@@ -211,9 +227,9 @@ impl<E: Event> Engine<E> {
                 .inbox(&live_inboxes, index)
                 .ok_or("live inbox taken twice")?;
             let queries = take_inbox(&query_inboxes, index).ok_or("query inbox taken twice")?;
-            let result = run_worker(worker, &shared, live, queries, |catalog| {
+            let result = run_worker(worker, &shared, live, queries, || {
                 if let Ok(tx) = catalog_tx.lock() {
-                    let _ = tx.send(catalog);
+                    let _ = tx.send(());
                 }
             });
             if let Err(e) = &result {
@@ -221,11 +237,14 @@ impl<E: Event> Engine<E> {
             }
             result
         })?;
-        let catalog = catalog_rx
+        catalog_rx
             .recv()
             .map_err(|_| "the workers stopped before building their dataflow".to_string())?;
         let ticker = tick(inlet.clone(), idle, tick_every);
         Ok(Engine {
+            catalog: catalog.clone(),
+            backfill,
+            next_flow: std::sync::atomic::AtomicU64::new(1),
             changelog,
             live: Some(LiveSender::new(inlet.clone())),
             inlet,
@@ -246,6 +265,43 @@ impl<E: Event> Engine<E> {
     /// Drops the engine's own live sender, so the speed lanes end with the last clone.
     pub fn end_live(&mut self) {
         self.live = None;
+    }
+
+    /// Builds a dataflow for `pipeline`'s views while the engine runs: backfilled from the
+    /// master dataset, then fed live, every event exactly once (see [`flow`]). Its views are
+    /// listed as backfilling until they reflect everything, then they answer, replacing views
+    /// of the same names in one step. Returns the dataflow's id once every worker of this
+    /// process has it in its stream (it is built as each gets there).
+    pub fn create(&self, pipeline: Arc<dyn Pipeline<Event = E>>) -> Result<u64, String> {
+        let source = self
+            .backfill
+            .as_ref()
+            .ok_or("this engine has no master dataset to backfill new views from")?;
+        let id = self.next_flow.fetch_add(1, Ordering::Relaxed);
+        let progress = Arc::new(Progress::default());
+        self.inlet
+            .sequence(|horizon| {
+                Control::Build(Arc::new(FlowSpec {
+                    id,
+                    pipeline,
+                    horizon,
+                    backfill: source.mark(),
+                    progress,
+                }))
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(id)
+    }
+
+    /// Removes a view (every version of it); its dataflow winds down. Views of the engine's
+    /// first dataflow cannot be dropped.
+    pub fn drop_view(&self, name: &str) -> bool {
+        self.catalog.drop_view(name)
+    }
+
+    /// Whether every view of dataflow `flow` answers (it may not be built yet).
+    pub fn flow_ready(&self, flow: u64) -> bool {
+        self.catalog.flow_ready(flow)
     }
 
     /// A query client.
@@ -319,6 +375,7 @@ struct Shared<E: Event, P> {
     changelog: Arc<Changelog>,
     inlet: Arc<Inlet<E>>,
     failure: Arc<Mutex<Option<String>>>,
+    catalog: Arc<Catalog>,
 }
 
 impl<E: Event, P> Shared<E, P> {
@@ -336,7 +393,7 @@ fn run_worker<E, P>(
     shared: &Shared<E, P>,
     mut live: Inbox<E>,
     requests: Receiver<Request>,
-    publish_catalog: impl FnOnce(Vec<ViewInfo>),
+    built: impl FnOnce(),
 ) -> Result<(), String>
 where
     E: Event,
@@ -393,7 +450,23 @@ where
         )
     });
     let names: Vec<String> = catalog.iter().map(|v| v.name.clone()).collect();
-    publish_catalog(catalog);
+    let leader = worker.index().is_multiple_of(shared.local);
+    if leader {
+        shared
+            .catalog
+            .add(0, catalog, true, Arc::new(Progress::default()));
+        built();
+    }
+    let context = flow::Context {
+        replies: replies.clone(),
+        metrics: metrics.clone(),
+        changelog: settings
+            .changelog
+            .then(|| (shared.changelog.clone(), shared.local)),
+        page_hold: settings.page_hold,
+        local: shared.local,
+    };
+    let mut flows: Vec<Flow<E>> = Vec::new();
 
     // The batch lane: this worker's share of history.
     let started = Instant::now();
@@ -479,10 +552,27 @@ where
             let mut ended = false;
             for _ in 0..LIVE_CHUNK {
                 match live.take() {
-                    Taken::Event(event, at) => lane.apply(event, at),
+                    Taken::Event(event, at) => {
+                        for flow in flows.iter_mut() {
+                            flow.apply(event.clone(), at);
+                        }
+                        lane.apply(event, at);
+                    }
                     Taken::Sync(time, ack) => {
                         lane.advance_to(time);
+                        for flow in flows.iter_mut() {
+                            flow.follow(lane.time());
+                        }
                         let _ = ack.send(lane.time());
+                    }
+                    Taken::Control(Control::Build(spec)) => {
+                        let (flow, views) = Flow::build(worker, &spec, &context);
+                        if leader {
+                            shared
+                                .catalog
+                                .add(spec.id, views, false, spec.progress.clone());
+                        }
+                        flows.push(flow);
                     }
                     Taken::Empty => break,
                     Taken::Ended => {
@@ -495,9 +585,15 @@ where
                 if let Some(lane) = speed.take() {
                     lane.close();
                 }
+                for flow in flows.iter_mut() {
+                    flow.end_live();
+                }
             } else if last_tick.elapsed() >= settings.tick {
                 let target = live.target().unwrap_or(0);
                 lane.advance_to(target);
+                for flow in flows.iter_mut() {
+                    flow.follow(lane.time());
+                }
                 metrics.set_worker_watermark(worker.index(), lane.time());
                 last_tick = Instant::now();
                 if gossips && let Some((newest, idle_for, _)) = shared.inlet.activity() {
@@ -528,10 +624,25 @@ where
         {
             query_input.advance_to(t);
         }
-        if worker.index().is_multiple_of(shared.local)
-            && views_probe.with_frontier(|f| f.iter().all(|t| *t >= plan.horizon))
-        {
-            metrics.views_ready.store(true, Ordering::Relaxed);
+        for flow in flows.iter_mut() {
+            flow.fill();
+            flow.advance_queries();
+            if leader && flow.caught_up() {
+                shared.catalog.ready(flow.id);
+            }
+        }
+        flows.retain_mut(|flow| {
+            let retired = shared.catalog.is_retired(flow.id);
+            if retired {
+                flow.retire();
+            }
+            !retired
+        });
+        if leader {
+            let main = views_probe.with_frontier(|f| f.iter().all(|t| *t >= plan.horizon));
+            metrics
+                .views_ready
+                .store(main && shared.catalog.all_ready(), Ordering::Relaxed);
         }
         if let Some(inbox) = requests.as_ref() {
             loop {
@@ -557,17 +668,36 @@ where
         if target.is_some() {
             for (mut msg, exact, reply) in held.drain(..) {
                 msg.origin = worker.index();
+                let (input, reads, names) = if msg.flow == 0 {
+                    (&mut query_input, &reads, &names)
+                } else {
+                    match flows.iter_mut().find(|f| f.id == msg.flow) {
+                        Some(Flow {
+                            queries: Some(input),
+                            reads,
+                            names,
+                            ..
+                        }) => (input, &*reads, &*names),
+                        // Retired meanwhile: the asker hears that it stopped, and asks again.
+                        _ => continue,
+                    }
+                };
                 if !exact {
-                    msg.time = reads.requested(msg.time).max(*query_input.time());
+                    msg.time = reads.requested(msg.time).max(*input.time());
                 }
                 let name = names.get(msg.view).cloned().unwrap_or_default();
                 replies.borrow_mut().wait(&msg, name, reply);
                 Metrics::add(&metrics.queries, 1);
-                let time = *query_input.time();
-                query_input.update_at(msg, time, 1);
+                let time = *input.time();
+                input.update_at(msg, time, 1);
             }
         }
         query_input.flush();
+        for flow in flows.iter_mut() {
+            if let Some(q) = flow.queries.as_mut() {
+                q.flush();
+            }
+        }
         metrics.set_queries_waiting(worker.index(), (held.len() + replies.borrow().len()) as u64);
 
         if speed.is_none() && requests.is_none() && held.is_empty() && replies.borrow().is_empty() {
@@ -577,6 +707,7 @@ where
     }
     drop(query_input);
     drop(gossip_input);
+    drop(flows);
     while worker.step_or_park(Some(settings.tick)) {}
     match failure {
         Some(e) => Err(e),

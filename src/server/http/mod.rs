@@ -503,7 +503,7 @@ async fn post_watermark<E: Event>(Shared(state): AppState<E>, body: Bytes) -> Re
 }
 
 async fn list_views<E: Event>(Shared(state): AppState<E>) -> Response {
-    Json(json!({"views": state.client.catalog()})).into_response()
+    Json(json!({"views": state.client.views()})).into_response()
 }
 
 /// The rate limiter's key for a client: its IPv4 address, or the /64 network of an IPv6 one

@@ -80,6 +80,9 @@ pub(super) async fn ask<E: Event>(
                 format!("no view is named {view:?}"),
             ));
         }
+        Err(e @ QueryError::Backfilling(..)) => {
+            return Err(unavailable("backfilling", e.to_string(), 1));
+        }
         Err(e) => return Err(unavailable("stopped", e.to_string(), 5)),
     };
     let answer = match tokio::time::timeout(state.query_timeout, rx).await {
@@ -212,7 +215,8 @@ pub(super) async fn read_view<E: Event>(
     if !state.ready() {
         return replaying();
     }
-    let Some(info) = state.client.catalog().iter().find(|v| v.name == view) else {
+    let catalog = state.client.catalog();
+    let Some(info) = catalog.iter().find(|v| v.name == view) else {
         return error(
             StatusCode::NOT_FOUND,
             "unknown_view",
