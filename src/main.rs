@@ -21,7 +21,7 @@ use lambdaflow::live::BacklogLimits;
 use lambdaflow::master::{self, Entry, MasterDataset, MasterOptions, RepairReport, VerifyReport};
 use lambdaflow::server::import::{ImportOptions, import};
 use lambdaflow::server::ingest::FutureLimit;
-use lambdaflow::server::{ServerConfig, serve};
+use lambdaflow::server::{ServerConfig, serve_sql};
 use lambdaflow::watermark::LatePolicy;
 use tracing::info;
 
@@ -62,6 +62,20 @@ enum Command {
         after_help = "Example:\n  lambdaflow gen --events 1000000 --seed 7 --out history.jsonl"
     )]
     Gen(Gen),
+    /// Run SQL statements (CREATE VIEW, CREATE OR REPLACE VIEW, DROP VIEW) on a running server.
+    #[command(
+        after_help = "Examples:\n  lambdaflow sql views.sql\n  echo \"DROP VIEW big_spenders\" | lambdaflow sql -"
+    )]
+    Sql {
+        /// The server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Bearer token, if the server wants one.
+        #[arg(long)]
+        token: Option<String>,
+        /// A file of `;`-separated statements, or `-` for standard input.
+        file: PathBuf,
+    },
     /// Ask a running server for a view, or one key of it, and pretty-print the answer.
     #[command(
         after_help = "Examples:\n  lambdaflow query revenue_by_day\n  lambdaflow query product_stats 42\n  lambdaflow query --url http://127.0.0.1:9000 top_products"
@@ -146,6 +160,10 @@ struct Run {
     /// imported is skipped.
     #[arg(long)]
     history: Vec<PathBuf>,
+    /// SQL views to serve (`CREATE VIEW name AS SELECT ... FROM events ...;`), besides those
+    /// the data directory's catalog keeps (see docs/SQL.md).
+    #[arg(long)]
+    sql: Option<PathBuf>,
     #[command(flatten)]
     rules: ImportRules,
     /// The HTTP address.
@@ -250,6 +268,7 @@ fn main() -> ExitCode {
             view,
             key,
         } => query(&url, as_of, token.as_deref(), &view, key.as_deref()),
+        Command::Sql { url, token, file } => post_sql(&url, token.as_deref(), &file),
         Command::Verify { data_dir, repair } => verify_data(&data_dir, repair),
         Command::Demo {
             listen,
@@ -361,9 +380,16 @@ fn run_server(run: Run) -> Result<(), String> {
             segment_bytes: run.rules.segment_bytes,
             ..MasterOptions::default()
         },
+        sql: match &run.sql {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            ),
+            None => None,
+        },
         ..ServerConfig::new(run.data_dir)
     };
-    runtime()?.block_on(serve(config, EcommerceWithWindows, |_| {}, ctrl_c()))
+    runtime()?.block_on(serve_sql(config, EcommerceWithWindows, |_| {}, ctrl_c()))
 }
 
 fn import_files(
@@ -502,6 +528,45 @@ fn generate(args: Gen) -> Result<(), String> {
     written.map(drop).map_err(|e| e.to_string())
 }
 
+/// Sends a request and pretty-prints its JSON answer; an error status fails.
+fn print_answer(
+    request: reqwest::blocking::RequestBuilder,
+    url: &str,
+    target: &str,
+) -> Result<(), String> {
+    let response = request
+        .send()
+        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .map_err(|e| format!("the answer is not JSON: {e}"))?;
+    let pretty = serde_json::to_string_pretty(&body).map_err(|e| e.to_string())?;
+    writeln!(std::io::stdout().lock(), "{pretty}").map_err(|e| e.to_string())?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{target}: {status}"))
+    }
+}
+
+fn post_sql(url: &str, token: Option<&str>, file: &std::path::Path) -> Result<(), String> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read stdin: {e}"))?
+    } else {
+        std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?
+    };
+    let target = format!("{}/sql", url.trim_end_matches('/'));
+    let mut request = reqwest::blocking::Client::new()
+        .post(&target)
+        .header("content-type", "application/sql")
+        .body(text);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    print_answer(request, url, &target)
+}
+
 fn query(
     url: &str,
     as_of: Option<u64>,
@@ -522,20 +587,7 @@ fn query(
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    let response = request
-        .send()
-        .map_err(|e| format!("cannot reach {url}: {e}"))?;
-    let status = response.status();
-    let body: serde_json::Value = response
-        .json()
-        .map_err(|e| format!("the answer is not JSON: {e}"))?;
-    let pretty = serde_json::to_string_pretty(&body).map_err(|e| e.to_string())?;
-    writeln!(std::io::stdout().lock(), "{pretty}").map_err(|e| e.to_string())?;
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("{target}: {status}"))
-    }
+    print_answer(request, url, &target)
 }
 
 fn demo(listen: SocketAddr, events: u64, rate: u64) -> Result<(), String> {
@@ -583,9 +635,63 @@ fn demo(listen: SocketAddr, events: u64, rate: u64) -> Result<(), String> {
         ctrl_c().await;
         stop.store(true, Ordering::Relaxed);
     };
-    let result = runtime()?.block_on(serve(server, EcommerceWithWindows, on_listening, shutdown));
+    let result = runtime()?.block_on(serve_sql(
+        server,
+        EcommerceWithWindows,
+        on_listening,
+        shutdown,
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// The SQL view the demo creates while it serves.
+const DEMO_VIEW: &str = "CREATE VIEW big_spenders AS
+  SELECT customer, COUNT(*) AS purchases, SUM(amount_cents) AS spent_cents
+  FROM events WHERE kind = 'purchase'
+  GROUP BY customer HAVING SUM(amount_cents) > 100000";
+
+/// Creates a SQL view on the running demo server and shows its backfill.
+fn create_sql_view(client: &reqwest::blocking::Client, base: &str) {
+    let started = std::time::Instant::now();
+    let posted = client
+        .post(format!("{base}/sql"))
+        .header("content-type", "application/sql")
+        .body(DEMO_VIEW)
+        .send();
+    if !posted.is_ok_and(|r| r.status().is_success()) {
+        return tracing::warn!("the demo's SQL view was not created");
+    }
+    println!(
+        "created a SQL view while serving:\n  {DEMO_VIEW}\nbackfilling it from the master dataset..."
+    );
+    loop {
+        let views: Option<serde_json::Value> = client
+            .get(format!("{base}/views"))
+            .send()
+            .ok()
+            .and_then(|r| r.json().ok());
+        let view = views.as_ref().and_then(|v| {
+            v["views"]
+                .as_array()?
+                .iter()
+                .find(|v| v["name"] == "big_spenders")
+                .cloned()
+        });
+        match view {
+            Some(v) if v["state"] == "ready" => break,
+            Some(v) => println!(
+                "  big_spenders: {:.0}%",
+                v["progress"].as_f64().unwrap_or(0.0) * 100.0
+            ),
+            None => {}
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    println!(
+        "big_spenders is ready after {:.2} s: curl {base}/views/big_spenders",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// Posts generated live events to the demo server, in batches every 100 ms.
@@ -597,6 +703,7 @@ fn feed_live(base: &str, start_ts: u64, rate: u64, stop: &AtomicBool) {
             _ => std::thread::sleep(Duration::from_millis(200)),
         }
     }
+    create_sql_view(&client, base);
     let config = GenConfig {
         seed: 43,
         events: u64::MAX / 2_000_000,

@@ -37,8 +37,12 @@ pub struct Metrics {
     pub backlog_events: AtomicU64,
     /// Their bytes.
     pub backlog_bytes: AtomicU64,
-    /// Whether every view reflects the whole replayed history (the server's `/ready`).
+    /// Whether every view reflects the whole replayed history, views being backfilled
+    /// included (the server's `/ready`).
     pub views_ready: AtomicBool,
+    /// Whether the views the engine started with reflect the whole replayed history (the
+    /// server then reads and ingests).
+    pub replayed: AtomicBool,
     /// Each local worker's speed-lane time (its watermark), by worker index.
     worker_watermarks: Mutex<BTreeMap<usize, u64>>,
     /// Queries each local worker has taken and not yet answered, by worker index.

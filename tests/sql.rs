@@ -54,64 +54,6 @@ fn engine_rows(
     out
 }
 
-/// Whether two JSON values are the same answer (doubles to 1e-9, relative).
-fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            if x.is_f64() || y.is_f64() {
-                let (x, y) = (
-                    x.as_f64().unwrap_or(f64::NAN),
-                    y.as_f64().unwrap_or(f64::NAN),
-                );
-                x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs())
-            } else {
-                x.to_string() == y.to_string()
-            }
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
-        }
-        _ => a == b,
-    }
-}
-
-/// A row's text for sorting, with doubles rounded so that near-equal rows sort together.
-fn sort_text(row: &Value) -> String {
-    match row {
-        Value::Object(map) => map
-            .iter()
-            .map(|(k, v)| format!("{k}={}", sort_text(v)))
-            .collect::<Vec<_>>()
-            .join(","),
-        Value::Number(n) if n.is_f64() => format!("{:.6e}", n.as_f64().unwrap_or(0.0)),
-        other => other.to_string(),
-    }
-}
-
-/// Compares one view's rows: in order for a ranked view, as multisets otherwise.
-fn compare(name: &str, ranked: bool, ours: &[Value], duck: &[Value]) -> Result<(), String> {
-    let (mut ours, mut duck) = (ours.to_vec(), duck.to_vec());
-    if !ranked {
-        ours.sort_by_key(sort_text);
-        duck.sort_by_key(sort_text);
-    }
-    if ours.len() != duck.len() {
-        return Err(format!(
-            "{name}: {} rows, DuckDB has {}; first of ours {:?}, of DuckDB {:?}",
-            ours.len(),
-            duck.len(),
-            ours.first(),
-            duck.first()
-        ));
-    }
-    for (i, (a, b)) in ours.iter().zip(&duck).enumerate() {
-        if !same(a, b) {
-            return Err(format!("{name}: row {i} is {a}, DuckDB has {b}"));
-        }
-    }
-    Ok(())
-}
-
 /// Runs `sql` over `history` + `live` in the engine and in DuckDB, and compares every view.
 fn check(sql_path: &Path, workers: usize, history: Vec<Order>, live: &[Order]) -> Vec<String> {
     let sql = std::fs::read_to_string(sql_path).expect("the SQL reads");
@@ -134,7 +76,7 @@ fn check(sql_path: &Path, workers: usize, history: Vec<Order>, live: &[Order]) -
     for (name, rows) in duck {
         let theirs = rows.as_array().cloned().unwrap_or_default();
         let mine = ours.get(name).cloned().unwrap_or_default();
-        if let Err(e) = compare(name, ranked[name], &mine, &theirs) {
+        if let Err(e) = support::duckdb::compare(name, ranked[name], &mine, &theirs) {
             failures.push(e);
         }
     }
@@ -211,4 +153,31 @@ proptest! {
         let failures = check(&corpus_path(), workers, history.to_vec(), live);
         prop_assert!(failures.is_empty(), "{} views differ:\n{}", failures.len(), failures.join("\n"));
     }
+}
+
+#[test]
+fn malformed_and_unsupported_statements_are_refused_with_their_reason() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql/errors.sql");
+    let text = std::fs::read_to_string(path).expect("errors.sql");
+    let mut wrong = Vec::new();
+    let mut count = 0;
+    for line in text.lines().filter(|l| l.contains("-- expect:")) {
+        let (statement, expect) = line.split_once("-- expect:").expect("an expectation");
+        let expect = expect.trim().to_lowercase();
+        count += 1;
+        match SqlViews::<Order>::new(statement) {
+            Ok(_) => wrong.push(format!("accepted: {statement}")),
+            Err(e) if !e.to_string().to_lowercase().contains(&expect) => {
+                wrong.push(format!("{statement}\n  said {e:?}, expected {expect:?}"))
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(count >= 20, "at least 20 statements");
+    assert!(
+        wrong.is_empty(),
+        "{} of {count}:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
 }

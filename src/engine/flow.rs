@@ -90,7 +90,12 @@ pub(super) struct Flow<E: Event> {
     pub names: Vec<String>,
     /// Whether the live input has ended (the speed lane closes once the backfill is done).
     live_ended: bool,
+    /// When the catalog retired it: it still answers the queries sent before, for a moment.
+    pub retired: Option<std::time::Instant>,
 }
+
+/// How long a retired flow still answers the queries that were on their way to it.
+pub(super) const RETIRE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What a flow is built with, besides its spec.
 pub(super) struct Context {
@@ -144,6 +149,7 @@ impl<E: Event> Flow<E> {
             reads: ReadTimes::new(BatchTime::Single, spec.horizon),
             names: catalog.iter().map(|v| v.name.clone()).collect(),
             live_ended: false,
+            retired: None,
         };
         (flow, catalog)
     }

@@ -145,9 +145,7 @@ impl<E> Default for Hooks<E> {
 
 /// A running engine: this process's workers, its live input and its query client.
 pub struct Engine<E: Event> {
-    catalog: Arc<Catalog>,
-    backfill: Option<Arc<dyn BackfillSource<E>>>,
-    next_flow: std::sync::atomic::AtomicU64,
+    flows: Flows<E>,
     changelog: Arc<Changelog>,
     live: Option<LiveSender<E>>,
     inlet: Arc<Inlet<E>>,
@@ -242,9 +240,12 @@ impl<E: Event> Engine<E> {
             .map_err(|_| "the workers stopped before building their dataflow".to_string())?;
         let ticker = tick(inlet.clone(), idle, tick_every);
         Ok(Engine {
-            catalog: catalog.clone(),
-            backfill,
-            next_flow: std::sync::atomic::AtomicU64::new(1),
+            flows: Flows {
+                catalog: catalog.clone(),
+                backfill,
+                inlet: inlet.clone(),
+                next: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+            },
             changelog,
             live: Some(LiveSender::new(inlet.clone())),
             inlet,
@@ -267,41 +268,9 @@ impl<E: Event> Engine<E> {
         self.live = None;
     }
 
-    /// Builds a dataflow for `pipeline`'s views while the engine runs: backfilled from the
-    /// master dataset, then fed live, every event exactly once (see [`flow`]). Its views are
-    /// listed as backfilling until they reflect everything, then they answer, replacing views
-    /// of the same names in one step. Returns the dataflow's id once every worker of this
-    /// process has it in its stream (it is built as each gets there).
-    pub fn create(&self, pipeline: Arc<dyn Pipeline<Event = E>>) -> Result<u64, String> {
-        let source = self
-            .backfill
-            .as_ref()
-            .ok_or("this engine has no master dataset to backfill new views from")?;
-        let id = self.next_flow.fetch_add(1, Ordering::Relaxed);
-        let progress = Arc::new(Progress::default());
-        self.inlet
-            .sequence(|horizon| {
-                Control::Build(Arc::new(FlowSpec {
-                    id,
-                    pipeline,
-                    horizon,
-                    backfill: source.mark(),
-                    progress,
-                }))
-            })
-            .map_err(|e| e.to_string())?;
-        Ok(id)
-    }
-
-    /// Removes a view (every version of it); its dataflow winds down. Views of the engine's
-    /// first dataflow cannot be dropped.
-    pub fn drop_view(&self, name: &str) -> bool {
-        self.catalog.drop_view(name)
-    }
-
-    /// Whether every view of dataflow `flow` answers (it may not be built yet).
-    pub fn flow_ready(&self, flow: u64) -> bool {
-        self.catalog.flow_ready(flow)
+    /// Builds dataflows while the engine runs, and drops views (see [`Flows`]).
+    pub fn flows(&self) -> Flows<E> {
+        self.flows.clone()
     }
 
     /// A query client.
@@ -361,6 +330,63 @@ impl<E: Event> Engine<E> {
         } else {
             Err(errors.join("; "))
         }
+    }
+}
+
+/// Builds dataflows while the engine runs and drops views; clone it freely.
+pub struct Flows<E: Event> {
+    catalog: Arc<Catalog>,
+    backfill: Option<Arc<dyn BackfillSource<E>>>,
+    inlet: Arc<Inlet<E>>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<E: Event> Clone for Flows<E> {
+    fn clone(&self) -> Self {
+        Flows {
+            catalog: self.catalog.clone(),
+            backfill: self.backfill.clone(),
+            inlet: self.inlet.clone(),
+            next: self.next.clone(),
+        }
+    }
+}
+
+impl<E: Event> Flows<E> {
+    /// Builds a dataflow for `pipeline`'s views while the engine runs: backfilled from the
+    /// master dataset, then fed live, every event exactly once (see [`flow`]). Its views are
+    /// listed as backfilling until they reflect everything, then they answer, replacing views
+    /// of the same names in one step. Returns the dataflow's id once every worker of this
+    /// process has it in its stream (each builds it as it gets there).
+    pub fn create(&self, pipeline: Arc<dyn Pipeline<Event = E>>) -> Result<u64, String> {
+        let source = self
+            .backfill
+            .as_ref()
+            .ok_or("this engine has no master dataset to backfill new views from")?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let progress = Arc::new(Progress::default());
+        self.inlet
+            .sequence(|horizon| {
+                Control::Build(Arc::new(FlowSpec {
+                    id,
+                    pipeline,
+                    horizon,
+                    backfill: source.mark(),
+                    progress,
+                }))
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(id)
+    }
+
+    /// Removes a view (every version of it); a dataflow left serving nothing winds down.
+    pub fn drop_view(&self, name: &str) -> bool {
+        self.catalog.drop_view(name)
+    }
+
+    /// Whether every view of dataflow `flow` answers (false until it is built).
+    pub fn ready(&self, flow: u64) -> bool {
+        self.catalog.flow_ready(flow)
     }
 }
 
@@ -632,14 +658,22 @@ where
             }
         }
         flows.retain_mut(|flow| {
-            let retired = shared.catalog.is_retired(flow.id);
-            if retired {
+            if flow.retired.is_none() && shared.catalog.is_retired(flow.id) {
+                flow.retired = Some(Instant::now());
+            }
+            let gone = flow
+                .retired
+                .is_some_and(|at| at.elapsed() >= flow::RETIRE_GRACE);
+            if gone {
                 flow.retire();
             }
-            !retired
+            !gone
         });
         if leader {
             let main = views_probe.with_frontier(|f| f.iter().all(|t| *t >= plan.horizon));
+            if main {
+                metrics.replayed.store(true, Ordering::Relaxed);
+            }
             metrics
                 .views_ready
                 .store(main && shared.catalog.all_ready(), Ordering::Relaxed);

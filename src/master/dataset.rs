@@ -358,6 +358,42 @@ impl<E: Serialize + DeserializeOwned> MasterDataset<E> {
         };
         reading.share(share, &AtomicU64::new(0), on_event)
     }
+
+    /// Marks what is durable now, to read exactly that later ([`read_mark`](Self::read_mark)),
+    /// however much is appended meanwhile.
+    pub fn mark(&self) -> Mark {
+        let until = self.lock().durable_end;
+        Mark {
+            until,
+            bytes: self.bytes(),
+        }
+    }
+
+    /// Replays share `share` of the records durable at `mark`, adding the bytes read to
+    /// `progress`.
+    pub fn read_mark(
+        &self,
+        mark: &Mark,
+        share: Share,
+        progress: &AtomicU64,
+        on_event: impl FnMut(E),
+    ) -> Result<ReadStats> {
+        let reading = Reading {
+            storage: &*self.storage,
+            dir: &self.dir,
+            schema_version: self.options.schema_version,
+            until: Some(mark.until),
+        };
+        reading.share(share, progress, on_event)
+    }
+}
+
+/// A point of the log: what was durable when it was taken ([`MasterDataset::mark`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    until: (u64, u64),
+    /// The bytes of the records before it (for progress).
+    pub bytes: u64,
 }
 
 impl<E> MasterDataset<E> {

@@ -124,7 +124,7 @@ mod storage;
 #[cfg(test)]
 mod tests;
 
-pub use dataset::MasterDataset;
+pub use dataset::{Mark, MasterDataset};
 pub use entry::{Entry, ImportMark};
 pub use format::{FRAME_BYTES, HEADER_BYTES, MARKER_BYTES, MAX_RECORD_BYTES};
 pub use recover::{Cut, Damage, RepairReport, repair, repair_with};

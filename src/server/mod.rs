@@ -20,6 +20,7 @@ pub mod import;
 pub mod ingest;
 pub mod prometheus;
 mod sink;
+pub mod sql;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,11 +33,12 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::cluster::Cluster;
-use crate::engine::{Engine, Hooks, Pipeline, Settings};
+use crate::engine::{Backfill, BackfillSource, Engine, Flows, Hooks, Pipeline, Settings};
 use crate::history::History;
-use crate::master::{Entry, MasterDataset, MasterOptions};
+use crate::master::{Entry, Mark, MasterDataset, MasterOptions};
 use crate::metrics::Metrics;
 use crate::progress::Progress;
+use crate::sql::{SqlSource, SqlViews, WithSql};
 use dead_letter::DeadLetter;
 use ingest::FutureLimit;
 
@@ -68,6 +70,9 @@ pub struct ServerConfig {
     /// How many `POST /events` requests may be in progress at once (503 above it): with the
     /// body size, a bound on the memory ingest can take.
     pub max_ingest_requests: usize,
+    /// SQL statements (`CREATE VIEW ...`) to start with, besides the catalog of the data
+    /// directory (for servers with a SQL source: [`serve_sql`]).
+    pub sql: Option<String>,
 }
 
 impl ServerConfig {
@@ -86,9 +91,13 @@ impl ServerConfig {
             sink_dir: None,
             max_future: FutureLimit::default(),
             max_ingest_requests: 64,
+            sql: None,
         }
     }
 }
+
+/// Builds the runner of SQL statements once the engine runs.
+type MakeStatements<E> = Box<dyn FnOnce(Flows<E>) -> Arc<dyn sql::Statements> + Send>;
 
 /// Opens the master dataset, starts the engine replaying it, serves HTTP until `shutdown`
 /// completes, then stops cleanly (the engine finishes once every process has stopped).
@@ -97,6 +106,88 @@ impl ServerConfig {
 pub async fn serve<P: Pipeline>(
     config: ServerConfig,
     pipeline: P,
+    on_listening: impl FnOnce(SocketAddr) + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    serve_with(config, pipeline, None, on_listening, shutdown).await
+}
+
+/// [`serve`], with SQL views over the pipeline's events beside its own: those of the data
+/// directory's catalog and of [`ServerConfig::sql`] from the start, and any created with
+/// `POST /sql` while it runs (see [`sql`]).
+pub async fn serve_sql<P>(
+    config: ServerConfig,
+    pipeline: P,
+    on_listening: impl FnOnce(SocketAddr) + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String>
+where
+    P: Pipeline,
+    P::Event: SqlSource,
+{
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot create the data directory {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let views: SqlViews<P::Event> = sql::load(&config.data_dir, config.sql.as_deref())?;
+    let refused = (config.cluster.processes > 1).then(|| {
+        "POST /sql on a server of several processes is not supported yet: start every process with the same --sql FILE".to_string()
+    });
+    let data_dir = config.data_dir.clone();
+    let defined = views.clone();
+    let make: MakeStatements<P::Event> = Box::new(move |flows| {
+        sql::SqlCatalog::new(defined, flows, data_dir, refused) as Arc<dyn sql::Statements>
+    });
+    let pipeline = WithSql {
+        pipeline,
+        sql: views,
+    };
+    serve_with(config, pipeline, Some(make), on_listening, shutdown).await
+}
+
+/// Backfills from the master dataset, as it was when marked.
+struct MasterBackfill<E> {
+    master: Arc<MasterDataset<Entry<E>>>,
+}
+
+struct Marked<E> {
+    master: Arc<MasterDataset<Entry<E>>>,
+    mark: Mark,
+}
+
+impl<E: crate::event::Event> BackfillSource<E> for MasterBackfill<E> {
+    fn mark(&self) -> Arc<dyn Backfill<E>> {
+        Arc::new(Marked {
+            master: self.master.clone(),
+            mark: self.master.mark(),
+        })
+    }
+}
+
+impl<E: crate::event::Event> Backfill<E> for Marked<E> {
+    fn bytes(&self) -> u64 {
+        self.mark.bytes
+    }
+
+    fn read(
+        &self,
+        share: crate::history::Share,
+        progress: &std::sync::atomic::AtomicU64,
+        on_entry: &mut dyn FnMut(Entry<E>),
+    ) -> Result<(), String> {
+        self.master
+            .read_mark(&self.mark, share, progress, on_entry)
+            .map(drop)
+            .map_err(|e| format!("cannot backfill from the master dataset: {e}"))
+    }
+}
+
+async fn serve_with<P: Pipeline>(
+    config: ServerConfig,
+    pipeline: P,
+    statements: Option<MakeStatements<P::Event>>,
     on_listening: impl FnOnce(SocketAddr) + Send,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
@@ -152,6 +243,9 @@ pub async fn serve<P: Pipeline>(
     let hooks = Hooks {
         on_late_drop: Some(dead_letter.sink()),
         journal: Some(journal),
+        backfill: Some(Arc::new(MasterBackfill {
+            master: master.clone(),
+        })),
         ..Hooks::default()
     };
     let mut engine = tokio::task::spawn_blocking(move || {
@@ -173,7 +267,7 @@ pub async fn serve<P: Pipeline>(
             "replaying the master dataset",
             total_bytes,
             Box::new(move || {
-                let done = metrics.views_ready.load(Ordering::Relaxed);
+                let done = metrics.replayed.load(Ordering::Relaxed);
                 (
                     Metrics::get(&metrics.history_bytes),
                     Metrics::get(&metrics.history_events),
@@ -185,6 +279,7 @@ pub async fn serve<P: Pipeline>(
 
     let exporter = prometheus::Exporter::new(metrics.clone(), master.clone(), total_bytes, workers);
     let (stopping, shutdown_watch) = tokio::sync::watch::channel(false);
+    let statements = statements.map(|make| make(engine.flows()));
     let state = Arc::new(http::State::new(
         &config,
         &engine,
@@ -192,6 +287,7 @@ pub async fn serve<P: Pipeline>(
         exporter,
         dead_letter.clone(),
         shutdown_watch,
+        statements,
     ));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -214,7 +310,7 @@ pub async fn serve<P: Pipeline>(
                     }
                     return;
                 }
-                if metrics.views_ready.load(Ordering::Relaxed) {
+                if metrics.replayed.load(Ordering::Relaxed) {
                     dead_letter.replayed();
                     break;
                 }

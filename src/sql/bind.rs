@@ -410,7 +410,7 @@ impl Binder<'_> {
                         return Err(error_at(
                             x,
                             format!(
-                                "{}({ty}) is not supported: it needs a number",
+                                "type mismatch: {}({ty}) is not supported, it needs a number",
                                 name.to_uppercase()
                             ),
                         ));
@@ -1096,6 +1096,12 @@ impl Binder<'_> {
         };
         if spec.window_frame.is_some() {
             return Err(error_at(at, "window frames are not supported"));
+        }
+        if spec.order_by.is_empty() {
+            return Err(error_at(
+                at,
+                "ROW_NUMBER() needs ORDER BY in its OVER (...): without it the numbering is arbitrary",
+            ));
         }
         if self.window.as_deref().is_some_and(Option::is_some) {
             return Err(error_at(

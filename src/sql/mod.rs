@@ -134,7 +134,30 @@ impl std::error::Error for SqlError {}
 /// SQL views over the events of type `E` (the source `E::NAME`), as a [`Pipeline`].
 pub struct SqlViews<E> {
     views: Vec<ViewPlan>,
+    /// Registers only this view (the others are its inputs), if set.
+    serve: Option<String>,
     event: PhantomData<fn() -> E>,
+}
+
+impl<E> Clone for SqlViews<E> {
+    fn clone(&self) -> Self {
+        SqlViews {
+            views: self.views.clone(),
+            serve: self.serve.clone(),
+            event: PhantomData,
+        }
+    }
+}
+
+/// What one statement changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A view was defined.
+    Created(String),
+    /// A view got a new definition.
+    Replaced(String),
+    /// A view was removed.
+    Dropped(String),
 }
 
 impl<E: SqlSource> SqlViews<E> {
@@ -143,85 +166,121 @@ impl<E: SqlSource> SqlViews<E> {
     pub fn new(text: &str) -> Result<SqlViews<E>, SqlError> {
         let mut views = SqlViews {
             views: Vec::new(),
+            serve: None,
             event: PhantomData,
         };
         views.define(text)?;
         Ok(views)
     }
 
-    /// Adds the views of `text` (all of them or, on an error, none).
-    pub fn define(&mut self, text: &str) -> Result<(), SqlError> {
-        let mut planned = self.views.clone();
+    /// Runs the statements of `text` (all of them or, on an error, none), and says what each
+    /// changed.
+    pub fn define(&mut self, text: &str) -> Result<Vec<Change>, SqlError> {
+        let mut next = self.clone();
+        let mut changes = Vec::new();
         for statement in parse::parse(text)? {
-            match statement {
-                Statement::CreateView {
-                    name,
-                    or_replace,
-                    query,
-                    sql,
-                } => {
-                    if name.eq_ignore_ascii_case(E::NAME) {
-                        return Err(SqlError::new(
-                            format!(
-                                "{name} is a source: a view needs another name (it is reserved)"
-                            ),
-                            0,
-                            0,
-                        ));
-                    }
-                    let existing = planned
-                        .iter()
-                        .position(|v| v.name.eq_ignore_ascii_case(&name));
-                    if existing.is_some() && !or_replace {
-                        return Err(SqlError::new(
-                            format!(
-                                "a view named {name} already exists (CREATE OR REPLACE VIEW replaces it)"
-                            ),
-                            0,
-                            0,
-                        ));
-                    }
-                    let sources = [(E::NAME.to_string(), E::columns())];
-                    let known: Vec<(String, Vec<Column>)> = planned
-                        .iter()
-                        .filter(|v| !v.name.eq_ignore_ascii_case(&name))
-                        .map(|v| (v.name.clone(), v.body.columns.clone()))
-                        .collect();
-                    let catalog = Catalog {
-                        sources: &sources,
-                        views: &known,
-                    };
-                    let view = plan::plan_view(&catalog, &name, &sql, &query)?;
-                    match existing {
-                        Some(i) => planned[i] = view,
-                        None => planned.push(view),
-                    }
-                }
-                Statement::DropView { name, if_exists } => {
-                    match planned
-                        .iter()
-                        .position(|v| v.name.eq_ignore_ascii_case(&name))
-                    {
-                        Some(i) => {
-                            planned.remove(i);
-                        }
-                        None if if_exists => {}
-                        None => {
-                            return Err(SqlError::new(format!("unknown view {name}"), 0, 0));
-                        }
-                    }
-                }
-                Statement::Select(_) => {
+            changes.push(next.apply(statement)?);
+        }
+        *self = next;
+        Ok(changes)
+    }
+
+    /// Runs one statement.
+    fn apply(&mut self, statement: Statement) -> Result<Change, SqlError> {
+        match statement {
+            Statement::CreateView {
+                name,
+                or_replace,
+                query,
+                sql,
+            } => {
+                if name.eq_ignore_ascii_case(E::NAME) {
                     return Err(SqlError::new(
-                        "a plain SELECT is an ad-hoc query, not a view: write CREATE VIEW name AS SELECT ...",
+                        format!("{name} is a source: a view needs another name (it is reserved)"),
                         0,
                         0,
                     ));
                 }
+                let existing = self.position(&name);
+                if existing.is_some() && !or_replace {
+                    return Err(SqlError::new(
+                        format!(
+                            "a view named {name} already exists (CREATE OR REPLACE VIEW replaces it)"
+                        ),
+                        0,
+                        0,
+                    ));
+                }
+                if existing.is_some() {
+                    self.refuse_if_read(&name, "replace")?;
+                }
+                let sources = [(E::NAME.to_string(), E::columns())];
+                let known: Vec<(String, Vec<Column>)> = self
+                    .views
+                    .iter()
+                    .filter(|v| !v.name.eq_ignore_ascii_case(&name))
+                    .map(|v| (v.name.clone(), v.body.columns.clone()))
+                    .collect();
+                let catalog = Catalog {
+                    sources: &sources,
+                    views: &known,
+                };
+                let view = plan::plan_view(&catalog, &name, &sql, &query)?;
+                Ok(match existing {
+                    Some(i) => {
+                        self.views[i] = view;
+                        Change::Replaced(name)
+                    }
+                    None => {
+                        self.views.push(view);
+                        Change::Created(name)
+                    }
+                })
             }
+            Statement::DropView { name, if_exists } => match self.position(&name) {
+                Some(i) => {
+                    self.refuse_if_read(&name, "drop")?;
+                    let name = self.views.remove(i).name;
+                    Ok(Change::Dropped(name))
+                }
+                None if if_exists => Ok(Change::Dropped(name)),
+                None => Err(SqlError::new(format!("unknown view {name}"), 0, 0)),
+            },
+            Statement::Select(_) => Err(SqlError::new(
+                "a plain SELECT is an ad-hoc query, not a view: write CREATE VIEW name AS SELECT ...",
+                0,
+                0,
+            )),
         }
-        self.views = planned;
-        Ok(())
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        self.views
+            .iter()
+            .position(|v| v.name.eq_ignore_ascii_case(name))
+    }
+
+    /// A view that others read is neither replaced nor dropped: they would keep reading the
+    /// old definition. (Drop or replace the readers first.)
+    fn refuse_if_read(&self, name: &str, what: &str) -> Result<(), SqlError> {
+        let readers: Vec<&str> = self
+            .views
+            .iter()
+            .filter(|v| v.reads().iter().any(|r| r.eq_ignore_ascii_case(name)))
+            .map(|v| v.name.as_str())
+            .collect();
+        if readers.is_empty() {
+            Ok(())
+        } else {
+            Err(SqlError::new(
+                format!(
+                    "cannot {what} view {name}: {} read it (drop or replace them first)",
+                    readers.join(", ")
+                ),
+                0,
+                0,
+            ))
+        }
     }
 
     /// The planned views, in definition order.
@@ -229,7 +288,35 @@ impl<E: SqlSource> SqlViews<E> {
         &self.views
     }
 
-    /// Builds every view over `events`, registering each in `views`.
+    /// A pipeline that serves only view `name`, computing the views it reads as its inputs.
+    pub fn pipeline_for(&self, name: &str) -> Option<SqlViews<E>> {
+        let target = self.views.iter().find(|v| v.name == name)?;
+        let mut needed = vec![target.name.clone()];
+        let mut i = 0;
+        while i < needed.len() {
+            if let Some(v) = self.views.iter().find(|v| v.name == needed[i]) {
+                for r in v.reads() {
+                    if !needed.contains(&r) {
+                        needed.push(r);
+                    }
+                }
+            }
+            i += 1;
+        }
+        Some(SqlViews {
+            views: self
+                .views
+                .iter()
+                .filter(|v| needed.contains(&v.name))
+                .cloned()
+                .collect(),
+            serve: Some(name.to_string()),
+            event: PhantomData,
+        })
+    }
+
+    /// Builds every view over `events`, registering each in `views` (or only the one this
+    /// pipeline serves).
     pub fn build_over<'s>(&self, events: VecCollection<'s, Time, E>, views: &mut Views<'s>) {
         let rows = events.map(|e| e.row());
         let mut inputs = render::Inputs {
@@ -238,7 +325,9 @@ impl<E: SqlSource> SqlViews<E> {
         };
         for view in &self.views {
             let rows = render::render(&view.body.plan, &inputs);
-            register::register(view, rows.clone(), views);
+            if self.serve.as_ref().is_none_or(|s| *s == view.name) {
+                register::register(view, rows.clone(), views);
+            }
             inputs.views.push((view.name.clone(), rows));
         }
     }

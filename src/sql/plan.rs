@@ -102,6 +102,35 @@ pub struct ViewPlan {
     pub ranking: Option<Ranking>,
 }
 
+impl ViewPlan {
+    /// The views this view reads.
+    pub fn reads(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        reads(&self.body.plan, &mut out);
+        out
+    }
+}
+
+fn reads(plan: &Plan, out: &mut Vec<String>) {
+    match plan {
+        Plan::Scan(_) => {}
+        Plan::View(name) => {
+            if !out.contains(name) {
+                out.push(name.clone());
+            }
+        }
+        Plan::Filter(input, _)
+        | Plan::Project(input, _)
+        | Plan::Distinct(input)
+        | Plan::Aggregate { input, .. }
+        | Plan::Rank { input, .. } => reads(input, out),
+        Plan::Join { left, right, .. } => {
+            reads(left, out);
+            reads(right, out);
+        }
+    }
+}
+
 /// What names a query can read: sources and earlier views.
 pub struct Catalog<'a> {
     /// Each source's name and columns.
@@ -609,7 +638,7 @@ impl Planner<'_, '_> {
         if left_keys.is_empty() {
             return Err(error_at(
                 on,
-                "a join needs an equality between its two sides (ON a.x = b.y); other joins are not supported",
+                "a join needs an equality between its two sides (ON a.x = b.y): only equi-joins are supported",
             ));
         }
         let residual = residual

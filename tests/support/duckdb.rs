@@ -75,3 +75,71 @@ pub fn views(events: &Path, sql: &Path) -> Value {
     );
     serde_json::from_slice(&out.stdout).expect("the oracle writes JSON")
 }
+
+/// Whether two JSON values are the same answer (doubles to 1e-9, relative).
+pub fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            if x.is_f64() || y.is_f64() {
+                let (x, y) = (
+                    x.as_f64().unwrap_or(f64::NAN),
+                    y.as_f64().unwrap_or(f64::NAN),
+                );
+                x == y || (x - y).abs() <= 1e-9 * x.abs().max(y.abs())
+            } else {
+                x.to_string() == y.to_string()
+            }
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// A row's text for sorting, with doubles rounded so that near-equal rows sort together.
+pub fn sort_text(row: &Value) -> String {
+    match row {
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| format!("{k}={}", sort_text(v)))
+            .collect::<Vec<_>>()
+            .join(","),
+        Value::Number(n) if n.is_f64() => format!("{:.6e}", n.as_f64().unwrap_or(0.0)),
+        other => other.to_string(),
+    }
+}
+
+/// Compares one view's rows: in order for a ranked view, as multisets otherwise.
+pub fn compare(name: &str, ranked: bool, ours: &[Value], duck: &[Value]) -> Result<(), String> {
+    let (mut ours, mut duck) = (ours.to_vec(), duck.to_vec());
+    if !ranked {
+        ours.sort_by_key(sort_text);
+        duck.sort_by_key(sort_text);
+    }
+    if ours.len() != duck.len() {
+        let texts = |rows: &[Value]| -> Vec<String> { rows.iter().map(sort_text).collect() };
+        let (mine, theirs) = (texts(&ours), texts(&duck));
+        let only_ours: Vec<&String> = mine
+            .iter()
+            .filter(|r| !theirs.contains(r))
+            .take(3)
+            .collect();
+        let only_duck: Vec<&String> = theirs
+            .iter()
+            .filter(|r| !mine.contains(r))
+            .take(3)
+            .collect();
+        return Err(format!(
+            "{name}: {} rows, DuckDB has {}; only ours: {only_ours:?}; only DuckDB's: {only_duck:?}",
+            ours.len(),
+            duck.len(),
+        ));
+    }
+    for (i, (a, b)) in ours.iter().zip(&duck).enumerate() {
+        if !same(a, b) {
+            return Err(format!("{name}: row {i} is {a}, DuckDB has {b}"));
+        }
+    }
+    Ok(())
+}

@@ -26,6 +26,7 @@ use super::ServerConfig;
 use tokio::sync::{Semaphore, watch};
 
 mod read;
+mod sql;
 mod subscribe;
 
 use super::dead_letter::DeadLetter;
@@ -54,6 +55,8 @@ pub struct State<E: Event> {
     /// Turns true when the server shuts down: subscriptions end.
     shutdown: watch::Receiver<bool>,
     max_body_bytes: usize,
+    /// Runs `POST /sql`, on servers with a SQL source.
+    statements: Option<Arc<dyn crate::server::sql::Statements>>,
 }
 
 impl<E: Event> State<E> {
@@ -64,6 +67,7 @@ impl<E: Event> State<E> {
         exporter: Exporter,
         dead_letter: Arc<DeadLetter>,
         shutdown: watch::Receiver<bool>,
+        statements: Option<Arc<dyn crate::server::sql::Statements>>,
     ) -> Self {
         let (changelog, client, metrics) = (engine.changelog(), engine.client(), engine.metrics());
         State {
@@ -83,11 +87,14 @@ impl<E: Event> State<E> {
             dead_letter,
             shutdown,
             max_body_bytes: config.max_body_bytes,
+            statements,
         }
     }
 
+    /// Whether history is replayed: reads and ingest go on (views created since may still be
+    /// backfilling: `/ready` waits for them too).
     fn ready(&self) -> bool {
-        self.metrics.views_ready.load(Ordering::Relaxed)
+        self.metrics.replayed.load(Ordering::Relaxed)
     }
 
     fn watermark(&self) -> Time {
@@ -114,6 +121,7 @@ pub fn router<E: Event>(state: Arc<State<E>>, max_body_bytes: usize) -> Router {
     Router::new()
         .merge(ingest)
         .route("/watermark", post(post_watermark::<E>))
+        .route("/sql", post(sql::post_sql::<E>))
         .route("/views", get(list_views::<E>))
         .route("/views/{view}", get(read::read_view::<E>))
         .route("/views/{view}/{key}", get(read::read_key::<E>))
@@ -286,7 +294,7 @@ async fn guard<E: Event>(
 }
 
 async fn ready<E: Event>(Shared(state): AppState<E>) -> Response {
-    if state.ready() {
+    if state.metrics.views_ready.load(Ordering::Relaxed) {
         Json(json!({"ready": true})).into_response()
     } else {
         let body = json!({

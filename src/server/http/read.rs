@@ -47,6 +47,8 @@ pub(super) struct ReadParams {
     pub(super) as_of: Option<Time>,
     limit: Option<usize>,
     after: Option<String>,
+    /// A key, written as its text (a JSON array for a key of several columns).
+    key: Option<String>,
 }
 
 /// How a read asks for its time.
@@ -138,8 +140,18 @@ pub(super) async fn read_key<E: Event>(
     if !state.ready() {
         return replaying();
     }
-    let time = ReadTime::AtLeast(params.as_of);
-    let answer = match ask(&state, Query::key(&view, &key), time).await {
+    read_one(&state, view, key, params.as_of).await
+}
+
+/// The row of one key.
+async fn read_one<E: Event>(
+    state: &State<E>,
+    view: String,
+    key: String,
+    as_of: Option<Time>,
+) -> Response {
+    let time = ReadTime::AtLeast(as_of);
+    let answer = match ask(state, Query::key(&view, &key), time).await {
         Ok(answer) => answer,
         Err(response) => return response,
     };
@@ -187,10 +199,18 @@ fn parse_cursor(text: &str) -> Option<(Time, String)> {
     Some((as_of, String::from_utf8(bytes?).ok()?))
 }
 
-fn rows_json(rows: Vec<(String, Value)>) -> Vec<Value> {
-    rows.into_iter()
-        .map(|(key, value)| json!({"key": key, "value": value}))
-        .collect()
+/// The rows of an answer as JSON: `{"key", "value"}` objects, or for a SQL view the rows
+/// themselves (objects with every column; a row that occurs `n` times, `n` times).
+fn rows_json(rows: Vec<(String, Value)>, sql: bool) -> Vec<Value> {
+    let mut out = Vec::with_capacity(rows.len());
+    for (key, value) in rows {
+        match value {
+            Value::Array(many) if sql => out.extend(many),
+            value if sql => out.push(value),
+            value => out.push(json!({"key": key, "value": value})),
+        }
+    }
+    out
 }
 
 /// Renders an answer's rows on a blocking thread.
@@ -223,14 +243,29 @@ pub(super) async fn read_view<E: Event>(
             format!("no view is named {view:?}"),
         );
     };
+    let sql = info.sql.is_some();
+    if let Some(key) = params.key {
+        return read_one(&state, view, key, params.as_of).await;
+    }
     if info.kind == ViewKind::Ranked {
         let time = ReadTime::AtLeast(params.as_of);
+        let limit = info.limit;
         return match ask(&state, Query::all(&view), time).await {
             Ok(Answer {
                 as_of,
                 value: AnswerValue::Ranked(list),
                 ..
-            }) => Json(json!({"view": view, "as_of": as_of, "rows": list})).into_response(),
+            }) => {
+                let list = if sql {
+                    let mut rows =
+                        rows_json(list.into_iter().map(|v| (String::new(), v)).collect(), true);
+                    rows.truncate(limit.unwrap_or(usize::MAX));
+                    rows
+                } else {
+                    list
+                };
+                Json(json!({"view": view, "as_of": as_of, "rows": list})).into_response()
+            }
             Ok(_) => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -244,13 +279,18 @@ pub(super) async fn read_view<E: Event>(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/x-ndjson"));
     if params.limit.is_some() || params.after.is_some() {
-        return read_page(&state, view, params).await;
+        return read_page(&state, view, params, sql).await;
     }
-    stream_view(state.clone(), view, params.as_of, lines).await
+    stream_view(state.clone(), view, params.as_of, lines, sql).await
 }
 
 /// One page of a keyed view.
-async fn read_page<E: Event>(state: &State<E>, view: String, params: ReadParams) -> Response {
+async fn read_page<E: Event>(
+    state: &State<E>,
+    view: String,
+    params: ReadParams,
+    sql: bool,
+) -> Response {
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
         return error(
@@ -281,7 +321,7 @@ async fn read_page<E: Event>(state: &State<E>, view: String, params: ReadParams)
         Err(response) => return response,
     };
     let next = answer.next.as_deref().map(|k| cursor(answer.as_of, k));
-    Json(json!({"view": view, "as_of": answer.as_of, "rows": rows_json(rows), "next": next}))
+    Json(json!({"view": view, "as_of": answer.as_of, "rows": rows_json(rows, sql), "next": next}))
         .into_response()
 }
 
@@ -292,6 +332,8 @@ struct Scan<E: Event> {
     time: ReadTime,
     after: Option<String>,
     lines: bool,
+    /// Whether the view is a SQL view (rows are written as themselves).
+    sql: bool,
     /// Rows written so far (for the separators of the JSON array).
     written: u64,
     done: bool,
@@ -304,6 +346,7 @@ async fn stream_view<E: Event>(
     view: String,
     as_of: Option<Time>,
     lines: bool,
+    sql: bool,
 ) -> Response {
     let query = Query::page(&view, None, STREAM_PAGE);
     let first = match ask(&state, query, ReadTime::AtLeast(as_of)).await {
@@ -320,6 +363,7 @@ async fn stream_view<E: Event>(
         time: ReadTime::Exactly(first.as_of),
         after: None,
         lines,
+        sql,
         written: 0,
         done: false,
     };
@@ -372,8 +416,8 @@ impl<E: Event> Scan<E> {
 
     /// Appends a page's rows to `out`, and the end of the answer after the last page.
     fn write(&mut self, mut out: String, answer: Answer, rows: Vec<(String, Value)>) -> Bytes {
-        for (key, value) in rows {
-            let row = json!({"key": key, "value": value}).to_string();
+        for row in rows_json(rows, self.sql) {
+            let row = row.to_string();
             if !self.lines && self.written > 0 {
                 out.push(',');
             }

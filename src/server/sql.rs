@@ -1,0 +1,192 @@
+//! SQL views while the server runs: `POST /sql`, and the catalog kept in the data directory.
+//!
+//! A statement is planned against the views defined so far (all statements of a request, or
+//! none). Each view created or replaced gets a dataflow of its own
+//! ([`Flows::create`](crate::engine::Flows::create)): backfilled from the master dataset while
+//! ingest and reads go on, then fed live. The views' definitions are kept in
+//! `DATA_DIR/catalog.json` (written to a temporary file, synced, renamed, the directory
+//! synced); on start they are built with the typed views, in one replay.
+//!
+//! Replacing or dropping a view that another view reads is refused: the reader would go on
+//! reading the old definition. Drop or replace the readers first.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::engine::Flows;
+use crate::sql::{Change, SqlError, SqlSource, SqlViews};
+
+/// The file the catalog is kept in, in the data directory.
+const CATALOG: &str = "catalog.json";
+
+/// What one statement did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    /// The view.
+    pub view: String,
+    /// `created`, `replaced` or `dropped`.
+    pub action: &'static str,
+    /// Its state: `backfilling` for a new definition, `dropped`.
+    pub state: &'static str,
+}
+
+/// Why statements were not run.
+#[derive(Debug)]
+pub enum Refusal {
+    /// A statement is malformed, unsupported or names something unknown.
+    Sql(SqlError),
+    /// It cannot be done here (a multi-process server, a failed dataflow).
+    Unavailable(String),
+}
+
+/// Runs SQL statements against a server's views.
+pub trait Statements: Send + Sync {
+    /// Runs every statement of `text`, or none.
+    fn run(&self, text: &str) -> Result<Vec<Outcome>, Refusal>;
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct Stored {
+    views: Vec<StoredView>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredView {
+    name: String,
+    sql: String,
+}
+
+/// Reads the catalog of `data_dir`, then applies `extra` (the `--sql` file): a view the
+/// catalog already holds with the same definition is left as it is.
+pub fn load<E: SqlSource>(data_dir: &Path, extra: Option<&str>) -> Result<SqlViews<E>, String> {
+    let path = data_dir.join(CATALOG);
+    let stored: Stored = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{}: not a catalog: {e}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let mut views = SqlViews::<E>::new("").map_err(|e| e.to_string())?;
+    for view in &stored.views {
+        views
+            .define(&view.sql)
+            .map_err(|e| format!("{}: view {}: {e}", path.display(), view.name))?;
+    }
+    if let Some(text) = extra {
+        let fresh = SqlViews::<E>::new(text).map_err(|e| format!("--sql: {e}"))?;
+        for view in fresh.views() {
+            let same = views
+                .views()
+                .iter()
+                .any(|v| v.name == view.name && v.sql == view.sql);
+            if !same {
+                views
+                    .define(&view.sql)
+                    .map_err(|e| format!("--sql: view {}: {e}", view.name))?;
+            }
+        }
+    }
+    save(data_dir, &views).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(views)
+}
+
+/// Writes the catalog atomically: a temporary file, synced, renamed over the old one, and the
+/// directory synced.
+fn save<E: SqlSource>(data_dir: &Path, views: &SqlViews<E>) -> std::io::Result<()> {
+    let stored = Stored {
+        views: views
+            .views()
+            .iter()
+            .map(|v| StoredView {
+                name: v.name.clone(),
+                sql: v.sql.clone(),
+            })
+            .collect(),
+    };
+    let path = data_dir.join(CATALOG);
+    let temporary = data_dir.join(format!("{CATALOG}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(&serde_json::to_vec_pretty(&stored).map_err(std::io::Error::other)?)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temporary, &path)?;
+    std::fs::File::open(data_dir)?.sync_all()
+}
+
+/// The SQL views of a running server.
+pub struct SqlCatalog<E: SqlSource> {
+    views: Mutex<SqlViews<E>>,
+    flows: Flows<E>,
+    data_dir: PathBuf,
+    /// Why statements cannot run here, if they cannot.
+    refused: Option<String>,
+}
+
+impl<E: SqlSource> SqlCatalog<E> {
+    /// The catalog of a server whose views are `views`.
+    pub fn new(
+        views: SqlViews<E>,
+        flows: Flows<E>,
+        data_dir: PathBuf,
+        refused: Option<String>,
+    ) -> Arc<SqlCatalog<E>> {
+        Arc::new(SqlCatalog {
+            views: Mutex::new(views),
+            flows,
+            data_dir,
+            refused,
+        })
+    }
+}
+
+impl<E: SqlSource> Statements for SqlCatalog<E> {
+    fn run(&self, text: &str) -> Result<Vec<Outcome>, Refusal> {
+        if let Some(why) = &self.refused {
+            return Err(Refusal::Unavailable(why.clone()));
+        }
+        let mut views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next = views.clone();
+        let changes = next.define(text).map_err(Refusal::Sql)?;
+        let mut outcomes = Vec::with_capacity(changes.len());
+        for change in changes {
+            let (view, action) = match change {
+                Change::Created(name) => (name, "created"),
+                Change::Replaced(name) => (name, "replaced"),
+                Change::Dropped(name) => {
+                    self.flows.drop_view(&name);
+                    info!(view = %name, "SQL view dropped");
+                    outcomes.push(Outcome {
+                        view: name,
+                        action: "dropped",
+                        state: "dropped",
+                    });
+                    continue;
+                }
+            };
+            let pipeline = next
+                .pipeline_for(&view)
+                .ok_or_else(|| Refusal::Unavailable(format!("view {view} vanished")))?;
+            let flow = self
+                .flows
+                .create(Arc::new(pipeline))
+                .map_err(Refusal::Unavailable)?;
+            info!(view = %view, flow, action, "SQL view backfilling");
+            outcomes.push(Outcome {
+                view,
+                action,
+                state: "backfilling",
+            });
+        }
+        save(&self.data_dir, &next).map_err(|e| {
+            Refusal::Unavailable(format!(
+                "the views were built but the catalog not saved: {e}"
+            ))
+        })?;
+        *views = next;
+        Ok(outcomes)
+    }
+}

@@ -1,0 +1,229 @@
+//! SQL views on the real server: created while it ingests (backfilled from the master dataset,
+//! every event counted once across the backfill/live boundary, equal to DuckDB), replaced
+//! under concurrent reads (every answer one version's), dropped, refused with reasons, and
+//! back after kill -9.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use support::server::{Server, free_port, import};
+use support::{golden, jsonl, read_orders};
+
+/// Views created while events stream in.
+const VIEWS: &str = "
+CREATE VIEW spend AS
+  SELECT customer, SUM(CASE kind WHEN 'purchase' THEN amount_cents ELSE -amount_cents END) AS spend_cents
+  FROM events WHERE kind IN ('purchase', 'refund') GROUP BY customer;
+CREATE VIEW totals AS
+  SELECT COUNT(*) AS events, COUNT(amount_cents) AS with_amount, SUM(amount_cents) AS cents FROM events;
+CREATE VIEW per_minute AS
+  SELECT ts - ts % 60000 AS minute, kind, COUNT(*) AS n FROM events GROUP BY minute, kind;
+CREATE VIEW top_spenders AS
+  SELECT customer, spend_cents FROM spend ORDER BY spend_cents DESC, customer LIMIT 5;
+";
+
+fn post_sql(server: &Server, sql: &str) -> (u16, Value) {
+    server.post("/sql", "application/sql", sql.as_bytes().to_vec())
+}
+
+/// Waits until every view is ready.
+fn wait_ready(server: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, list) = server.get("/views");
+        let views = list["views"].as_array().cloned().unwrap_or_default();
+        if !views.is_empty() && views.iter().all(|v| v["state"] == "ready") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "views never got ready: {list}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn rows_of(server: &Server, view: &str, as_of: u64) -> Vec<Value> {
+    let (status, answer) = server.get(&format!("/views/{view}?as_of={as_of}"));
+    assert_eq!(status, 200, "{view}: {answer}");
+    answer["rows"].as_array().cloned().unwrap_or_default()
+}
+
+/// The SQL views equal DuckDB over `events`.
+fn check_against_duckdb(server: &Server, events: &std::path::Path, as_of: u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sql = dir.path().join("views.sql");
+    std::fs::write(&sql, VIEWS).expect("sql written");
+    let duck = support::duckdb::views(events, &sql);
+    for (name, rows) in duck.as_object().expect("views") {
+        let ours = rows_of(server, name, as_of);
+        let theirs = rows.as_array().cloned().unwrap_or_default();
+        let ranked = name == "top_spenders";
+        if let Err(e) = support::duckdb::compare(name, ranked, &ours, &theirs) {
+            panic!("{e}");
+        }
+    }
+}
+
+#[test]
+fn views_created_during_ingest_count_every_event_once_and_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    import(&data, &[golden("history.jsonl")]);
+    let port = free_port();
+    let server = Server::start(&data, port, &["-w", "2", "--idle-timeout", "off"], true);
+    let live = read_orders(&golden("live.jsonl"));
+    let history = read_orders(&golden("history.jsonl"));
+    let newest = live.iter().chain(&history).map(|e| e.ts).max().unwrap_or(0);
+    let chunks: Vec<Vec<u8>> = live.chunks(150).map(jsonl).collect();
+    let third = chunks.len() / 3;
+    for chunk in &chunks[..third] {
+        let (status, answer) = server.post("/events", "application/x-ndjson", chunk.clone());
+        assert_eq!(status, 200, "{answer}");
+    }
+    // Create the views while another thread keeps posting.
+    let posting = {
+        let base = server.base.clone();
+        let rest: Vec<Vec<u8>> = chunks[third..].to_vec();
+        std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::new();
+            for chunk in rest {
+                let r = http
+                    .post(format!("{base}/events"))
+                    .header("content-type", "application/x-ndjson")
+                    .body(chunk)
+                    .send()
+                    .expect("posted");
+                assert_eq!(r.status().as_u16(), 200);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let (status, answer) = post_sql(&server, VIEWS);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["statements"].as_array().map(Vec::len), Some(4));
+    posting.join().expect("posting thread");
+    let visible = server.declare(newest + 1);
+    wait_ready(&server);
+
+    let events = dir.path().join("all.jsonl");
+    let mut all = std::fs::read(golden("history.jsonl")).expect("history");
+    all.extend(jsonl(&live));
+    std::fs::write(&events, all).expect("events written");
+    check_against_duckdb(&server, &events, visible);
+    let totals = rows_of(&server, "totals", visible);
+    let expected = history.len() + live.len();
+    assert_eq!(totals[0]["events"], expected as u64, "every event once");
+
+    // kill -9: the catalog brings every view back, with the same rows.
+    server.kill();
+    let server = Server::start(
+        &data,
+        free_port(),
+        &["-w", "2", "--idle-timeout", "off"],
+        true,
+    );
+    wait_ready(&server);
+    check_against_duckdb(&server, &events, visible);
+}
+
+#[test]
+fn a_replaced_view_switches_at_once_and_reads_never_mix_versions() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    import(&data, &[golden("history.jsonl")]);
+    let server = Arc::new(Server::start(&data, free_port(), &["-w", "2"], true));
+    let v1 =
+        "CREATE VIEW kinds AS SELECT kind, COUNT(*) AS n, 1 AS version FROM events GROUP BY kind";
+    let v2 = "CREATE OR REPLACE VIEW kinds AS SELECT kind, COUNT(*) AS n, 2 AS version FROM events GROUP BY kind";
+    assert_eq!(post_sql(&server, v1).0, 200);
+    wait_ready(&server);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (server, stop) = (server.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let (status, answer) = server.get("/views/kinds");
+                assert_eq!(
+                    status, 200,
+                    "the old version answers until the switch: {answer}"
+                );
+                let versions: Vec<u64> = answer["rows"]
+                    .as_array()
+                    .expect("rows")
+                    .iter()
+                    .map(|r| r["version"].as_u64().expect("version"))
+                    .collect();
+                assert_eq!(versions.len(), 3, "one row per kind");
+                assert!(
+                    versions.windows(2).all(|w| w[0] == w[1]),
+                    "mixed: {versions:?}"
+                );
+                if seen.last() != Some(&versions[0]) {
+                    seen.push(versions[0]);
+                }
+            }
+            seen
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(post_sql(&server, v2).0, 200);
+    wait_ready(&server);
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let seen = reader.join().expect("reader");
+    assert_eq!(seen, vec![1, 2], "version 1, then version 2 for good");
+
+    // A view that another reads is neither replaced nor dropped; a dropped view is gone.
+    let over = "CREATE VIEW purchases AS SELECT n FROM kinds WHERE kind = 'purchase'";
+    assert_eq!(post_sql(&server, over).0, 200);
+    let (status, answer) = post_sql(&server, "DROP VIEW kinds");
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("purchases")
+    );
+    assert_eq!(post_sql(&server, "DROP VIEW purchases").0, 200);
+    assert_eq!(post_sql(&server, "DROP VIEW kinds").0, 200);
+    assert_eq!(server.get("/views/kinds").0, 404);
+}
+
+#[test]
+fn bad_statements_are_refused_whole_with_their_position() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(&dir.path().join("data"), free_port(), &[], true);
+    let (status, answer) = post_sql(
+        &server,
+        "CREATE VIEW fine AS SELECT kind, COUNT(*) AS n FROM events GROUP BY kind;\nCREATE VIEW bad AS SELECT nope AS x FROM events",
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "bad_sql");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("unknown column nope")
+    );
+    assert_eq!(answer["error"]["line"], 2);
+    assert_eq!(
+        server.get("/views/fine").0,
+        404,
+        "nothing of a refused request is created"
+    );
+    let (status, _) = server.post("/sql", "application/json", b"{}".to_vec());
+    assert_eq!(status, 415);
+    let (status, answer) = post_sql(&server, "SELEC 1");
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("syntax")
+    );
+}
