@@ -318,17 +318,24 @@ impl<E: SqlSource> SqlViews<E> {
     /// Builds every view over `events`, registering each in `views` (or only the one this
     /// pipeline serves).
     pub fn build_over<'s>(&self, events: VecCollection<'s, Time, E>, views: &mut Views<'s>) {
-        let rows = events.map(|e| e.row());
         let mut inputs = render::Inputs {
-            sources: vec![rows],
+            events,
             views: Vec::new(),
         };
+        let read_later: Vec<String> = self.views.iter().flat_map(|v| v.reads()).collect();
         for view in &self.views {
-            let rows = render::render(&view.body.plan, &inputs);
-            if self.serve.as_ref().is_none_or(|s| *s == view.name) {
-                register::register(view, rows.clone(), views);
+            let served = self.serve.as_ref().is_none_or(|s| *s == view.name);
+            // A view that no later view reads is built only as it is served.
+            let rows = register::register(
+                view,
+                &inputs,
+                views,
+                served,
+                read_later.contains(&view.name),
+            );
+            if let Some(rows) = rows {
+                inputs.views.push((view.name.clone(), rows));
             }
-            inputs.views.push((view.name.clone(), rows));
         }
     }
 }

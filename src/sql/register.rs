@@ -11,10 +11,15 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::bind::SortKey;
-use super::plan::ViewPlan;
-use super::render::{Rows, sort_order};
+use super::SqlSource;
+use super::bind::{Agg, SortKey};
+use super::expr::Expr;
+use super::plan::{Plan, ViewPlan};
+use super::render::{
+    Inputs, Rows, finish, holds, project, render, served_sums, slots_needed, sort_order,
+};
 use super::types::{Datum, F64, Row, Type};
+use crate::aggregate::Sums;
 use crate::answer::{Answer, AnswerValue};
 use crate::view::{ViewKey, Views};
 
@@ -85,6 +90,8 @@ struct Rank {
     flags: Vec<(bool, bool)>,
     /// How many times the row occurs.
     count: isize,
+    /// The row, when the ranked key is not the row itself.
+    row: Option<Row>,
 }
 
 impl Rank {
@@ -138,8 +145,148 @@ fn objects(names: &[String], row: &[Datum], count: isize) -> Option<Value> {
     })
 }
 
-/// Registers a planned view's rows with the views of a dataflow.
-pub(super) fn register<'s>(view: &ViewPlan, rows: Rows<'s>, views: &mut Views<'s>) {
+/// Builds view `view` in a dataflow: registers it with `views` if `served`, and returns its
+/// rows if `as_rows` (a later view reads them).
+///
+/// A view whose rows are an aggregate carried as differences (and its key the groups) is served
+/// straight from the consolidated contributions, as the typed pipelines are: its rows are
+/// computed from them when read, and no operator keeps another copy.
+pub(super) fn register<'s, E: SqlSource>(
+    view: &ViewPlan,
+    inputs: &Inputs<'s, E>,
+    views: &mut Views<'s>,
+    served: bool,
+    as_rows: bool,
+) -> Option<Rows<'s>> {
+    let direct = served && summed_shape(view).is_some();
+    if direct {
+        match summed_shape(view).and_then(|s| slots_needed(s.aggs)) {
+            Some(n) if n <= 4 => register_sums::<E, 4>(view, inputs, views),
+            Some(n) if n <= 8 => register_sums::<E, 8>(view, inputs, views),
+            _ => register_sums::<E, 16>(view, inputs, views),
+        }
+    }
+    let rows = (as_rows || (served && !direct)).then(|| render(&view.body.plan, inputs));
+    if served
+        && !direct
+        && let Some(rows) = &rows
+    {
+        register_rows(view, rows.clone(), views);
+    }
+    if served {
+        views.set_sql(&view.name, &view.sql);
+    }
+    rows.filter(|_| as_rows)
+}
+
+/// The parts of an aggregate served from its contributions.
+struct Summed<'v> {
+    input: &'v Plan,
+    group: &'v [Expr],
+    having: Option<&'v Expr>,
+    aggs: &'v [Agg],
+}
+
+/// `SELECT exprs FROM (aggregate) [HAVING predicate]`, keyed by every group, with every call
+/// carried as differences in at most 16 slots.
+fn summed_shape(view: &ViewPlan) -> Option<Summed<'_>> {
+    let Plan::Project(inner, _) = &view.body.plan else {
+        return None;
+    };
+    let (aggregate, having) = match inner.as_ref() {
+        Plan::Filter(below, predicate) => (below.as_ref(), Some(predicate)),
+        other => (other, None),
+    };
+    let Plan::Aggregate { input, group, aggs } = aggregate else {
+        return None;
+    };
+    let keyed_by_groups = view.key.len() == group.len();
+    let fits = slots_needed(aggs).is_some_and(|n| n <= 16);
+    (keyed_by_groups && fits).then_some(Summed {
+        input: input.as_ref(),
+        group: group.as_slice(),
+        having,
+        aggs: aggs.as_slice(),
+    })
+}
+
+fn register_sums<'s, E: SqlSource, const N: usize>(
+    view: &ViewPlan,
+    inputs: &Inputs<'s, E>,
+    views: &mut Views<'s>,
+) {
+    let Some(Summed {
+        input,
+        group,
+        having,
+        aggs,
+    }) = summed_shape(view)
+    else {
+        return;
+    };
+    let Plan::Project(_, exprs) = &view.body.plan else {
+        return;
+    };
+    let names: Arc<Vec<String>> =
+        Arc::new(view.body.columns.iter().map(|c| c.name.clone()).collect());
+    let sums = served_sums::<E, N>(input, group, aggs, inputs);
+    let (exprs, having, aggs) = (exprs.clone(), having.cloned(), aggs.to_vec());
+    // The output row of a group, unless HAVING leaves it out.
+    let output = Arc::new(move |key: &Row, sums: &Sums<N>| -> Option<Row> {
+        let row = finish(key.clone(), sums, &aggs);
+        if having.as_ref().is_some_and(|h| !holds(h, &row)) {
+            return None;
+        }
+        Some(project(&exprs, &row))
+    });
+    let keyed = sums.map(|key| (key, ()));
+    match &view.ranking {
+        None => {
+            let types: Vec<Type> = view.key.iter().map(|i| view.body.columns[*i].ty).collect();
+            views.register_with(
+                &view.name,
+                "SQL view",
+                keyed,
+                move |text| parse_key(text, &types),
+                move |k: &Row, values: &[((), Sums<N>)]| {
+                    let (_, sums) = values.first()?;
+                    objects(&names, &output(k, sums)?, 1)
+                },
+            );
+        }
+        Some(ranking) => {
+            let base = views.arrange_only(&format!("{}.groups", view.name), keyed);
+            let order = ranking.order.clone();
+            let flags: Vec<(bool, bool)> = order.iter().map(|k| (k.desc, k.nulls_first)).collect();
+            views.top_k(
+                &view.name,
+                "SQL view",
+                &base,
+                ranking.limit,
+                move |k: &Row, values: &[((), Sums<N>)]| {
+                    let (_, sums) = values.first()?;
+                    let row = output(k, sums)?;
+                    Some(Rank {
+                        values: order.iter().map(|o| o.expr.eval(&row)).collect(),
+                        flags: flags.clone(),
+                        count: 1,
+                        row: Some(row),
+                    })
+                },
+                move |_: &Row, rank: &Rank| {
+                    rank.row
+                        .as_ref()
+                        .and_then(|row| objects(&names, row, 1))
+                        .unwrap_or(Value::Null)
+                },
+            );
+            views.set_limit(&view.name, ranking.limit);
+        }
+    }
+}
+
+/// Registers a view's rows: arranged by key, or ranked.
+fn register_rows<'s>(view: &ViewPlan, rows: Rows<'s>, views: &mut Views<'s>) {
     let names: Arc<Vec<String>> =
         Arc::new(view.body.columns.iter().map(|c| c.name.clone()).collect());
     let description = "SQL view";
@@ -209,6 +356,7 @@ pub(super) fn register<'s>(view: &ViewPlan, rows: Rows<'s>, views: &mut Views<'s
                         values: order.iter().map(|k| k.expr.eval(row)).collect(),
                         flags: flags.clone(),
                         count,
+                        row: None,
                     })
                 },
                 move |row: &Row, rank: &Rank| {
@@ -218,7 +366,6 @@ pub(super) fn register<'s>(view: &ViewPlan, rows: Rows<'s>, views: &mut Views<'s
             views.set_limit(&view.name, ranking.limit);
         }
     }
-    views.set_sql(&view.name, &view.sql);
 }
 
 /// A SQL view's answer as its rows (JSON objects): repeated rows spread out, a ranking cut

@@ -21,9 +21,11 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::rc::Rc;
 
+use differential_dataflow::difference::Semigroup;
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::operators::ToStream;
 
+use super::SqlSource;
 use super::bind::{Agg, AggFunc, SortKey};
 use super::expr::Expr;
 use super::plan::Plan;
@@ -35,43 +37,104 @@ use crate::event::Time;
 pub type Rows<'s> = VecCollection<'s, Time, Row>;
 
 /// What a plan's leaves read.
-pub struct Inputs<'s> {
-    /// The rows of each source, by its catalog index.
-    pub sources: Vec<Rows<'s>>,
+pub struct Inputs<'s, E: 'static> {
+    /// The events of the source.
+    pub events: VecCollection<'s, Time, E>,
     /// The output rows of each view built so far.
     pub views: Vec<(String, Rows<'s>)>,
 }
 
-/// The rows of `plan`.
-pub fn render<'s>(plan: &Plan, inputs: &Inputs<'s>) -> Rows<'s> {
+/// A filter or a projection still to apply to a source's rows.
+#[derive(Clone)]
+enum Step {
+    Filter(Expr),
+    Project(Vec<Expr>),
+}
+
+/// A relation's rows, perhaps not made yet: a source's events with the filters and
+/// projections over them, applied in the one operator that reads them (no row is built for an
+/// event a filter drops, nor copied between the steps).
+enum Lazy<'s, E: 'static> {
+    Rows(Rows<'s>),
+    Source(VecCollection<'s, Time, E>, Rc<Vec<Step>>),
+}
+
+impl<'s, E: SqlSource> Lazy<'s, E> {
+    /// The rows, each handed to `f` (which may keep it or not).
+    fn explode<X, R, F>(self, mut f: F) -> VecCollection<'s, Time, X, R>
+    where
+        X: differential_dataflow::Data,
+        R: Semigroup + differential_dataflow::difference::Multiply<isize, Output = R> + 'static,
+        F: FnMut(&[Datum]) -> Option<(X, R)> + 'static,
+    {
+        match self {
+            Lazy::Rows(rows) => rows.explode(move |row| f(&row)),
+            Lazy::Source(events, steps) => {
+                let mut buf: Row = Vec::new();
+                events.explode(move |event| {
+                    buf.clear();
+                    event.fill(&mut buf);
+                    for step in steps.iter() {
+                        match step {
+                            Step::Filter(p) => {
+                                if !holds(p, &buf) {
+                                    return None;
+                                }
+                            }
+                            Step::Project(exprs) => buf = project(exprs, &buf),
+                        }
+                    }
+                    f(&buf)
+                })
+            }
+        }
+    }
+
+    /// The rows, made.
+    fn rows(self) -> Rows<'s> {
+        match self {
+            Lazy::Rows(rows) => rows,
+            source => source.explode(|row| Some((row.to_vec(), 1isize))),
+        }
+    }
+
+    fn then(self, step: Step) -> Lazy<'s, E> {
+        match self {
+            Lazy::Source(events, steps) => {
+                let mut steps = (*steps).clone();
+                steps.push(step);
+                Lazy::Source(events, Rc::new(steps))
+            }
+            Lazy::Rows(rows) => Lazy::Rows(match step {
+                Step::Filter(p) => rows.filter(move |row| holds(&p, row)),
+                Step::Project(exprs) => rows.map(move |row| project(&exprs, &row)),
+            }),
+        }
+    }
+}
+
+fn lazy<'s, E: SqlSource>(plan: &Plan, inputs: &Inputs<'s, E>) -> Lazy<'s, E> {
     match plan {
-        Plan::Scan(i) => inputs.sources[*i].clone(),
+        Plan::Scan(_) => Lazy::Source(inputs.events.clone(), Rc::new(Vec::new())),
+        Plan::Filter(input, predicate) => lazy(input, inputs).then(Step::Filter(predicate.clone())),
+        Plan::Project(input, exprs) => lazy(input, inputs).then(Step::Project(exprs.clone())),
+        other => Lazy::Rows(render(other, inputs)),
+    }
+}
+
+/// The rows of `plan`.
+pub fn render<'s, E: SqlSource>(plan: &Plan, inputs: &Inputs<'s, E>) -> Rows<'s> {
+    match plan {
+        Plan::Scan(_) | Plan::Filter(..) | Plan::Project(..) => lazy(plan, inputs).rows(),
         Plan::View(name) => inputs
             .views
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, rows)| rows.clone())
             .expect("the planner resolved the view"),
-        Plan::Filter(input, predicate) => {
-            let predicate = predicate.clone();
-            render(input, inputs).filter(move |row| holds(&predicate, row))
-        }
-        Plan::Project(input, exprs) => {
-            // A projection right over a filter is one pass.
-            let exprs = exprs.clone();
-            match input.as_ref() {
-                Plan::Filter(below, predicate) => {
-                    let predicate = predicate.clone();
-                    render(below, inputs)
-                        .flat_map(move |row| holds(&predicate, &row).then(|| project(&exprs, &row)))
-                }
-                other => render(other, inputs).map(move |row| project(&exprs, &row)),
-            }
-        }
         Plan::Distinct(input) => render(input, inputs).distinct(),
         Plan::Aggregate { input, group, aggs } => {
-            let rows = render(input, inputs);
-            aggregate(rows, group.clone(), aggs.clone())
+            aggregate(lazy(input, inputs), group.clone(), aggs.clone())
         }
         Plan::Join {
             left,
@@ -231,32 +294,31 @@ fn abelian(aggs: &[Agg]) -> bool {
     aggs.iter().all(Agg::is_abelian)
 }
 
-fn aggregate<'s>(rows: Rows<'s>, group: Vec<Expr>, aggs: Vec<Agg>) -> Rows<'s> {
-    let global = group.is_empty();
-    let needed = 2 + aggs.iter().map(slots).sum::<usize>();
-    if abelian(&aggs) {
-        if needed <= 4 {
-            return summed::<4>(rows, group, aggs, global);
-        } else if needed <= 8 {
-            return summed::<8>(rows, group, aggs, global);
-        } else if needed <= 16 {
-            return summed::<16>(rows, group, aggs, global);
-        }
+fn aggregate<'s, E: SqlSource>(input: Lazy<'s, E>, group: Vec<Expr>, aggs: Vec<Agg>) -> Rows<'s> {
+    match slots_needed(&aggs) {
+        Some(n) if n <= 4 => summed::<E, 4>(input, group, aggs),
+        Some(n) if n <= 8 => summed::<E, 8>(input, group, aggs),
+        Some(n) if n <= 16 => summed::<E, 16>(input, group, aggs),
+        _ => reduced(input.rows(), group, aggs),
     }
-    reduced(rows, group, aggs, global)
+}
+
+/// How many difference slots the aggregates need, if they can be carried as differences.
+pub(super) fn slots_needed(aggs: &[Agg]) -> Option<usize> {
+    abelian(aggs).then(|| 2 + aggs.iter().map(slots).sum::<usize>())
 }
 
 /// One record at the first time, on one worker: the group of a global aggregate exists even
 /// when no row does.
-fn keep_alive<
-    's,
-    D: timely::ExchangeData + Ord + Clone,
-    R: differential_dataflow::difference::Semigroup + timely::ExchangeData,
->(
+fn keep_alive<'s, D, R>(
     like: &VecCollection<'s, Time, D, R>,
     record: D,
     diff: R,
-) -> VecCollection<'s, Time, D, R> {
+) -> VecCollection<'s, Time, D, R>
+where
+    D: timely::ExchangeData + Ord + Clone,
+    R: Semigroup + timely::ExchangeData,
+{
     let scope = like.scope();
     let items = if scope.index() == 0 {
         vec![(record, Time::default(), diff)]
@@ -266,70 +328,91 @@ fn keep_alive<
     items.to_stream(scope).as_collection()
 }
 
-/// Aggregates carried as differences. Slot 0 counts the group's rows, slot 1 marks the
-/// keep-alive record; then each call's slots.
-fn summed<'s, const N: usize>(
-    rows: Rows<'s>,
+/// Each row's contribution to its group's aggregates, as a difference: slot 0 counts the
+/// group's rows, slot 1 marks the keep-alive record of a global aggregate, then each call's
+/// slots. Consolidated by group, they are the aggregates' state (pre-aggregate them before
+/// they are exchanged: [`Views::register`](crate::view::Views::register) does).
+fn contributions<'s, E: SqlSource, const N: usize>(
+    input: Lazy<'s, E>,
     group: Vec<Expr>,
     aggs: Vec<Agg>,
-    global: bool,
-) -> Rows<'s> {
-    let contributions = {
-        let aggs = aggs.clone();
-        rows.explode(move |row| {
-            let mut sums = [0i128; N];
-            sums[0] = 1;
-            let mut slot = 2;
-            for agg in &aggs {
-                let passes = agg.filter.as_ref().is_none_or(|f| holds(f, &row));
-                let value = agg.arg.as_ref().map(|a| a.eval(&row));
-                match agg.func {
-                    AggFunc::CountStar => sums[slot] = i128::from(passes),
-                    AggFunc::Count => {
-                        sums[slot] =
-                            i128::from(passes && value.as_ref().is_some_and(|v| !v.is_null()))
-                    }
-                    _ => {
-                        if passes && let Some(v) = value.as_ref().and_then(Datum::as_i128) {
+) -> VecCollection<'s, Time, Row, Sums<N>> {
+    let global = group.is_empty();
+    let contributions = input.explode(move |row| {
+        let mut sums = [0i128; N];
+        sums[0] = 1;
+        let mut slot = 2;
+        for agg in &aggs {
+            let passes = agg.filter.as_ref().is_none_or(|f| holds(f, row));
+            if passes {
+                match (agg.func, &agg.arg) {
+                    (AggFunc::CountStar, _) => sums[slot] = 1,
+                    (AggFunc::Count, Some(a)) => sums[slot] = i128::from(!a.eval(row).is_null()),
+                    (_, Some(a)) => {
+                        if let Some(v) = a.eval(row).as_i128() {
                             sums[slot] = v;
                             sums[slot + 1] = 1;
                         }
                     }
+                    _ => {}
                 }
-                slot += slots(agg);
             }
-            Some((project(&group, &row), Sums(sums)))
-        })
-    };
-    let contributions = if global {
+            slot += slots(agg);
+        }
+        Some((project(&group, row), Sums(sums)))
+    });
+    if global {
         let mut alive = [0i128; N];
         alive[1] = 1;
         let alive = keep_alive(&contributions, Row::new(), Sums(alive));
         contributions.concat(alive)
     } else {
         contributions
-    };
-    crate::aggregate::pre_aggregate(contributions)
+    }
+}
+
+/// A group's row (its values, then each aggregate's) from its consolidated contributions.
+pub(super) fn finish<const N: usize>(mut key: Row, sums: &Sums<N>, aggs: &[Agg]) -> Row {
+    let s = &sums.0;
+    let mut slot = 2;
+    for agg in aggs {
+        key.push(match agg.func {
+            AggFunc::CountStar | AggFunc::Count => Datum::Int(s[slot] as i64),
+            AggFunc::Sum if s[slot + 1] == 0 => Datum::Null,
+            AggFunc::Sum => Datum::Huge(s[slot]),
+            AggFunc::Avg if s[slot + 1] == 0 => Datum::Null,
+            _ => Datum::Float(F64(s[slot] as f64 / s[slot + 1] as f64)),
+        });
+        slot += slots(agg);
+    }
+    key
+}
+
+/// Aggregates carried as differences, as rows.
+fn summed<'s, E: SqlSource, const N: usize>(
+    input: Lazy<'s, E>,
+    group: Vec<Expr>,
+    aggs: Vec<Agg>,
+) -> Rows<'s> {
+    crate::aggregate::pre_aggregate(contributions::<E, N>(input, group, aggs.clone()))
         .count()
-        .map(move |(mut key, sums)| {
-            let mut slot = 2;
-            for agg in &aggs {
-                let s = &sums.0;
-                key.push(match agg.func {
-                    AggFunc::CountStar | AggFunc::Count => Datum::Int(s[slot] as i64),
-                    AggFunc::Sum if s[slot + 1] == 0 => Datum::Null,
-                    AggFunc::Sum => Datum::Huge(s[slot]),
-                    AggFunc::Avg if s[slot + 1] == 0 => Datum::Null,
-                    _ => Datum::Float(F64(s[slot] as f64 / s[slot + 1] as f64)),
-                });
-                slot += slots(agg);
-            }
-            key
-        })
+        .map(move |(key, sums)| finish(key, &sums, &aggs))
+}
+
+/// The contributions of an aggregate plan (over its input), for a view served straight from
+/// them: `None` unless every call can be carried as differences in `N` slots.
+pub(super) fn served_sums<'s, E: SqlSource, const N: usize>(
+    input: &Plan,
+    group: &[Expr],
+    aggs: &[Agg],
+    inputs: &Inputs<'s, E>,
+) -> VecCollection<'s, Time, Row, Sums<N>> {
+    contributions::<E, N>(lazy(input, inputs), group.to_vec(), aggs.to_vec())
 }
 
 /// Aggregates computed by a `reduce` over each group's rows.
-fn reduced<'s>(rows: Rows<'s>, group: Vec<Expr>, aggs: Vec<Agg>, global: bool) -> Rows<'s> {
+fn reduced<'s>(rows: Rows<'s>, group: Vec<Expr>, aggs: Vec<Agg>) -> Rows<'s> {
+    let global = group.is_empty();
     let keyed = rows.map(move |row| (project(&group, &row), Some(row)));
     let keyed = if global {
         {

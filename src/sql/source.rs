@@ -13,7 +13,13 @@ pub trait SqlSource: Event {
     /// Its columns.
     fn columns() -> Vec<Column>;
     /// This event as a row of the table.
-    fn row(&self) -> Row;
+    fn row(&self) -> Row {
+        let mut row = Row::new();
+        self.fill(&mut row);
+        row
+    }
+    /// Appends this event's row to `row` (which is empty): a buffer reused for every event.
+    fn fill(&self, row: &mut Row);
 }
 
 /// The built-in source `events` (docs/REFERENCE.md): `ts BIGINT` (the event time),
@@ -32,7 +38,7 @@ impl SqlSource for Order {
         ]
     }
 
-    fn row(&self) -> Row {
+    fn fill(&self, row: &mut Row) {
         let kind = match self.kind {
             Kind::Purchase => "purchase",
             Kind::Refund => "refund",
@@ -40,7 +46,7 @@ impl SqlSource for Order {
         };
         // Every field below 2^63 (the reader checks it), so the conversions are exact.
         let int = |x: u64| Datum::Int(x as i64);
-        vec![
+        row.extend([
             int(self.ts),
             Datum::Text(SmolStr::new_static(kind)),
             int(self.customer),
@@ -50,6 +56,6 @@ impl SqlSource for Order {
             } else {
                 int(self.amount_cents)
             },
-        ]
+        ]);
     }
 }
