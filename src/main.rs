@@ -64,7 +64,7 @@ enum Command {
     Gen(Gen),
     /// Run SQL statements (CREATE VIEW, CREATE OR REPLACE VIEW, DROP VIEW) on a running server.
     #[command(
-        after_help = "Examples:\n  lambdaflow sql views.sql\n  echo \"DROP VIEW big_spenders\" | lambdaflow sql -"
+        after_help = "Examples:\n  lambdaflow sql views.sql\n  echo \"DROP VIEW big_spenders\" | lambdaflow sql -\n  lambdaflow sql -e \"SELECT kind, COUNT(*) AS n FROM events GROUP BY kind\""
     )]
     Sql {
         /// The server.
@@ -73,8 +73,13 @@ enum Command {
         /// Bearer token, if the server wants one.
         #[arg(long)]
         token: Option<String>,
+        /// Statements to run (an ad-hoc SELECT prints its rows: a table on a terminal, JSON
+        /// Lines otherwise).
+        #[arg(short = 'e', long = "execute", conflicts_with = "file")]
+        execute: Option<String>,
         /// A file of `;`-separated statements, or `-` for standard input.
-        file: PathBuf,
+        #[arg(required_unless_present = "execute")]
+        file: Option<PathBuf>,
     },
     /// Ask a running server for a view, or one key of it, and pretty-print the answer.
     #[command(
@@ -268,7 +273,12 @@ fn main() -> ExitCode {
             view,
             key,
         } => query(&url, as_of, token.as_deref(), &view, key.as_deref()),
-        Command::Sql { url, token, file } => post_sql(&url, token.as_deref(), &file),
+        Command::Sql {
+            url,
+            token,
+            execute,
+            file,
+        } => post_sql(&url, token.as_deref(), execute, file.as_deref()),
         Command::Verify { data_dir, repair } => verify_data(&data_dir, repair),
         Command::Demo {
             listen,
@@ -550,11 +560,19 @@ fn print_answer(
     }
 }
 
-fn post_sql(url: &str, token: Option<&str>, file: &std::path::Path) -> Result<(), String> {
-    let text = if file.as_os_str() == "-" {
-        std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read stdin: {e}"))?
-    } else {
-        std::fs::read_to_string(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?
+fn post_sql(
+    url: &str,
+    token: Option<&str>,
+    execute: Option<String>,
+    file: Option<&std::path::Path>,
+) -> Result<(), String> {
+    let text = match (execute, file) {
+        (Some(text), _) => text,
+        (None, Some(file)) if file.as_os_str() == "-" => std::io::read_to_string(std::io::stdin())
+            .map_err(|e| format!("cannot read stdin: {e}"))?,
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?,
+        (None, None) => return Err("give statements with -e or a file".into()),
     };
     let target = format!("{}/sql", url.trim_end_matches('/'));
     let mut request = reqwest::blocking::Client::new()
@@ -564,7 +582,74 @@ fn post_sql(url: &str, token: Option<&str>, file: &std::path::Path) -> Result<()
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    print_answer(request, url, &target)
+    let response = request
+        .send()
+        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .json()
+        .map_err(|e| format!("the answer is not JSON: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    match body["rows"].as_array() {
+        Some(rows) if status.is_success() => print_rows(&mut out, rows),
+        _ => {
+            let pretty = serde_json::to_string_pretty(&body).map_err(|e| e.to_string())?;
+            writeln!(out, "{pretty}").map_err(|e| e.to_string())?;
+        }
+    }
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{target}: {status}"))
+    }
+}
+
+/// An ad-hoc query's rows: an aligned table on a terminal, JSON Lines otherwise.
+fn print_rows(out: &mut impl Write, rows: &[serde_json::Value]) {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        for row in rows {
+            let _ = writeln!(out, "{row}");
+        }
+        return;
+    }
+    let columns: Vec<String> = rows
+        .first()
+        .and_then(|r| r.as_object())
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut widths: Vec<usize> = columns.iter().map(String::len).collect();
+    for row in rows {
+        for (w, c) in widths.iter_mut().zip(&columns) {
+            *w = (*w).max(cell(&row[c]).len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let _ = writeln!(out, "{}", line(columns.clone()));
+    let _ = writeln!(
+        out,
+        "{}",
+        line(widths.iter().map(|w| "-".repeat(*w)).collect())
+    );
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "{}",
+            line(columns.iter().map(|c| cell(&row[c])).collect())
+        );
+    }
+    let _ = writeln!(out, "({} rows)", rows.len());
 }
 
 fn query(
@@ -626,7 +711,8 @@ fn demo(listen: SocketAddr, events: u64, rate: u64) -> Result<(), String> {
             "\nlambdaflow demo: serving the e-commerce views on {base}\n  \
              curl {base}/views\n  curl {base}/views/top_products\n  curl {base}/views/revenue_by_day\n  \
              curl {base}/views/product_stats/0\n  curl {base}/metrics\n  \
-             cargo run --release -- query top_products\n\
+             cargo run --release -- query top_products\n  \
+             cargo run --release -- sql -e \"SELECT kind, COUNT(*) AS n FROM events GROUP BY kind\"\n\
              Live events are posted at {rate}/s. Ctrl-C stops.\n"
         );
         std::thread::spawn(move || feed_live(&base, live_start, rate, &feeder_stop));

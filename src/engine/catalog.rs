@@ -63,6 +63,8 @@ struct Entry {
     index: usize,
     state: ViewState,
     progress: Arc<Progress>,
+    /// Not listed, and not waited for by `/ready` (an ad-hoc query's dataflow).
+    hidden: bool,
 }
 
 /// Where a query for a view goes.
@@ -93,7 +95,14 @@ impl Catalog {
     }
 
     /// Adds the views of dataflow `flow`, ready or backfilling.
-    pub fn add(&self, flow: u64, views: Vec<ViewInfo>, ready: bool, progress: Arc<Progress>) {
+    pub fn add(
+        &self,
+        flow: u64,
+        views: Vec<ViewInfo>,
+        ready: bool,
+        progress: Arc<Progress>,
+        hidden: bool,
+    ) {
         let mut entries = self.write();
         for (index, info) in views.into_iter().enumerate() {
             entries.push(Entry {
@@ -106,6 +115,7 @@ impl Catalog {
                     ViewState::Backfilling
                 },
                 progress: progress.clone(),
+                hidden,
             });
         }
     }
@@ -132,7 +142,7 @@ impl Catalog {
     pub fn list(&self) -> Vec<Listed> {
         let entries = self.read();
         let mut listed: Vec<Listed> = Vec::new();
-        for e in entries.iter() {
+        for e in entries.iter().filter(|e| !e.hidden) {
             let item = Listed {
                 info: e.info.clone(),
                 state: e.state,
@@ -210,6 +220,8 @@ impl Catalog {
 
     /// Whether every view is ready.
     pub fn all_ready(&self) -> bool {
-        self.read().iter().all(|e| e.state == ViewState::Ready)
+        self.read()
+            .iter()
+            .all(|e| e.hidden || e.state == ViewState::Ready)
     }
 }

@@ -68,6 +68,8 @@ pub struct FlowSpec<E> {
     pub(crate) backfill: Arc<dyn Backfill<E>>,
     /// How far this process's backfill has read.
     pub(crate) progress: Arc<Progress>,
+    /// Whether its views are left out of the catalog's list (an ad-hoc query).
+    pub(crate) hidden: bool,
 }
 
 /// How many backfilled events travel from the reading thread to the worker at a time.

@@ -359,6 +359,16 @@ impl<E: Event> Flows<E> {
     /// of the same names in one step. Returns the dataflow's id once every worker of this
     /// process has it in its stream (each builds it as it gets there).
     pub fn create(&self, pipeline: Arc<dyn Pipeline<Event = E>>) -> Result<u64, String> {
+        self.build(pipeline, false)
+    }
+
+    /// Like [`create`](Self::create), for views that are not listed (nor waited for by
+    /// readiness): an ad-hoc query's, read once and dropped.
+    pub fn create_hidden(&self, pipeline: Arc<dyn Pipeline<Event = E>>) -> Result<u64, String> {
+        self.build(pipeline, true)
+    }
+
+    fn build(&self, pipeline: Arc<dyn Pipeline<Event = E>>, hidden: bool) -> Result<u64, String> {
         let source = self
             .backfill
             .as_ref()
@@ -373,6 +383,7 @@ impl<E: Event> Flows<E> {
                     horizon,
                     backfill: source.mark(),
                     progress,
+                    hidden,
                 }))
             })
             .map_err(|e| e.to_string())?;
@@ -480,7 +491,7 @@ where
     if leader {
         shared
             .catalog
-            .add(0, catalog, true, Arc::new(Progress::default()));
+            .add(0, catalog, true, Arc::new(Progress::default()), false);
         built();
     }
     let context = flow::Context {
@@ -594,9 +605,13 @@ where
                     Taken::Control(Control::Build(spec)) => {
                         let (flow, views) = Flow::build(worker, &spec, &context);
                         if leader {
-                            shared
-                                .catalog
-                                .add(spec.id, views, false, spec.progress.clone());
+                            shared.catalog.add(
+                                spec.id,
+                                views,
+                                false,
+                                spec.progress.clone(),
+                                spec.hidden,
+                            );
                         }
                         flows.push(flow);
                     }

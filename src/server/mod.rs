@@ -33,7 +33,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::cluster::Cluster;
-use crate::engine::{Backfill, BackfillSource, Engine, Flows, Hooks, Pipeline, Settings};
+use crate::engine::{Backfill, BackfillSource, Client, Engine, Flows, Hooks, Pipeline, Settings};
 use crate::history::History;
 use crate::master::{Entry, Mark, MasterDataset, MasterOptions};
 use crate::metrics::Metrics;
@@ -97,7 +97,7 @@ impl ServerConfig {
 }
 
 /// Builds the runner of SQL statements once the engine runs.
-type MakeStatements<E> = Box<dyn FnOnce(Flows<E>) -> Arc<dyn sql::Statements> + Send>;
+type MakeStatements<E> = Box<dyn FnOnce(Flows<E>, Client) -> Arc<dyn sql::Statements> + Send>;
 
 /// Opens the master dataset, starts the engine replaying it, serves HTTP until `shutdown`
 /// completes, then stops cleanly (the engine finishes once every process has stopped).
@@ -137,8 +137,10 @@ where
     });
     let data_dir = config.data_dir.clone();
     let defined = views.clone();
-    let make: MakeStatements<P::Event> = Box::new(move |flows| {
-        sql::SqlCatalog::new(defined, flows, data_dir, refused) as Arc<dyn sql::Statements>
+    let timeout = config.query_timeout;
+    let make: MakeStatements<P::Event> = Box::new(move |flows, client| {
+        sql::SqlCatalog::new(defined, flows, client, timeout, data_dir, refused)
+            as Arc<dyn sql::Statements>
     });
     let pipeline = WithSql {
         pipeline,
@@ -279,7 +281,7 @@ async fn serve_with<P: Pipeline>(
 
     let exporter = prometheus::Exporter::new(metrics.clone(), master.clone(), total_bytes, workers);
     let (stopping, shutdown_watch) = tokio::sync::watch::channel(false);
-    let statements = statements.map(|make| make(engine.flows()));
+    let statements = statements.map(|make| make(engine.flows(), engine.client()));
     let state = Arc::new(http::State::new(
         &config,
         &engine,

@@ -9,6 +9,10 @@
 //!
 //! Replacing or dropping a view that another view reads is refused: the reader would go on
 //! reading the old definition. Drop or replace the readers first.
+//!
+//! A plain `SELECT` is answered once: planned like a view over the views defined so far, built
+//! in a temporary dataflow (which reads the master dataset, like a new view's backfill), read,
+//! and dropped.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,8 +21,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::engine::Flows;
-use crate::sql::{Change, SqlError, SqlSource, SqlViews};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::answer::Query;
+use crate::engine::{Client, Flows};
+use crate::event::Time;
+use crate::sql::{Change, SqlError, SqlSource, SqlViews, answer_rows};
 
 /// The file the catalog is kept in, in the data directory.
 const CATALOG: &str = "catalog.json";
@@ -43,10 +52,25 @@ pub enum Refusal {
     Unavailable(String),
 }
 
+/// What statements gave.
+#[derive(Debug)]
+pub enum Ran {
+    /// Views were created, replaced or dropped.
+    Changes(Vec<Outcome>),
+    /// An ad-hoc `SELECT` was answered.
+    Rows {
+        /// Its rows (at most the limit asked for).
+        rows: Vec<serde_json::Value>,
+        /// The time they were read at.
+        as_of: Time,
+    },
+}
+
 /// Runs SQL statements against a server's views.
 pub trait Statements: Send + Sync {
-    /// Runs every statement of `text`, or none.
-    fn run(&self, text: &str) -> Result<Vec<Outcome>, Refusal>;
+    /// Runs every statement of `text`, or none. An ad-hoc `SELECT` is answered with at most
+    /// `limit` rows, as of `as_of` or later.
+    fn run(&self, text: &str, limit: Option<usize>, as_of: Option<Time>) -> Result<Ran, Refusal>;
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -121,6 +145,11 @@ fn save<E: SqlSource>(data_dir: &Path, views: &SqlViews<E>) -> std::io::Result<(
 pub struct SqlCatalog<E: SqlSource> {
     views: Mutex<SqlViews<E>>,
     flows: Flows<E>,
+    client: Client,
+    /// How long an ad-hoc query may take.
+    timeout: Duration,
+    /// Numbers the ad-hoc queries.
+    adhoc: AtomicU64,
     data_dir: PathBuf,
     /// Why statements cannot run here, if they cannot.
     refused: Option<String>,
@@ -131,22 +160,79 @@ impl<E: SqlSource> SqlCatalog<E> {
     pub fn new(
         views: SqlViews<E>,
         flows: Flows<E>,
+        client: Client,
+        timeout: Duration,
         data_dir: PathBuf,
         refused: Option<String>,
     ) -> Arc<SqlCatalog<E>> {
         Arc::new(SqlCatalog {
             views: Mutex::new(views),
             flows,
+            client,
+            timeout,
+            adhoc: AtomicU64::new(0),
             data_dir,
             refused,
         })
     }
 }
 
+impl<E: SqlSource> SqlCatalog<E> {
+    /// An ad-hoc `SELECT`: planned as a view over the views defined so far, built in a
+    /// dataflow of its own (backfilled from the master dataset like any new view), read once,
+    /// and dropped.
+    fn select(
+        &self,
+        pipeline: SqlViews<E>,
+        name: &str,
+        limit: Option<usize>,
+        as_of: Option<Time>,
+    ) -> Result<Ran, Refusal> {
+        let flow = self
+            .flows
+            .create_hidden(Arc::new(pipeline))
+            .map_err(Refusal::Unavailable)?;
+        let deadline = Instant::now() + self.timeout;
+        while !self.flows.ready(flow) {
+            if Instant::now() > deadline {
+                self.flows.drop_view(name);
+                return Err(Refusal::Unavailable(format!(
+                    "the query did not finish within {}",
+                    humantime::format_duration(self.timeout)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let answer = self.client.query(Query::all(name), as_of);
+        let limit_of = self
+            .client
+            .catalog()
+            .into_iter()
+            .find(|v| v.name == name)
+            .and_then(|v| v.limit);
+        self.flows.drop_view(name);
+        let answer = answer.map_err(|e| Refusal::Unavailable(e.to_string()))?;
+        let mut rows = answer_rows(&answer, limit_of);
+        rows.truncate(limit.unwrap_or(usize::MAX));
+        Ok(Ran::Rows {
+            rows,
+            as_of: answer.as_of,
+        })
+    }
+}
+
 impl<E: SqlSource> Statements for SqlCatalog<E> {
-    fn run(&self, text: &str) -> Result<Vec<Outcome>, Refusal> {
+    fn run(&self, text: &str, limit: Option<usize>, as_of: Option<Time>) -> Result<Ran, Refusal> {
         if let Some(why) = &self.refused {
             return Err(Refusal::Unavailable(why.clone()));
+        }
+        let name = format!("adhoc-{}", self.adhoc.fetch_add(1, Ordering::Relaxed));
+        let adhoc = {
+            let views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
+            views.adhoc(&name, text).map_err(Refusal::Sql)?
+        };
+        if let Some(pipeline) = adhoc {
+            return self.select(pipeline, &name, limit, as_of);
         }
         let mut views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = views.clone();
@@ -187,6 +273,6 @@ impl<E: SqlSource> Statements for SqlCatalog<E> {
             ))
         })?;
         *views = next;
-        Ok(outcomes)
+        Ok(Ran::Changes(outcomes))
     }
 }

@@ -283,6 +283,30 @@ impl<E: SqlSource> SqlViews<E> {
         }
     }
 
+    /// Plans an ad-hoc `SELECT` as a view named `name` over the views defined so far: a
+    /// pipeline that serves only it (see [`pipeline_for`](Self::pipeline_for)). `None` when
+    /// `text` is not one plain `SELECT`.
+    pub fn adhoc(&self, name: &str, text: &str) -> Result<Option<SqlViews<E>>, SqlError> {
+        let mut statements = parse::parse(text)?;
+        let (1, Some(Statement::Select(query))) = (statements.len(), statements.pop()) else {
+            return Ok(None);
+        };
+        let sources = [(E::NAME.to_string(), E::columns())];
+        let known: Vec<(String, Vec<Column>)> = self
+            .views
+            .iter()
+            .map(|v| (v.name.clone(), v.body.columns.clone()))
+            .collect();
+        let catalog = Catalog {
+            sources: &sources,
+            views: &known,
+        };
+        let view = plan::plan_view(&catalog, name, text, &query)?;
+        let mut with = self.clone();
+        with.views.push(view);
+        Ok(with.pipeline_for(name))
+    }
+
     /// The planned views, in definition order.
     pub fn views(&self) -> &[ViewPlan] {
         &self.views

@@ -3,21 +3,31 @@
 //! The body is one or more `;`-separated statements (`Content-Type: application/sql` or
 //! `text/plain`). Either all of them run or none: an error answers 400 with the statement's
 //! problem and its position (`line`, `column`). A view created or replaced answers at once,
-//! in state `backfilling`; `GET /views` shows its progress, and it answers once ready.
+//! in state `backfilling`; `GET /views` shows its progress, and it answers once ready. A plain
+//! `SELECT` is answered once: `{"rows": [...], "as_of": T}`, at most `?limit=N` rows, as of
+//! `?as_of=T` or later.
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State as Shared;
+use axum::extract::{Query as UrlQuery, State as Shared};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{AppState, error, unavailable};
 use crate::event::Event;
-use crate::server::sql::Refusal;
+use crate::server::sql::{Ran, Refusal};
+
+/// `?limit=N&as_of=T` for an ad-hoc `SELECT`.
+#[derive(serde::Deserialize)]
+pub(super) struct SelectParams {
+    limit: Option<usize>,
+    as_of: Option<crate::event::Time>,
+}
 
 pub(super) async fn post_sql<E: Event>(
     Shared(state): AppState<E>,
+    UrlQuery(params): UrlQuery<SelectParams>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -48,9 +58,13 @@ pub(super) async fn post_sql<E: Event>(
             "this server has no SQL source: its views are compiled in",
         );
     };
-    let ran = tokio::task::spawn_blocking(move || statements.run(&text)).await;
+    let (limit, as_of) = (params.limit, params.as_of);
+    let ran = tokio::task::spawn_blocking(move || statements.run(&text, limit, as_of)).await;
     match ran {
-        Ok(Ok(outcomes)) => Json(json!({"statements": outcomes})).into_response(),
+        Ok(Ok(Ran::Changes(outcomes))) => Json(json!({"statements": outcomes})).into_response(),
+        Ok(Ok(Ran::Rows { rows, as_of })) => {
+            Json(json!({"rows": rows, "as_of": as_of})).into_response()
+        }
         Ok(Err(Refusal::Sql(e))) => {
             let body = json!({"error": {
                 "code": "bad_sql",
