@@ -7,62 +7,14 @@
 //! reference is an error that names it ("must appear in the GROUP BY clause").
 
 use sqlparser::ast::{
-    self, BinaryOperator, CastKind, DataType, DateTimeField, FunctionArg, FunctionArgExpr,
-    FunctionArguments, Spanned, UnaryOperator, Value,
+    self, BinaryOperator, CastKind, DataType, DateTimeField, Spanned, UnaryOperator, Value,
 };
 
 use super::SqlError;
-use super::expr::{Arith, Cmp, Expr, Func};
-use super::time::{self, Part};
+use super::aggregates::{Agg, aggregate_of, function_name, has_aggregate};
+use super::expr::{Arith, Cmp, Expr, Func, walk};
+use super::time::Part;
 use super::types::{Column, Datum, F64, Type};
-
-/// An aggregate function.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AggFunc {
-    /// `COUNT(*)`
-    CountStar,
-    /// `COUNT(x)`: the non-null values
-    Count,
-    /// `SUM(x)`
-    Sum,
-    /// `MIN(x)`
-    Min,
-    /// `MAX(x)`
-    Max,
-    /// `AVG(x)`
-    Avg,
-}
-
-/// One aggregate call of a query: `func([DISTINCT] arg) FILTER (WHERE filter)`.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Agg {
-    /// The function.
-    pub func: AggFunc,
-    /// Its argument, over the input columns (`None` for `COUNT(*)`).
-    pub arg: Option<Expr>,
-    /// Whether only distinct values count.
-    pub distinct: bool,
-    /// The rows it sees, over the input columns.
-    pub filter: Option<Expr>,
-    /// The type of its result.
-    pub ty: Type,
-    /// Whether its argument is an integer (sums and averages of integers are exact).
-    pub exact: bool,
-}
-
-impl Agg {
-    /// Whether the aggregate is a sum of integers that differential can carry as a
-    /// difference (see [`aggregate`](crate::aggregate)): counts, sums and averages of integers,
-    /// without `DISTINCT`.
-    pub fn is_abelian(&self) -> bool {
-        !self.distinct
-            && match self.func {
-                AggFunc::CountStar | AggFunc::Count => true,
-                AggFunc::Sum | AggFunc::Avg => self.exact,
-                AggFunc::Min | AggFunc::Max => false,
-            }
-    }
-}
 
 /// `ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..)`, over the relation before the projection.
 #[derive(Clone, Debug, PartialEq)]
@@ -111,110 +63,6 @@ pub(super) struct Binder<'a> {
 pub(super) fn error_at(node: &impl Spanned, message: impl Into<String>) -> SqlError {
     let start = node.span().start;
     SqlError::new(message, start.line, start.column)
-}
-
-/// The aggregate function a name calls, if it is one.
-fn aggregate_of(name: &str) -> Option<AggFunc> {
-    Some(match name {
-        "count" => AggFunc::Count,
-        "sum" => AggFunc::Sum,
-        "min" => AggFunc::Min,
-        "max" => AggFunc::Max,
-        "avg" | "mean" => AggFunc::Avg,
-        _ => return None,
-    })
-}
-
-fn function_name(f: &ast::Function) -> String {
-    f.name.to_string().to_ascii_lowercase()
-}
-
-/// Whether `e` calls an aggregate function outside a nested query.
-pub(super) fn has_aggregate(e: &ast::Expr) -> bool {
-    let mut found = false;
-    visit(e, &mut |node| {
-        if let ast::Expr::Function(f) = node
-            && f.over.is_none()
-            && aggregate_of(&function_name(f)).is_some()
-        {
-            found = true;
-        }
-    });
-    found
-}
-
-/// Calls `f` on `e` and its sub-expressions (those the binder knows).
-fn visit(e: &ast::Expr, f: &mut dyn FnMut(&ast::Expr)) {
-    use ast::Expr as E;
-    f(e);
-    let mut go = |x: &ast::Expr| visit(x, f);
-    match e {
-        E::BinaryOp { left, right, .. } => {
-            go(left);
-            go(right);
-        }
-        E::UnaryOp { expr, .. }
-        | E::Nested(expr)
-        | E::IsNull(expr)
-        | E::IsNotNull(expr)
-        | E::Cast { expr, .. }
-        | E::Extract { expr, .. }
-        | E::Ceil { expr, .. }
-        | E::Floor { expr, .. } => go(expr),
-        E::In { expr, target, .. } => {
-            go(expr);
-            if let ast::InTarget::List(list) = target {
-                list.iter().for_each(go);
-            }
-        }
-        E::Between {
-            expr, low, high, ..
-        } => {
-            go(expr);
-            go(low);
-            go(high);
-        }
-        E::Like { expr, pattern, .. } => {
-            go(expr);
-            go(pattern);
-        }
-        E::Case {
-            operand,
-            conditions,
-            else_result,
-            ..
-        } => {
-            operand.iter().for_each(|x| go(x));
-            for c in conditions {
-                go(&c.condition);
-                go(&c.result);
-            }
-            else_result.iter().for_each(|x| go(x));
-        }
-        E::Substring {
-            expr,
-            substring_from,
-            substring_for,
-            ..
-        } => {
-            go(expr);
-            substring_from.iter().for_each(|x| go(x));
-            substring_for.iter().for_each(|x| go(x));
-        }
-        E::Function(func) => {
-            if let FunctionArguments::List(list) = &func.args {
-                for arg in &list.args {
-                    if let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = arg {
-                        go(x);
-                    }
-                }
-            }
-            if let Some(filter) = &func.filter {
-                go(filter);
-            }
-        }
-        _ => {}
-    }
 }
 
 /// The SQL type a `CAST` names.
@@ -371,85 +219,6 @@ impl Binder<'_> {
             }
         }
         self.bind_node(e)
-    }
-
-    fn aggregate(
-        &mut self,
-        func: AggFunc,
-        f: &ast::Function,
-        at: &ast::Expr,
-    ) -> Result<(Expr, Type), SqlError> {
-        let name = function_name(f);
-        let (args, distinct) = match &f.args {
-            FunctionArguments::List(list) => (
-                list.args.as_slice(),
-                matches!(
-                    list.duplicate_treatment,
-                    Some(ast::DuplicateTreatment::Distinct)
-                ),
-            ),
-            _ => (&[][..], false),
-        };
-        if f.over.is_some() || !f.within_group.is_empty() {
-            return Err(error_at(at, format!("{name}(...) OVER is not supported")));
-        }
-        let mut plain = Binder::plain(self.columns, "an aggregate's argument");
-        let (func, arg, ty, exact) = match (func, args) {
-            (AggFunc::Count, [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)]) if !distinct => {
-                (AggFunc::CountStar, None, Type::BigInt, true)
-            }
-            (_, [FunctionArg::Unnamed(FunctionArgExpr::Expr(x))]) => {
-                let (arg, ty) = plain.bind(x)?;
-                let out = match func {
-                    AggFunc::Count | AggFunc::CountStar => Type::BigInt,
-                    AggFunc::Min | AggFunc::Max => ty,
-                    AggFunc::Avg if ty.is_numeric() => Type::Double,
-                    AggFunc::Sum if ty == Type::Double => Type::Double,
-                    AggFunc::Sum if ty.is_numeric() => Type::HugeInt,
-                    _ => {
-                        return Err(error_at(
-                            x,
-                            format!(
-                                "type mismatch: {}({ty}) is not supported, it needs a number",
-                                name.to_uppercase()
-                            ),
-                        ));
-                    }
-                };
-                let exact = matches!(ty, Type::BigInt | Type::HugeInt | Type::Null);
-                (func, Some(arg), out, exact)
-            }
-            _ => {
-                return Err(error_at(
-                    at,
-                    format!("{name} takes one argument (or * for count)"),
-                ));
-            }
-        };
-        let filter = match &f.filter {
-            Some(condition) => Some(Binder::plain(self.columns, "FILTER").predicate(condition)?),
-            None => None,
-        };
-        let agg = Agg {
-            func,
-            arg,
-            distinct,
-            filter,
-            ty,
-            exact,
-        };
-        let grouping = self
-            .grouping
-            .as_deref_mut()
-            .ok_or_else(|| error_at(at, "an aggregate outside an aggregate query"))?;
-        let index = match grouping.aggs.iter().position(|a| *a == agg) {
-            Some(i) => i,
-            None => {
-                grouping.aggs.push(agg);
-                grouping.aggs.len() - 1
-            }
-        };
-        Ok((Expr::Column(grouping.group.len() + index), ty))
     }
 
     fn column(&self, parts: &[ast::Ident], at: &ast::Expr) -> Result<(Expr, Type), SqlError> {
@@ -640,7 +409,13 @@ impl Binder<'_> {
         })
     }
 
-    fn expect(&self, at: &ast::Expr, ty: Type, want: Type, what: &str) -> Result<(), SqlError> {
+    pub(super) fn expect(
+        &self,
+        at: &ast::Expr,
+        ty: Type,
+        want: Type,
+        what: &str,
+    ) -> Result<(), SqlError> {
         if ty == want || ty == Type::Null {
             Ok(())
         } else {
@@ -648,7 +423,7 @@ impl Binder<'_> {
         }
     }
 
-    fn numeric(&self, at: &ast::Expr, ty: Type) -> Result<(), SqlError> {
+    pub(super) fn numeric(&self, at: &ast::Expr, ty: Type) -> Result<(), SqlError> {
         if ty.is_numeric() {
             Ok(())
         } else {
@@ -659,7 +434,7 @@ impl Binder<'_> {
         }
     }
 
-    fn expect_time(&self, at: &ast::Expr, ty: Type, what: &str) -> Result<(), SqlError> {
+    pub(super) fn expect_time(&self, at: &ast::Expr, ty: Type, what: &str) -> Result<(), SqlError> {
         if matches!(ty, Type::Timestamp | Type::Date | Type::Null) {
             Ok(())
         } else {
@@ -857,290 +632,6 @@ impl Binder<'_> {
             ty,
         ))
     }
-
-    fn function(&mut self, f: &ast::Function, at: &ast::Expr) -> Result<(Expr, Type), SqlError> {
-        let name = function_name(f);
-        if let Some(over) = &f.over {
-            return self.window_call(&name, over, at);
-        }
-        if f.filter.is_some() {
-            return Err(error_at(
-                at,
-                format!("FILTER applies to aggregates, not {name}"),
-            ));
-        }
-        let list = match &f.args {
-            FunctionArguments::List(list) if list.duplicate_treatment.is_none() => &list.args[..],
-            FunctionArguments::None => &[][..],
-            _ => {
-                return Err(error_at(
-                    at,
-                    format!("{name}(...) with these arguments is not supported"),
-                ));
-            }
-        };
-        let mut args = Vec::with_capacity(list.len());
-        let mut types = Vec::with_capacity(list.len());
-        let mut asts = Vec::with_capacity(list.len());
-        for arg in list {
-            let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = arg else {
-                return Err(error_at(at, format!("{name}(...) takes plain arguments")));
-            };
-            let (bound, ty) = self.bind(x)?;
-            args.push(bound);
-            types.push(ty);
-            asts.push(x);
-        }
-        let arity = |range: std::ops::RangeInclusive<usize>| -> Result<(), SqlError> {
-            if range.contains(&args.len()) {
-                Ok(())
-            } else {
-                Err(error_at(
-                    at,
-                    format!(
-                        "wrong number of arguments: {name} takes {} argument(s), not {}",
-                        if range.start() == range.end() {
-                            range.start().to_string()
-                        } else {
-                            format!("{} to {}", range.start(), range.end())
-                        },
-                        args.len()
-                    ),
-                ))
-            }
-        };
-        let text = |i: usize| self.expect(asts[i], types[i], Type::Varchar, &name);
-        let (func, ty) = match name.as_str() {
-            "lower" | "lcase" => {
-                arity(1..=1)?;
-                text(0)?;
-                (Func::Lower, Type::Varchar)
-            }
-            "upper" | "ucase" => {
-                arity(1..=1)?;
-                text(0)?;
-                (Func::Upper, Type::Varchar)
-            }
-            "length" | "len" | "char_length" | "character_length" => {
-                arity(1..=1)?;
-                text(0)?;
-                (Func::Length, Type::BigInt)
-            }
-            "substr" | "substring" => {
-                arity(2..=3)?;
-                text(0)?;
-                (Func::Substr, Type::Varchar)
-            }
-            "concat" => {
-                arity(1..=usize::MAX)?;
-                (Func::Concat, Type::Varchar)
-            }
-            "coalesce" | "ifnull" | "greatest" | "least" => {
-                arity(if name == "ifnull" {
-                    2..=2
-                } else {
-                    1..=usize::MAX
-                })?;
-                let mut ty = Type::Null;
-                for (t, x) in types.iter().zip(&asts) {
-                    ty = if *t == ty || *t == Type::Null {
-                        ty
-                    } else if ty == Type::Null {
-                        *t
-                    } else {
-                        ty.widen(*t).ok_or_else(|| {
-                            error_at(*x, format!("type mismatch: {name} of {ty} and {t}"))
-                        })?
-                    };
-                }
-                if matches!(ty, Type::HugeInt | Type::Double) {
-                    args = args
-                        .into_iter()
-                        .map(|a| Expr::Cast(Box::new(a), ty))
-                        .collect();
-                }
-                let func = match name.as_str() {
-                    "greatest" => Func::Greatest,
-                    "least" => Func::Least,
-                    _ => Func::Coalesce,
-                };
-                (func, ty)
-            }
-            "nullif" => {
-                arity(2..=2)?;
-                (Func::NullIf, types[0])
-            }
-            "abs" | "floor" | "ceil" | "ceiling" | "round" => {
-                arity(if name == "round" { 1..=2 } else { 1..=1 })?;
-                self.numeric(asts[0], types[0])?;
-                let func = match name.as_str() {
-                    "abs" => Func::Abs,
-                    "floor" => Func::Floor,
-                    "round" => Func::Round,
-                    _ => Func::Ceil,
-                };
-                (func, types[0])
-            }
-            "epoch_ms" => {
-                arity(1..=1)?;
-                match types[0] {
-                    Type::Timestamp | Type::Date => (Func::ToEpochMs, Type::BigInt),
-                    t if t.is_numeric() => (Func::EpochMs, Type::Timestamp),
-                    t => {
-                        return Err(error_at(
-                            asts[0],
-                            format!("epoch_ms needs a number, not {t}"),
-                        ));
-                    }
-                }
-            }
-            "to_timestamp" => {
-                // Seconds since the epoch: the same as epoch_ms(x * 1000).
-                arity(1..=1)?;
-                self.numeric(asts[0], types[0])?;
-                let ms = Expr::Cast(
-                    Box::new(Expr::Arith(
-                        Arith::Mul,
-                        Box::new(args[0].clone()),
-                        Box::new(Expr::Literal(Datum::Float(F64(1000.0)))),
-                        Type::Double,
-                    )),
-                    Type::BigInt,
-                );
-                args = vec![ms];
-                (Func::EpochMs, Type::Timestamp)
-            }
-            "strftime" => {
-                arity(2..=2)?;
-                self.expect_time(asts[0], types[0], "strftime")?;
-                text(1)?;
-                if let Expr::Literal(Datum::Text(format)) = &args[1]
-                    && time::strftime(0, format).is_none()
-                {
-                    return Err(error_at(
-                        asts[1],
-                        format!(
-                            "strftime format {format:?} uses a specifier lambdaflow does not know (it knows %{})",
-                            time::STRFTIME_SPECIFIERS
-                                .chars()
-                                .map(String::from)
-                                .collect::<Vec<_>>()
-                                .join(" %")
-                        ),
-                    ));
-                }
-                (Func::Strftime, Type::Varchar)
-            }
-            "date_trunc" | "datetrunc" | "date_part" | "datepart" => {
-                arity(2..=2)?;
-                let Expr::Literal(Datum::Text(part_name)) = args[0].clone() else {
-                    return Err(error_at(
-                        asts[0],
-                        format!("{name} needs a constant part, like 'day'"),
-                    ));
-                };
-                let part = Part::parse(&part_name).ok_or_else(|| {
-                    error_at(asts[0], format!("{part_name:?} is not a date part"))
-                })?;
-                self.expect_time(asts[1], types[1], &name)?;
-                args.remove(0);
-                if name.starts_with("date_part") || name == "datepart" {
-                    let out = if part == Part::Epoch {
-                        Type::Double
-                    } else {
-                        Type::BigInt
-                    };
-                    (Func::Extract(part), out)
-                } else {
-                    if !part.truncates() {
-                        return Err(error_at(
-                            asts[0],
-                            format!("date_trunc cannot truncate to {part_name:?}"),
-                        ));
-                    }
-                    (Func::DateTrunc(part), Type::Timestamp)
-                }
-            }
-            "time_bucket" => {
-                arity(2..=2)?;
-                if types[0] != Type::Interval {
-                    return Err(error_at(
-                        asts[0],
-                        "time_bucket needs an INTERVAL width first",
-                    ));
-                }
-                self.expect_time(asts[1], types[1], "time_bucket")?;
-                (Func::TimeBucket, Type::Timestamp)
-            }
-            other => {
-                return Err(error_at(at, format!("unknown function {other}")));
-            }
-        };
-        Ok((Expr::Call(func, args), ty))
-    }
-
-    fn window_call(
-        &mut self,
-        name: &str,
-        over: &ast::WindowType,
-        at: &ast::Expr,
-    ) -> Result<(Expr, Type), SqlError> {
-        if name != "row_number" {
-            return Err(error_at(
-                at,
-                format!("the window function {name} is not supported (only ROW_NUMBER() is)"),
-            ));
-        }
-        let ast::WindowType::WindowSpec(spec) = over else {
-            return Err(error_at(at, "named windows are not supported"));
-        };
-        if spec.window_frame.is_some() {
-            return Err(error_at(at, "window frames are not supported"));
-        }
-        if spec.order_by.is_empty() {
-            return Err(error_at(
-                at,
-                "ROW_NUMBER() needs ORDER BY in its OVER (...): without it the numbering is arbitrary",
-            ));
-        }
-        if self.window.as_deref().is_some_and(Option::is_some) {
-            return Err(error_at(
-                at,
-                "only one ROW_NUMBER() per SELECT is supported",
-            ));
-        }
-        if self.window.is_none() {
-            return Err(error_at(
-                at,
-                format!("window functions are not allowed in {}", self.clause),
-            ));
-        }
-        let mut partition = Vec::with_capacity(spec.partition_by.len());
-        for p in &spec.partition_by {
-            partition.push(self.bind(p)?.0);
-        }
-        let mut order = Vec::with_capacity(spec.order_by.len());
-        for o in &spec.order_by {
-            order.push(self.sort_key(o)?);
-        }
-        if let Some(slot) = self.window.as_deref_mut() {
-            *slot = Some(WindowCall { partition, order });
-        }
-        Ok((Expr::Column(WINDOW_SLOT), Type::BigInt))
-    }
-
-    /// One `ORDER BY` key.
-    pub fn sort_key(&mut self, o: &ast::OrderByExpr) -> Result<SortKey, SqlError> {
-        let desc = matches!(o.options.sort, Some(ast::OrderBySort::Desc));
-        if let Some(ast::OrderBySort::Using(_)) = o.options.sort {
-            return Err(error_at(&o.expr, "ORDER BY ... USING is not supported"));
-        }
-        Ok(SortKey {
-            expr: self.bind(&o.expr)?.0,
-            desc,
-            nulls_first: o.options.nulls_first.unwrap_or(false),
-        })
-    }
 }
 
 /// The first column an expression reads, if any.
@@ -1154,90 +645,6 @@ fn first_column(e: &Expr) -> Option<usize> {
         }
     });
     found
-}
-
-/// Calls `f` on `e` and every sub-expression.
-pub(super) fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
-    f(e);
-    match e {
-        Expr::Column(_) | Expr::Literal(_) => {}
-        Expr::Neg(x) | Expr::Not(x) | Expr::IsNull(x, _) | Expr::Cast(x, _) => walk(x, f),
-        Expr::Arith(_, a, b, _)
-        | Expr::Compare(_, a, b)
-        | Expr::And(a, b)
-        | Expr::Or(a, b)
-        | Expr::Concat(a, b)
-        | Expr::Like(a, b, _) => {
-            walk(a, f);
-            walk(b, f);
-        }
-        Expr::In(x, list, _) => {
-            walk(x, f);
-            list.iter().for_each(|i| walk(i, f));
-        }
-        Expr::Between(x, lo, hi, _) => {
-            walk(x, f);
-            walk(lo, f);
-            walk(hi, f);
-        }
-        Expr::Case {
-            operand,
-            whens,
-            otherwise,
-        } => {
-            operand.iter().for_each(|o| walk(o, f));
-            for (w, t) in whens {
-                walk(w, f);
-                walk(t, f);
-            }
-            otherwise.iter().for_each(|o| walk(o, f));
-        }
-        Expr::Call(_, args) => args.iter().for_each(|a| walk(a, f)),
-    }
-}
-
-/// Rewrites the column references of `e` with `f`.
-pub(super) fn remap(e: &mut Expr, f: &dyn Fn(usize) -> usize) {
-    match e {
-        Expr::Column(i) => *i = f(*i),
-        Expr::Literal(_) => {}
-        Expr::Neg(x) | Expr::Not(x) | Expr::IsNull(x, _) | Expr::Cast(x, _) => remap(x, f),
-        Expr::Arith(_, a, b, _)
-        | Expr::Compare(_, a, b)
-        | Expr::And(a, b)
-        | Expr::Or(a, b)
-        | Expr::Concat(a, b)
-        | Expr::Like(a, b, _) => {
-            remap(a, f);
-            remap(b, f);
-        }
-        Expr::In(x, list, _) => {
-            remap(x, f);
-            list.iter_mut().for_each(|i| remap(i, f));
-        }
-        Expr::Between(x, lo, hi, _) => {
-            remap(x, f);
-            remap(lo, f);
-            remap(hi, f);
-        }
-        Expr::Case {
-            operand,
-            whens,
-            otherwise,
-        } => {
-            if let Some(o) = operand {
-                remap(o, f);
-            }
-            for (w, t) in whens {
-                remap(w, f);
-                remap(t, f);
-            }
-            if let Some(o) = otherwise {
-                remap(o, f);
-            }
-        }
-        Expr::Call(_, args) => args.iter_mut().for_each(|a| remap(a, f)),
-    }
 }
 
 fn literal(v: &Value, at: &ast::Expr) -> Result<(Expr, Type), SqlError> {

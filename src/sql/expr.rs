@@ -553,6 +553,90 @@ fn timestamp_of(d: &Datum) -> Option<i64> {
     }
 }
 
+/// Calls `f` on `e` and every sub-expression.
+pub fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
+    f(e);
+    match e {
+        Expr::Column(_) | Expr::Literal(_) => {}
+        Expr::Neg(x) | Expr::Not(x) | Expr::IsNull(x, _) | Expr::Cast(x, _) => walk(x, f),
+        Expr::Arith(_, a, b, _)
+        | Expr::Compare(_, a, b)
+        | Expr::And(a, b)
+        | Expr::Or(a, b)
+        | Expr::Concat(a, b)
+        | Expr::Like(a, b, _) => {
+            walk(a, f);
+            walk(b, f);
+        }
+        Expr::In(x, list, _) => {
+            walk(x, f);
+            list.iter().for_each(|i| walk(i, f));
+        }
+        Expr::Between(x, lo, hi, _) => {
+            walk(x, f);
+            walk(lo, f);
+            walk(hi, f);
+        }
+        Expr::Case {
+            operand,
+            whens,
+            otherwise,
+        } => {
+            operand.iter().for_each(|o| walk(o, f));
+            for (w, t) in whens {
+                walk(w, f);
+                walk(t, f);
+            }
+            otherwise.iter().for_each(|o| walk(o, f));
+        }
+        Expr::Call(_, args) => args.iter().for_each(|a| walk(a, f)),
+    }
+}
+
+/// Rewrites the column references of `e` with `f`.
+pub fn remap(e: &mut Expr, f: &dyn Fn(usize) -> usize) {
+    match e {
+        Expr::Column(i) => *i = f(*i),
+        Expr::Literal(_) => {}
+        Expr::Neg(x) | Expr::Not(x) | Expr::IsNull(x, _) | Expr::Cast(x, _) => remap(x, f),
+        Expr::Arith(_, a, b, _)
+        | Expr::Compare(_, a, b)
+        | Expr::And(a, b)
+        | Expr::Or(a, b)
+        | Expr::Concat(a, b)
+        | Expr::Like(a, b, _) => {
+            remap(a, f);
+            remap(b, f);
+        }
+        Expr::In(x, list, _) => {
+            remap(x, f);
+            list.iter_mut().for_each(|i| remap(i, f));
+        }
+        Expr::Between(x, lo, hi, _) => {
+            remap(x, f);
+            remap(lo, f);
+            remap(hi, f);
+        }
+        Expr::Case {
+            operand,
+            whens,
+            otherwise,
+        } => {
+            if let Some(o) = operand {
+                remap(o, f);
+            }
+            for (w, t) in whens {
+                remap(w, f);
+                remap(t, f);
+            }
+            if let Some(o) = otherwise {
+                remap(o, f);
+            }
+        }
+        Expr::Call(_, args) => args.iter_mut().for_each(|a| remap(a, f)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

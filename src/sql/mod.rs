@@ -5,9 +5,9 @@
 //! module each:
 //!
 //! 1. [`parse`]: `sqlparser` with DuckDB's dialect reads the statements;
-//! 2. [`plan`] (with `bind` for expressions): names are resolved against the sources and
-//!    earlier views, types inferred as DuckDB does, and the query becomes a logical plan of
-//!    relational operators;
+//! 2. [`plan`] (with `from` for sources and joins, `bind` for expressions, `functions` and
+//!    `aggregates` for calls): names are resolved against the sources and earlier views, types
+//!    inferred as DuckDB does, and the query becomes a logical plan of relational operators;
 //! 3. [`expr`]: the scalar expressions that plan carries, evaluated per row, with DuckDB's
 //!    `NULL` semantics (dates and times in `time`);
 //! 4. [`render`]: the plan as differential operators, aggregates carried as differences
@@ -37,8 +37,11 @@
 //! # Ok::<(), String>(())
 //! ```
 
+mod aggregates;
 mod bind;
 pub mod expr;
+mod from;
+mod functions;
 pub mod parse;
 pub mod plan;
 mod register;

@@ -8,11 +8,13 @@
 //! `DISTINCT`. A view's top-level `ORDER BY .. LIMIT k` is not a node: it makes the view a
 //! ranked view ([`ViewPlan::ranking`]), answered by a scatter/gather top-k at read time.
 
-use sqlparser::ast::{self, SelectItem, SetExpr, TableFactor};
+use sqlparser::ast::{self, SelectItem, SetExpr};
 
 use super::SqlError;
-use super::bind::{Agg, Binder, Grouping, SortKey, WINDOW_SLOT, WindowCall, error_at, remap};
+use super::aggregates::Agg;
+use super::bind::{Binder, Grouping, SortKey, WINDOW_SLOT, WindowCall, error_at};
 use super::expr::Expr;
+use super::expr::remap;
 use super::types::{Column, Type};
 
 /// A relational operator tree.
@@ -140,7 +142,7 @@ pub struct Catalog<'a> {
 }
 
 /// The `WITH` tables in scope.
-type Ctes<'q> = Vec<(String, &'q ast::Query)>;
+pub(super) type Ctes<'q> = Vec<(String, &'q ast::Query)>;
 
 /// Plans the body of `CREATE VIEW name AS query`.
 pub fn plan_view(
@@ -160,8 +162,8 @@ pub fn plan_view(
     })
 }
 
-struct Planner<'a, 'c> {
-    catalog: &'a Catalog<'c>,
+pub(super) struct Planner<'a, 'c> {
+    pub(super) catalog: &'a Catalog<'c>,
 }
 
 /// Which output columns key a select's rows (`None`: every column).
@@ -203,7 +205,7 @@ impl Planner<'_, '_> {
         Ok((body, ranking, key))
     }
 
-    fn with<'q>(
+    pub(super) fn with<'q>(
         &mut self,
         query: &'q ast::Query,
         mut ctes: Ctes<'q>,
@@ -223,7 +225,11 @@ impl Planner<'_, '_> {
     }
 
     /// A query used as a table: `ORDER BY .. LIMIT` becomes a ranking node.
-    fn query<'q>(&mut self, query: &'q ast::Query, ctes: &Ctes<'q>) -> Result<Relation, SqlError> {
+    pub(super) fn query<'q>(
+        &mut self,
+        query: &'q ast::Query,
+        ctes: &Ctes<'q>,
+    ) -> Result<Relation, SqlError> {
         let ctes = self.with(query, ctes.clone())?;
         let (body, _) = self.body(&query.body, &ctes)?;
         match (order_of(query), limit_of(query)?) {
@@ -349,11 +355,13 @@ impl Planner<'_, '_> {
             }
         };
         let aggregated = !group_by.is_empty()
-            || items.iter().any(|(e, _)| super::bind::has_aggregate(e))
+            || items
+                .iter()
+                .any(|(e, _)| super::aggregates::has_aggregate(e))
             || select
                 .having
                 .as_ref()
-                .is_some_and(super::bind::has_aggregate);
+                .is_some_and(super::aggregates::has_aggregate);
 
         let mut window: Option<WindowCall> = None;
         let mut outputs: Vec<(Expr, Type)> = Vec::with_capacity(items.len());
@@ -524,226 +532,12 @@ impl Planner<'_, '_> {
                 .iter()
                 .find(|(_, name)| name.eq_ignore_ascii_case(&ident.value))
         {
-            if super::bind::has_aggregate(e) {
+            if super::aggregates::has_aggregate(e) {
                 return Err(error_at(g, format!("GROUP BY {ident} names an aggregate")));
             }
             return Ok(e);
         }
         Ok(g)
-    }
-
-    fn from<'q>(
-        &mut self,
-        from: &'q [ast::TableWithJoins],
-        ctes: &Ctes<'q>,
-    ) -> Result<Relation, SqlError> {
-        match from {
-            [] => Err(SqlError::new(
-                "a SQL view needs FROM: a source or a view",
-                0,
-                0,
-            )),
-            [one] => self.joined(one, ctes),
-            [_, second, ..] => Err(error_at(
-                &second.relation,
-                "a comma join (cross join) is not supported: use JOIN ... ON a.x = b.y",
-            )),
-        }
-    }
-
-    fn joined<'q>(
-        &mut self,
-        table: &'q ast::TableWithJoins,
-        ctes: &Ctes<'q>,
-    ) -> Result<Relation, SqlError> {
-        let mut left = self.factor(&table.relation, ctes)?;
-        for join in &table.joins {
-            let right = self.factor(&join.relation, ctes)?;
-            let (constraint, outer) = match &join.join_operator {
-                ast::JoinOperator::Join(c) | ast::JoinOperator::Inner(c) => (c, false),
-                ast::JoinOperator::Left(c) | ast::JoinOperator::LeftOuter(c) => (c, true),
-                other => {
-                    let name = match other {
-                        ast::JoinOperator::Right(_) | ast::JoinOperator::RightOuter(_) => {
-                            "RIGHT JOIN"
-                        }
-                        ast::JoinOperator::FullOuter(_) => "FULL OUTER JOIN",
-                        ast::JoinOperator::CrossJoin(_) => "CROSS JOIN",
-                        _ => "this join",
-                    };
-                    return Err(error_at(
-                        &join.relation,
-                        format!("{name} is not supported (INNER and LEFT equi-joins are)"),
-                    ));
-                }
-            };
-            let ast::JoinConstraint::On(on) = constraint else {
-                return Err(error_at(
-                    &join.relation,
-                    "a join needs ON a.x = b.y (USING and NATURAL are not supported)",
-                ));
-            };
-            left = self.join(left, right, on, outer)?;
-        }
-        Ok(left)
-    }
-
-    fn join(
-        &mut self,
-        left: Relation,
-        right: Relation,
-        on: &ast::Expr,
-        outer: bool,
-    ) -> Result<Relation, SqlError> {
-        let mut conjuncts = Vec::new();
-        split_and(on, &mut conjuncts);
-        let mut columns = left.columns.clone();
-        columns.extend(right.columns.iter().cloned());
-        let (mut left_keys, mut right_keys, mut residual) = (Vec::new(), Vec::new(), Vec::new());
-        for c in conjuncts {
-            if let ast::Expr::BinaryOp {
-                left: a,
-                op: ast::BinaryOperator::Eq,
-                right: b,
-            } = c
-            {
-                let sides =
-                    |x: &ast::Expr, y: &ast::Expr| -> Option<((Expr, Type), (Expr, Type))> {
-                        let l = Binder::plain(&left.columns, "ON").bind(x).ok()?;
-                        let r = Binder::plain(&right.columns, "ON").bind(y).ok()?;
-                        Some((l, r))
-                    };
-                // A name found on both sides is ambiguous in the joined columns.
-                Binder::plain(&columns, "ON").bind(c)?;
-                if let Some(((l, lt), (r, rt))) = sides(a, b).or_else(|| sides(b, a)) {
-                    if !lt.comparable(rt) {
-                        return Err(error_at(
-                            c,
-                            format!("type mismatch: cannot join {lt} with {rt}"),
-                        ));
-                    }
-                    let (l, r) = match lt.widen(rt) {
-                        Some(w) if w != lt || w != rt => {
-                            (Expr::Cast(Box::new(l), w), Expr::Cast(Box::new(r), w))
-                        }
-                        _ => (l, r),
-                    };
-                    left_keys.push(l);
-                    right_keys.push(r);
-                    continue;
-                }
-            }
-            residual.push(Binder::plain(&columns, "ON").predicate(c)?);
-        }
-        if left_keys.is_empty() {
-            return Err(error_at(
-                on,
-                "a join needs an equality between its two sides (ON a.x = b.y): only equi-joins are supported",
-            ));
-        }
-        let residual = residual
-            .into_iter()
-            .reduce(|a, b| Expr::And(Box::new(a), Box::new(b)));
-        Ok(Relation {
-            plan: Plan::Join {
-                left: Box::new(left.plan),
-                right: Box::new(right.plan),
-                left_keys,
-                right_keys,
-                residual,
-                left_outer: outer.then_some(right.columns.len()),
-            },
-            columns,
-        })
-    }
-
-    fn factor<'q>(
-        &mut self,
-        factor: &'q TableFactor,
-        ctes: &Ctes<'q>,
-    ) -> Result<Relation, SqlError> {
-        let (mut relation, alias) = match factor {
-            TableFactor::Table {
-                name,
-                alias,
-                args: None,
-                ..
-            } => {
-                let text = name.to_string();
-                let mut relation = if let Some((_, q)) = ctes
-                    .iter()
-                    .rev()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(&text))
-                {
-                    let earlier: Ctes<'q> = ctes
-                        .iter()
-                        .take_while(|(n, _)| !n.eq_ignore_ascii_case(&text))
-                        .cloned()
-                        .collect();
-                    self.query(q, &earlier)?
-                } else if let Some((n, cols)) = self
-                    .catalog
-                    .views
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(&text))
-                {
-                    Relation {
-                        plan: Plan::View(n.clone()),
-                        columns: cols.clone(),
-                    }
-                } else if let Some(i) = self
-                    .catalog
-                    .sources
-                    .iter()
-                    .position(|(n, _)| n.eq_ignore_ascii_case(&text))
-                {
-                    Relation {
-                        plan: Plan::Scan(i),
-                        columns: self.catalog.sources[i].1.clone(),
-                    }
-                } else {
-                    return Err(error_at(name, format!("unknown table or view {text}")));
-                };
-                for c in relation.columns.iter_mut() {
-                    c.table = Some(text.clone());
-                }
-                (relation, alias)
-            }
-            TableFactor::Derived {
-                lateral: false,
-                subquery,
-                alias,
-                ..
-            } => (self.query(subquery, ctes)?, alias),
-            TableFactor::NestedJoin {
-                table_with_joins,
-                alias,
-            } => (self.joined(table_with_joins, ctes)?, alias),
-            TableFactor::Table { name, .. } | TableFactor::Function { name, .. } => {
-                return Err(error_at(
-                    factor,
-                    format!("the table function {name} is not supported"),
-                ));
-            }
-            other => return Err(error_at(other, "this FROM item is not supported")),
-        };
-        if let Some(alias) = alias {
-            if !alias.columns.is_empty() {
-                if alias.columns.len() != relation.columns.len() {
-                    return Err(error_at(
-                        factor,
-                        "the alias names a different number of columns",
-                    ));
-                }
-                for (c, name) in relation.columns.iter_mut().zip(&alias.columns) {
-                    c.name = name.name.value.clone();
-                }
-            }
-            for c in relation.columns.iter_mut() {
-                c.table = Some(alias.name.value.clone());
-            }
-        }
-        Ok(relation)
     }
 }
 
@@ -781,21 +575,6 @@ fn default_name(e: &ast::Expr) -> String {
             parts.last().map_or(String::new(), |p| p.value.clone())
         }
         other => other.to_string(),
-    }
-}
-
-fn split_and<'e>(e: &'e ast::Expr, into: &mut Vec<&'e ast::Expr>) {
-    match e {
-        ast::Expr::BinaryOp {
-            left,
-            op: ast::BinaryOperator::And,
-            right,
-        } => {
-            split_and(left, into);
-            split_and(right, into);
-        }
-        ast::Expr::Nested(inner) => split_and(inner, into),
-        other => into.push(other),
     }
 }
 

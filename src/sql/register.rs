@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::SqlSource;
-use super::bind::{Agg, SortKey};
+use super::aggregates::Agg;
+use super::bind::SortKey;
 use super::expr::Expr;
 use super::plan::{Plan, ViewPlan};
 use super::render::{

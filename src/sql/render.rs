@@ -26,7 +26,8 @@ use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::operators::ToStream;
 
 use super::SqlSource;
-use super::bind::{Agg, AggFunc, SortKey};
+use super::aggregates::{Agg, AggFunc};
+use super::bind::SortKey;
 use super::expr::Expr;
 use super::plan::Plan;
 use super::types::{Datum, F64, Row, compare};
