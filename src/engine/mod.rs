@@ -3,10 +3,10 @@
 //!
 //! [`Engine::start`] starts the workers of this process. Each worker builds the same dataflow
 //! (batch lane + speed lane → the pipeline's views → arrangements → serving), replays its share
-//! of the history through the batch lane ([`replay`]), agrees with the others on where live
+//! of the history through the batch lane (`engine::replay`), agrees with the others on where live
 //! input begins, then loops: take live events from its mailbox into the speed lane, advance the
 //! lane to the judge's published watermark every tick ([`live`](crate::live)), take queries into
-//! the query input at the right read time ([`client`]), and step the dataflow.
+//! the query input at the right read time (`engine::client`), and step the dataflow.
 
 mod catalog;
 mod client;
@@ -128,7 +128,7 @@ pub struct Hooks<E> {
     /// dataset); see [`Journal`].
     pub journal: Option<Journal<E>>,
     /// Where dataflows created while the engine runs read what came before them (the
-    /// journal's master dataset); without it, [`Engine::create`] is refused.
+    /// journal's master dataset); without it, [`Flows::create`] is refused.
     pub backfill: Option<Arc<dyn BackfillSource<E>>>,
 }
 
@@ -354,7 +354,7 @@ impl<E: Event> Clone for Flows<E> {
 
 impl<E: Event> Flows<E> {
     /// Builds a dataflow for `pipeline`'s views while the engine runs: backfilled from the
-    /// master dataset, then fed live, every event exactly once (see [`flow`]). Its views are
+    /// master dataset, then fed live, every event exactly once (see `engine::flow`). Its views are
     /// listed as backfilling until they reflect everything, then they answer, replacing views
     /// of the same names in one step. Returns the dataflow's id once every worker of this
     /// process has it in its stream (each builds it as it gets there).
