@@ -278,3 +278,78 @@ fn an_ad_hoc_select_is_answered_once_as_duckdb_would() {
         .collect();
     assert!(!names.iter().any(|n| n.starts_with("adhoc")), "{names:?}");
 }
+
+#[test]
+fn two_processes_build_every_view_in_one_order_and_answer_alike() {
+    let history = read_orders(&golden("history.jsonl"));
+    let live = read_orders(&golden("live.jsonl"));
+    let dirs = [
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    ];
+    let (first, second) = history.split_at(history.len() / 2);
+    for (dir, part) in dirs.iter().zip([first, second]) {
+        let file = dir.path().join("history.jsonl");
+        std::fs::write(&file, jsonl(part)).expect("write");
+        import(&dir.path().join("data"), &[file]);
+    }
+    let hosts = dirs[0].path().join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .expect("hosts");
+    let hosts = hosts.to_str().expect("path").to_string();
+    let start = |p: usize| {
+        let data = dirs[p].path().join("data");
+        let (process, hosts, port) = (p.to_string(), hosts.clone(), free_port());
+        std::thread::spawn(move || {
+            let args = [
+                "-w",
+                "2",
+                "-n",
+                "2",
+                "-p",
+                &process,
+                "-h",
+                &hosts,
+                "--idle-timeout",
+                "off",
+            ];
+            Server::start(&data, port, &args, true)
+        })
+    };
+    let (a, b) = (start(0), start(1));
+    let servers = [a.join().expect("process 0"), b.join().expect("process 1")];
+    let chunks: Vec<Vec<u8>> = live.chunks(300).map(jsonl).collect();
+    let half = chunks.len() / 2;
+    for (i, chunk) in chunks[..half].iter().enumerate() {
+        let (status, answer) =
+            servers[i % 2].post("/events", "application/x-ndjson", chunk.clone());
+        assert_eq!(status, 200, "{answer}");
+    }
+    // Asked of the second process, built by both, in the same order.
+    let (status, answer) = post_sql(&servers[1], VIEWS);
+    assert_eq!(status, 200, "{answer}");
+    for (i, chunk) in chunks[half..].iter().enumerate() {
+        let (status, answer) =
+            servers[i % 2].post("/events", "application/x-ndjson", chunk.clone());
+        assert_eq!(status, 200, "{answer}");
+    }
+    let end = live.iter().chain(&history).map(|e| e.ts).max().unwrap_or(0) + 1;
+    let first = servers.iter().map(|s| s.declare(end)).max().unwrap_or(end);
+    let visible = servers
+        .iter()
+        .map(|s| s.declare(first))
+        .max()
+        .unwrap_or(first);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let events = dir.path().join("all.jsonl");
+    let mut all = jsonl(&history);
+    all.extend(jsonl(&live));
+    std::fs::write(&events, all).expect("events written");
+    for server in &servers {
+        wait_ready(server);
+        check_against_duckdb(server, &events, visible);
+    }
+}

@@ -112,6 +112,8 @@ pub(super) enum Request {
     Ask(QueryMsg, bool, Reply),
     /// Withdraw query `id`: its answer is no longer awaited.
     Cancel(u64),
+    /// Put this into the log every worker of every process reads in the same order.
+    Sequence(Vec<u8>),
 }
 
 /// Names a query that was asked, to withdraw it ([`Client::cancel`]).
@@ -222,6 +224,18 @@ impl Client {
     pub fn cancel(&self, ticket: Ticket) {
         if let Some(worker) = self.workers.get(ticket.worker) {
             worker.send(Request::Cancel(ticket.id));
+        }
+    }
+
+    /// Appends `item` to the log that every process reads in the same order (each process's
+    /// [`Hooks::on_sequenced`](super::Hooks::on_sequenced) hears every item): how a catalog
+    /// change reaches every process in one order.
+    pub fn sequence(&self, item: Vec<u8>) -> Result<(), QueryError> {
+        let leader = self.workers.first().ok_or(QueryError::Stopped)?;
+        if leader.send(Request::Sequence(item)) {
+            Ok(())
+        } else {
+            Err(QueryError::Stopped)
         }
     }
 

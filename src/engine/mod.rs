@@ -130,7 +130,14 @@ pub struct Hooks<E> {
     /// Where dataflows created while the engine runs read what came before them (the
     /// journal's master dataset); without it, [`Flows::create`] is refused.
     pub backfill: Option<Arc<dyn BackfillSource<E>>>,
+    /// Hears every item of the log all processes read in one order ([`Client::sequence`]),
+    /// on this process's first worker; `false` leaves the item (and those after it) to be
+    /// heard again later.
+    pub on_sequenced: Option<OnSequenced>,
 }
+
+/// Hears an item of the log all processes read in one order; `false`: not yet.
+pub type OnSequenced = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
 impl<E> Default for Hooks<E> {
     fn default() -> Self {
@@ -139,6 +146,7 @@ impl<E> Default for Hooks<E> {
             on_late_drop: None,
             journal: None,
             backfill: None,
+            on_sequenced: None,
         }
     }
 }
@@ -504,6 +512,10 @@ where
         local: shared.local,
     };
     let mut flows: Vec<Flow<E>> = Vec::new();
+    // The log every worker of every process reads in one order (built by all, in this place).
+    let mut sequencer =
+        timely::synchronization::Sequencer::<Vec<u8>>::new(worker, std::time::Instant::now());
+    let mut sequenced: std::collections::VecDeque<Vec<u8>> = Default::default();
 
     // The batch lane: this worker's share of history.
     let started = Instant::now();
@@ -665,6 +677,16 @@ where
         {
             query_input.advance_to(t);
         }
+        for item in sequencer.by_ref() {
+            if leader {
+                sequenced.push_back(item);
+            }
+        }
+        if let Some(hook) = &shared.hooks.on_sequenced {
+            while sequenced.front().is_some_and(|item| hook(item)) {
+                sequenced.pop_front();
+            }
+        }
         for flow in flows.iter_mut() {
             flow.fill();
             flow.advance_queries();
@@ -697,6 +719,7 @@ where
             loop {
                 match inbox.try_recv() {
                     Ok(Request::Ask(msg, exact, reply)) => held.push((msg, exact, reply)),
+                    Ok(Request::Sequence(item)) => sequencer.push(item),
                     Ok(Request::Cancel(id)) => {
                         held.retain(|(msg, _, _)| msg.id != id);
                         if let Some(mut msg) = replies.borrow_mut().cancel(id) {
@@ -757,6 +780,7 @@ where
     drop(query_input);
     drop(gossip_input);
     drop(flows);
+    drop(sequencer);
     while worker.step_or_park(Some(settings.tick)) {}
     match failure {
         Some(e) => Err(e),

@@ -33,7 +33,9 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::cluster::Cluster;
-use crate::engine::{Backfill, BackfillSource, Client, Engine, Flows, Hooks, Pipeline, Settings};
+use crate::engine::{
+    Backfill, BackfillSource, Client, Engine, Flows, Hooks, OnSequenced, Pipeline, Settings,
+};
 use crate::history::History;
 use crate::master::{Entry, Mark, MasterDataset, MasterOptions};
 use crate::metrics::Metrics;
@@ -132,21 +134,38 @@ where
         )
     })?;
     let views: SqlViews<P::Event> = sql::load(&config.data_dir, config.sql.as_deref())?;
-    let refused = (config.cluster.processes > 1).then(|| {
-        "POST /sql on a server of several processes is not supported yet: start every process with the same --sql FILE".to_string()
-    });
     let data_dir = config.data_dir.clone();
     let defined = views.clone();
     let timeout = config.query_timeout;
+    let cluster = config.cluster.clone();
+    // Catalog changes come out of the log every process reads in one order; the catalog that
+    // applies them exists once the engine runs (until then they wait in the log).
+    let applier: Arc<std::sync::OnceLock<std::sync::Weak<sql::SqlCatalog<P::Event>>>> =
+        Arc::default();
+    let hook = {
+        let applier = applier.clone();
+        Arc::new(
+            move |item: &[u8]| match applier.get().map(std::sync::Weak::upgrade) {
+                Some(Some(catalog)) => {
+                    catalog.apply(item);
+                    true
+                }
+                // Stopping: nothing is left to change.
+                Some(None) => true,
+                None => false,
+            },
+        )
+    };
     let make: MakeStatements<P::Event> = Box::new(move |flows, client| {
-        sql::SqlCatalog::new(defined, flows, client, timeout, data_dir, refused)
-            as Arc<dyn sql::Statements>
+        let catalog = sql::SqlCatalog::new(defined, flows, client, timeout, data_dir, &cluster);
+        let _ = applier.set(Arc::downgrade(&catalog));
+        catalog as Arc<dyn sql::Statements>
     });
     let pipeline = WithSql {
         pipeline,
         sql: views,
     };
-    serve_with(config, pipeline, Some(make), on_listening, shutdown).await
+    serve_with(config, pipeline, Some((make, hook)), on_listening, shutdown).await
 }
 
 /// Backfills from the master dataset, as it was when marked.
@@ -189,7 +208,7 @@ impl<E: crate::event::Event> Backfill<E> for Marked<E> {
 async fn serve_with<P: Pipeline>(
     config: ServerConfig,
     pipeline: P,
-    statements: Option<MakeStatements<P::Event>>,
+    statements: Option<(MakeStatements<P::Event>, OnSequenced)>,
     on_listening: impl FnOnce(SocketAddr) + Send,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
@@ -248,6 +267,7 @@ async fn serve_with<P: Pipeline>(
         backfill: Some(Arc::new(MasterBackfill {
             master: master.clone(),
         })),
+        on_sequenced: statements.as_ref().map(|(_, hook)| hook.clone()),
         ..Hooks::default()
     };
     let mut engine = tokio::task::spawn_blocking(move || {
@@ -281,7 +301,7 @@ async fn serve_with<P: Pipeline>(
 
     let exporter = prometheus::Exporter::new(metrics.clone(), master.clone(), total_bytes, workers);
     let (stopping, shutdown_watch) = tokio::sync::watch::channel(false);
-    let statements = statements.map(|make| make(engine.flows(), engine.client()));
+    let statements = statements.map(|(make, _)| make(engine.flows(), engine.client()));
     let state = Arc::new(http::State::new(
         &config,
         &engine,

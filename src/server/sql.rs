@@ -146,13 +146,26 @@ pub struct SqlCatalog<E: SqlSource> {
     views: Mutex<SqlViews<E>>,
     flows: Flows<E>,
     client: Client,
+    /// This process's index, and whether there are others.
+    process: usize,
+    several: bool,
+    /// Requests of this process waiting for their statements to come out of the log.
+    waiting: Mutex<std::collections::HashMap<u64, std::sync::mpsc::Sender<Result<Ran, Refusal>>>>,
+    next_request: AtomicU64,
     /// How long an ad-hoc query may take.
     timeout: Duration,
     /// Numbers the ad-hoc queries.
     adhoc: AtomicU64,
     data_dir: PathBuf,
-    /// Why statements cannot run here, if they cannot.
-    refused: Option<String>,
+}
+
+/// Statements as they travel through the log every process reads in one order.
+#[derive(Serialize, Deserialize)]
+struct Sequenced {
+    /// The process that was asked, and its number for the request.
+    origin: usize,
+    request: u64,
+    sql: String,
 }
 
 impl<E: SqlSource> SqlCatalog<E> {
@@ -163,21 +176,47 @@ impl<E: SqlSource> SqlCatalog<E> {
         client: Client,
         timeout: Duration,
         data_dir: PathBuf,
-        refused: Option<String>,
+        cluster: &crate::cluster::Cluster,
     ) -> Arc<SqlCatalog<E>> {
         Arc::new(SqlCatalog {
             views: Mutex::new(views),
             flows,
             client,
+            process: cluster.process,
+            several: cluster.processes > 1,
+            waiting: Mutex::new(Default::default()),
+            next_request: AtomicU64::new(0),
             timeout,
             adhoc: AtomicU64::new(0),
             data_dir,
-            refused,
         })
     }
-}
 
-impl<E: SqlSource> SqlCatalog<E> {
+    /// Statements that came out of the log (on this process's first worker): applied here
+    /// as on every process, and answered if this process was asked.
+    pub fn apply(&self, item: &[u8]) {
+        let Ok(sequenced) = serde_json::from_slice::<Sequenced>(item) else {
+            tracing::warn!("a catalog change that is not one was sequenced");
+            return;
+        };
+        let result = self.change(&sequenced.sql);
+        if let Err(Refusal::Unavailable(why) | Refusal::Sql(SqlError { message: why, .. })) =
+            &result
+        {
+            tracing::warn!(sql = %sequenced.sql, "a sequenced catalog change failed: {why}");
+        }
+        if sequenced.origin == self.process {
+            let waiting = self
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&sequenced.request);
+            if let Some(tx) = waiting {
+                let _ = tx.send(result);
+            }
+        }
+    }
+
     /// An ad-hoc `SELECT`: planned as a view over the views defined so far, built in a
     /// dataflow of its own (backfilled from the master dataset like any new view), read once,
     /// and dropped.
@@ -223,17 +262,54 @@ impl<E: SqlSource> SqlCatalog<E> {
 
 impl<E: SqlSource> Statements for SqlCatalog<E> {
     fn run(&self, text: &str, limit: Option<usize>, as_of: Option<Time>) -> Result<Ran, Refusal> {
-        if let Some(why) = &self.refused {
-            return Err(Refusal::Unavailable(why.clone()));
-        }
         let name = format!("adhoc-{}", self.adhoc.fetch_add(1, Ordering::Relaxed));
-        let adhoc = {
+        let (adhoc, checked) = {
             let views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
-            views.adhoc(&name, text).map_err(Refusal::Sql)?
+            let adhoc = views.adhoc(&name, text).map_err(Refusal::Sql)?;
+            // Refuse what cannot run before it goes to every process.
+            let checked = if adhoc.is_none() {
+                views.clone().define(text).map(drop).map_err(Refusal::Sql)
+            } else {
+                Ok(())
+            };
+            (adhoc, checked)
         };
         if let Some(pipeline) = adhoc {
+            if self.several {
+                return Err(Refusal::Unavailable(
+                    "an ad-hoc SELECT on a server of several processes is not supported yet: create a view".into(),
+                ));
+            }
             return self.select(pipeline, &name, limit, as_of);
         }
+        checked?;
+        // Every process applies the statements in the order the log gives them.
+        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(request, tx);
+        let item = Sequenced {
+            origin: self.process,
+            request,
+            sql: text.to_string(),
+        };
+        let bytes = serde_json::to_vec(&item).map_err(|e| Refusal::Unavailable(e.to_string()))?;
+        self.client
+            .sequence(bytes)
+            .map_err(|e| Refusal::Unavailable(e.to_string()))?;
+        rx.recv_timeout(self.timeout.max(Duration::from_secs(30)))
+            .map_err(|_| {
+                Refusal::Unavailable("the catalog change did not come back in time".into())
+            })?
+    }
+}
+
+impl<E: SqlSource> SqlCatalog<E> {
+    /// Applies statements to this process's catalog: plans them against it, builds the
+    /// dataflows, saves the catalog.
+    fn change(&self, text: &str) -> Result<Ran, Refusal> {
         let mut views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
         let mut next = views.clone();
         let changes = next.define(text).map_err(Refusal::Sql)?;
