@@ -80,9 +80,17 @@ fn main() -> Result<(), String> {
             let answer = client
                 .query_final(Query::all(&info.name))
                 .map_err(|e| e.to_string())?;
-            let rows = answer_rows(&answer, info.limit);
-            writeln!(out, "{}", json!({"view": info.name, "rows": rows}))
-                .map_err(|e| e.to_string())?;
+            // One line per view, written row by row.
+            let head = json!({ "view": info.name }).to_string();
+            let mut line = format!("{},\"rows\":[", &head[..head.len() - 1]);
+            for (i, row) in answer_rows(&answer, info.limit).iter().enumerate() {
+                if i > 0 {
+                    line.push(',');
+                }
+                line.push_str(&row.to_string());
+            }
+            line.push_str("]}");
+            writeln!(out, "{line}").map_err(|e| e.to_string())?;
         }
     }
     engine.join()

@@ -154,6 +154,17 @@ pub enum Expr {
 }
 
 impl Expr {
+    /// The value of the expression for one row, borrowed where it can be (a column, a
+    /// constant): comparisons need not copy their operands.
+    fn value<'a>(&'a self, row: &'a [Datum]) -> std::borrow::Cow<'a, Datum> {
+        use std::borrow::Cow;
+        match self {
+            Expr::Column(i) => row.get(*i).map_or(Cow::Owned(Datum::Null), Cow::Borrowed),
+            Expr::Literal(d) => Cow::Borrowed(d),
+            other => Cow::Owned(other.eval(row)),
+        }
+    }
+
     /// The value of the expression for one row.
     pub fn eval(&self, row: &[Datum]) -> Datum {
         match self {
@@ -171,7 +182,7 @@ impl Expr {
                 _ => Datum::Null,
             },
             Expr::Arith(op, a, b, ty) => arith(*op, a.eval(row), b.eval(row), *ty),
-            Expr::Compare(op, a, b) => match compare(&a.eval(row), &b.eval(row)) {
+            Expr::Compare(op, a, b) => match compare(&a.value(row), &b.value(row)) {
                 Some(order) => Datum::Bool(op.holds(order)),
                 None => Datum::Null,
             },
@@ -195,15 +206,15 @@ impl Expr {
                 (Datum::Null, _) | (_, Datum::Null) => Datum::Null,
                 (x, y) => Datum::Text(SmolStr::from(x.to_text() + &y.to_text())),
             },
-            Expr::IsNull(x, negated) => Datum::Bool(x.eval(row).is_null() != *negated),
+            Expr::IsNull(x, negated) => Datum::Bool(x.value(row).is_null() != *negated),
             Expr::In(x, list, negated) => {
-                let value = x.eval(row);
+                let value = x.value(row);
                 if value.is_null() {
                     return Datum::Null;
                 }
                 let mut unknown = false;
                 for item in list {
-                    match compare(&value, &item.eval(row)) {
+                    match compare(&value, &item.value(row)) {
                         Some(Ordering::Equal) => return Datum::Bool(!negated),
                         None => unknown = true,
                         _ => {}
@@ -216,9 +227,9 @@ impl Expr {
                 }
             }
             Expr::Between(x, low, high, negated) => {
-                let value = x.eval(row);
-                let above = compare(&value, &low.eval(row)).map(|o| o != Ordering::Less);
-                let below = compare(&value, &high.eval(row)).map(|o| o != Ordering::Greater);
+                let value = x.value(row);
+                let above = compare(&value, &low.value(row)).map(|o| o != Ordering::Less);
+                let below = compare(&value, &high.value(row)).map(|o| o != Ordering::Greater);
                 let inside = match (above, below) {
                     (Some(false), _) | (_, Some(false)) => Some(false),
                     (Some(true), Some(true)) => Some(true),
@@ -231,10 +242,10 @@ impl Expr {
                 whens,
                 otherwise,
             } => {
-                let subject = operand.as_ref().map(|o| o.eval(row));
+                let subject = operand.as_ref().map(|o| o.value(row));
                 for (when, then) in whens {
                     let hit = match &subject {
-                        Some(value) => compare(value, &when.eval(row)) == Some(Ordering::Equal),
+                        Some(value) => compare(value, &when.value(row)) == Some(Ordering::Equal),
                         None => when.eval(row).as_bool() == Some(true),
                     };
                     if hit {
