@@ -56,13 +56,24 @@ fn engine_rows(
 
 /// Runs `sql` over `history` + `live` in the engine and in DuckDB, and compares every view.
 fn check(sql_path: &Path, workers: usize, history: Vec<Order>, live: &[Order]) -> Vec<String> {
+    check_with(sql_path, sql_path, workers, history, live)
+}
+
+/// [`check`], with DuckDB running `duck_path`: the same views in its own SQL.
+fn check_with(
+    sql_path: &Path,
+    duck_path: &Path,
+    workers: usize,
+    history: Vec<Order>,
+    live: &[Order],
+) -> Vec<String> {
     let sql = std::fs::read_to_string(sql_path).expect("the SQL reads");
     let dir = tempfile::tempdir().expect("temp dir");
     let events = dir.path().join("events.jsonl");
     let mut all = jsonl(&history);
     all.extend(jsonl(live));
     std::fs::write(&events, all).expect("events written");
-    let duck = support::duckdb::views(&events, sql_path);
+    let duck = support::duckdb::views(&events, duck_path);
     let plans = SqlViews::<Order>::new(&sql).expect("plans");
     let ranked: BTreeMap<String, bool> = plans
         .views()
@@ -88,6 +99,26 @@ fn the_corpus_equals_duckdb_over_golden_data() {
     let history = read_orders(&golden("history.jsonl"));
     let live = read_orders(&golden("live.jsonl"));
     let failures = check(&corpus_path(), 2, history, &live);
+    assert!(
+        failures.is_empty(),
+        "{} views differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn flink_window_table_functions_equal_their_duckdb_rewrites() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql");
+    let history = read_orders(&golden("history.jsonl"));
+    let live = read_orders(&golden("live.jsonl"));
+    let failures = check_with(
+        &dir.join("windows.sql"),
+        &dir.join("windows_duckdb.sql"),
+        2,
+        history,
+        &live,
+    );
     assert!(
         failures.is_empty(),
         "{} views differ:\n{}",

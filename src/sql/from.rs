@@ -10,7 +10,7 @@ use super::SqlError;
 use super::bind::{Binder, error_at};
 use super::expr::Expr;
 use super::plan::{Ctes, Plan, Planner, Relation};
-use super::types::Type;
+use super::types::{Column, Datum, Type};
 
 impl Planner<'_, '_> {
     pub(super) fn from<'q>(
@@ -149,46 +149,21 @@ impl Planner<'_, '_> {
                 alias,
                 args: None,
                 ..
+            } => (self.named(name, ctes)?, alias),
+            TableFactor::Table {
+                name,
+                alias,
+                args: Some(args),
+                ..
+            } => (self.window(name, &args.args, factor, ctes)?, alias),
+            TableFactor::TableFunction {
+                expr: ast::Expr::Function(f),
+                alias,
             } => {
-                let text = name.to_string();
-                let mut relation = if let Some((_, q)) = ctes
-                    .iter()
-                    .rev()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(&text))
-                {
-                    let earlier: Ctes<'q> = ctes
-                        .iter()
-                        .take_while(|(n, _)| !n.eq_ignore_ascii_case(&text))
-                        .cloned()
-                        .collect();
-                    self.query(q, &earlier)?
-                } else if let Some((n, cols)) = self
-                    .catalog
-                    .views
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(&text))
-                {
-                    Relation {
-                        plan: Plan::View(n.clone()),
-                        columns: cols.clone(),
-                    }
-                } else if let Some(i) = self
-                    .catalog
-                    .sources
-                    .iter()
-                    .position(|(n, _)| n.eq_ignore_ascii_case(&text))
-                {
-                    Relation {
-                        plan: Plan::Scan(i),
-                        columns: self.catalog.sources[i].1.clone(),
-                    }
-                } else {
-                    return Err(error_at(name, format!("unknown table or view {text}")));
+                let ast::FunctionArguments::List(list) = &f.args else {
+                    return Err(error_at(factor, format!("{} needs arguments", f.name)));
                 };
-                for c in relation.columns.iter_mut() {
-                    c.table = Some(text.clone());
-                }
-                (relation, alias)
+                (self.window(&f.name, &list.args, factor, ctes)?, alias)
             }
             TableFactor::Derived {
                 lateral: false,
@@ -200,7 +175,7 @@ impl Planner<'_, '_> {
                 table_with_joins,
                 alias,
             } => (self.joined(table_with_joins, ctes)?, alias),
-            TableFactor::Table { name, .. } | TableFactor::Function { name, .. } => {
+            TableFactor::Function { name, .. } => {
                 return Err(error_at(
                     factor,
                     format!("the table function {name} is not supported"),
@@ -225,6 +200,176 @@ impl Planner<'_, '_> {
             }
         }
         Ok(relation)
+    }
+}
+
+impl Planner<'_, '_> {
+    /// A `WITH` table, a view or a source, by name; its columns qualified by the name.
+    fn named<'q>(&mut self, name: &ast::ObjectName, ctes: &Ctes<'q>) -> Result<Relation, SqlError> {
+        let text = name.to_string();
+        let mut relation = if let Some((_, q)) = ctes
+            .iter()
+            .rev()
+            .find(|(n, _)| n.eq_ignore_ascii_case(&text))
+        {
+            let earlier: Ctes<'q> = ctes
+                .iter()
+                .take_while(|(n, _)| !n.eq_ignore_ascii_case(&text))
+                .cloned()
+                .collect();
+            self.query(q, &earlier)?
+        } else if let Some((n, cols)) = self
+            .catalog
+            .views
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(&text))
+        {
+            Relation {
+                plan: Plan::View(n.clone()),
+                columns: cols.clone(),
+            }
+        } else if let Some(i) = self
+            .catalog
+            .sources
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(&text))
+        {
+            Relation {
+                plan: Plan::Scan(i),
+                columns: self.catalog.sources[i].1.clone(),
+            }
+        } else {
+            return Err(error_at(name, format!("unknown table or view {text}")));
+        };
+        for c in relation.columns.iter_mut() {
+            c.table = Some(text.clone());
+        }
+        Ok(relation)
+    }
+
+    /// Flink's window table functions: `TUMBLE(t, DESCRIPTOR(time), size)` and
+    /// `HOP(t, DESCRIPTOR(time), slide, size)`: the rows of `t`, each once per window that
+    /// holds its time, with the columns `window_start` and `window_end` (timestamps; a
+    /// `BIGINT` time column is read as milliseconds since the epoch).
+    fn window<'q>(
+        &mut self,
+        name: &ast::ObjectName,
+        args: &[ast::FunctionArg],
+        at: &TableFactor,
+        ctes: &Ctes<'q>,
+    ) -> Result<Relation, SqlError> {
+        let function = name.to_string().to_ascii_lowercase();
+        let arity = match function.as_str() {
+            "tumble" => 3,
+            "hop" => 4,
+            "session" => {
+                return Err(error_at(
+                    at,
+                    "SESSION windows are not supported yet (TUMBLE and HOP are)",
+                ));
+            }
+            other => {
+                return Err(error_at(
+                    at,
+                    format!("the table function {other} is not supported"),
+                ));
+            }
+        };
+        let exprs: Vec<&ast::Expr> = args
+            .iter()
+            .filter_map(|a| match a {
+                ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e),
+                _ => None,
+            })
+            .collect();
+        if exprs.len() != arity || args.len() != arity {
+            return Err(error_at(
+                at,
+                format!(
+                    "wrong number of arguments: {} takes {arity}: TABLE t, DESCRIPTOR(time), {}",
+                    function.to_uppercase(),
+                    if arity == 3 { "size" } else { "slide, size" }
+                ),
+            ));
+        }
+        let table = match exprs[0] {
+            ast::Expr::Identifier(ident) => ast::ObjectName::from(vec![ident.clone()]),
+            other => {
+                return Err(error_at(
+                    other,
+                    "a window's input is a table, a view or a WITH table",
+                ));
+            }
+        };
+        let input = self.named(&table, ctes)?;
+        let ast::Expr::Function(descriptor) = exprs[1] else {
+            return Err(error_at(
+                exprs[1],
+                "the time column is given as DESCRIPTOR(column)",
+            ));
+        };
+        let column = match &descriptor.args {
+            ast::FunctionArguments::List(list)
+                if descriptor
+                    .name
+                    .to_string()
+                    .eq_ignore_ascii_case("descriptor")
+                    && list.args.len() == 1 =>
+            {
+                match &list.args[0] {
+                    ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => e,
+                    _ => return Err(error_at(exprs[1], "DESCRIPTOR takes one column")),
+                }
+            }
+            _ => {
+                return Err(error_at(
+                    exprs[1],
+                    "the time column is given as DESCRIPTOR(column)",
+                ));
+            }
+        };
+        let (time, ty) = Binder::plain(&input.columns, "DESCRIPTOR").bind(column)?;
+        let millis = match ty {
+            Type::BigInt => true,
+            Type::Timestamp => false,
+            other => {
+                return Err(error_at(
+                    column,
+                    format!("a window's time is a TIMESTAMP or BIGINT milliseconds, not {other}"),
+                ));
+            }
+        };
+        let mut lengths = Vec::new();
+        for e in &exprs[2..] {
+            match Binder::plain(&input.columns, "a window's length").bind(e)? {
+                (Expr::Literal(Datum::Interval(us)), _) if us > 0 => lengths.push(us),
+                _ => return Err(error_at(*e, "a window's length is a positive INTERVAL")),
+            }
+        }
+        let (slide, size) = match lengths.as_slice() {
+            [size] => (*size, *size),
+            [slide, size] => (*slide, *size),
+            _ => return Err(error_at(at, "a window needs its lengths")),
+        };
+        if size % slide != 0 {
+            return Err(error_at(
+                at,
+                "a HOP window's size must be a whole number of slides",
+            ));
+        }
+        let mut columns = input.columns;
+        columns.push(Column::new("window_start", Type::Timestamp));
+        columns.push(Column::new("window_end", Type::Timestamp));
+        Ok(Relation {
+            plan: Plan::Windows {
+                input: Box::new(input.plan),
+                time,
+                millis,
+                slide,
+                size,
+            },
+            columns,
+        })
     }
 }
 

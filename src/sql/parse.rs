@@ -38,7 +38,8 @@ pub enum Statement {
 
 /// Parses `;`-separated statements.
 pub fn parse(text: &str) -> Result<Vec<Statement>, SqlError> {
-    let statements = Parser::parse_sql(&DuckDbDialect {}, text).map_err(SqlError::from_parser)?;
+    let text = window_tables(text);
+    let statements = Parser::parse_sql(&DuckDbDialect {}, &text).map_err(SqlError::from_parser)?;
     statements.into_iter().map(statement).collect()
 }
 
@@ -104,5 +105,71 @@ fn object_name(name: &ast::ObjectName) -> Result<String, SqlError> {
             name,
             format!("{name}: a view's name is one identifier"),
         )),
+    }
+}
+
+/// Flink writes a window table function's input as `TUMBLE(TABLE bid, ...)`, which sqlparser
+/// does not read: the `TABLE` keyword right after `TUMBLE(`, `HOP(` or `SESSION(` is dropped
+/// (a position after it on that line is then 6 columns early in a message).
+fn window_tables(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = find_window_call(rest) {
+        let (head, tail) = rest.split_at(at);
+        out.push_str(head);
+        let trimmed = tail.trim_start();
+        let keyword = trimmed.len() >= 6 && trimmed[..5].eq_ignore_ascii_case("table");
+        if keyword && trimmed[5..].starts_with(|c: char| c.is_whitespace()) {
+            out.push_str(&tail[..tail.len() - trimmed.len()]);
+            rest = trimmed[5..].trim_start();
+        } else {
+            rest = tail;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where the arguments of the next `TUMBLE(`, `HOP(` or `SESSION(` begin.
+fn find_window_call(text: &str) -> Option<usize> {
+    let upper = text.to_ascii_uppercase();
+    ["TUMBLE", "HOP", "SESSION"]
+        .iter()
+        .filter_map(|name| {
+            let mut from = 0;
+            while let Some(i) = upper[from..].find(name) {
+                let start = from + i;
+                let before = upper[..start].chars().next_back();
+                let after = upper[start + name.len()..].trim_start();
+                let word = before.is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_');
+                if word && after.starts_with('(') {
+                    let paren = upper.len() - after.len();
+                    return Some(paren + 1);
+                }
+                from = start + name.len();
+            }
+            None
+        })
+        .min()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flink_window_tables_lose_their_table_keyword() {
+        assert_eq!(
+            window_tables("FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(t), INTERVAL '1' SECOND))"),
+            "FROM TABLE(TUMBLE(bid, DESCRIPTOR(t), INTERVAL '1' SECOND))"
+        );
+        assert_eq!(
+            window_tables("hop (  table b, x) and tumble(tablet)"),
+            "hop (  b, x) and tumble(tablet)"
+        );
+        assert_eq!(
+            window_tables("SELECT tumbled FROM t"),
+            "SELECT tumbled FROM t"
+        );
     }
 }

@@ -55,6 +55,20 @@ pub enum Plan {
         /// left row that matches nothing).
         left_outer: Option<usize>,
     },
+    /// Each row once per window (of `size` µs, starting every `slide` µs) that holds its
+    /// time, with the window's start and end appended (timestamps).
+    Windows {
+        /// The input.
+        input: Box<Plan>,
+        /// The row's time.
+        time: Expr,
+        /// Whether the time is milliseconds (a `BIGINT`) rather than a timestamp.
+        millis: bool,
+        /// How far apart windows start, in µs.
+        slide: i64,
+        /// How long a window lasts, in µs.
+        size: i64,
+    },
     /// Rows ordered within each partition, numbered from 1 (a column appended), at most
     /// `limit` of each.
     Rank {
@@ -125,6 +139,7 @@ fn reads(plan: &Plan, out: &mut Vec<String>) {
         | Plan::Project(input, _)
         | Plan::Distinct(input)
         | Plan::Aggregate { input, .. }
+        | Plan::Windows { input, .. }
         | Plan::Rank { input, .. } => reads(input, out),
         Plan::Join { left, right, .. } => {
             reads(left, out);

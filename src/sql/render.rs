@@ -134,6 +134,30 @@ pub fn render<'s, E: SqlSource>(plan: &Plan, inputs: &Inputs<'s, E>) -> Rows<'s>
             .map(|(_, rows)| rows.clone())
             .expect("the planner resolved the view"),
         Plan::Distinct(input) => render(input, inputs).distinct(),
+        Plan::Windows {
+            input,
+            time,
+            millis,
+            slide,
+            size,
+        } => {
+            let (time, millis, slide, size) = (time.clone(), *millis, *slide, *size);
+            render(input, inputs).flat_map(move |row| {
+                let at = match time.eval(&row) {
+                    Datum::Int(ms) if millis => ms.checked_mul(1_000),
+                    Datum::Timestamp(us) => Some(us),
+                    _ => None,
+                };
+                windows(at, slide, size)
+                    .map(|start| {
+                        let mut row = row.clone();
+                        row.push(Datum::Timestamp(start));
+                        row.push(Datum::Timestamp(start.saturating_add(size)));
+                        row
+                    })
+                    .collect::<Vec<_>>()
+            })
+        }
         Plan::Aggregate { input, group, aggs } => {
             aggregate(lazy(input, inputs), group.clone(), aggs.clone())
         }
@@ -191,6 +215,14 @@ pub fn render<'s, E: SqlSource>(plan: &Plan, inputs: &Inputs<'s, E>) -> Rows<'s>
                 .map(|(_, row)| row)
         }
     }
+}
+
+/// The starts of the windows (every `slide` µs, `size` long) that hold time `at`: those in
+/// `(at - size, at]`. None for a row without a time.
+fn windows(at: Option<i64>, slide: i64, size: i64) -> impl Iterator<Item = i64> {
+    let last = at.map(|t| t - t.rem_euclid(slide));
+    let count = if slide > 0 { size / slide } else { 0 };
+    (0..count).filter_map(move |k| last.and_then(|l| l.checked_sub(k * slide)))
 }
 
 /// Whether a predicate is true for a row (`NULL` is not).

@@ -1,0 +1,27 @@
+-- Flink's window table functions, as lambdaflow runs them; tests/sql/windows_duckdb.sql holds
+-- the same views in DuckDB's SQL (which has no TUMBLE or HOP) for the oracle.
+-- TUMBLE, with Flink's `TABLE name` argument
+CREATE VIEW tumbling_minutes AS
+  SELECT window_start, window_end, COUNT(*) AS n, SUM(amount_cents) AS cents
+  FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+  GROUP BY window_start, window_end;
+-- TUMBLE without TABLE(...), an alias, a filter, and a grouping key beside the window
+CREATE VIEW tumbling_kinds AS
+  SELECT w.kind, w.window_start, COUNT(*) AS n
+  FROM TUMBLE(events, DESCRIPTOR(ts), INTERVAL '10' MINUTES) AS w
+  WHERE w.kind <> 'view'
+  GROUP BY w.kind, w.window_start;
+-- HOP: 5-minute windows every minute (slide first, then size, as in Flink)
+CREATE VIEW hopping_revenue AS
+  SELECT window_start, window_end,
+         SUM(CASE kind WHEN 'purchase' THEN amount_cents ELSE -amount_cents END) AS revenue_cents
+  FROM TABLE(HOP(TABLE events, DESCRIPTOR(ts), INTERVAL '1' MINUTE, INTERVAL '5' MINUTE))
+  WHERE kind IN ('purchase', 'refund')
+  GROUP BY window_start, window_end;
+-- HOP over a view, with the top window by count
+CREATE VIEW purchases AS SELECT ts, customer, amount_cents FROM events WHERE kind = 'purchase';
+CREATE VIEW busiest_hop AS
+  SELECT window_start, COUNT(*) AS n
+  FROM TABLE(HOP(TABLE purchases, DESCRIPTOR(ts), INTERVAL '30' SECOND, INTERVAL '2' MINUTE))
+  GROUP BY window_start
+  ORDER BY n DESC, window_start LIMIT 3;

@@ -1,0 +1,22 @@
+-- The views of tests/sql/windows.sql in DuckDB's SQL: a tumbling window by arithmetic, a
+-- hopping window as one row per (event, window) from a join with range().
+CREATE VIEW tumbling_minutes AS
+  SELECT epoch_ms(ts - ts % 60000) AS window_start, epoch_ms(ts - ts % 60000 + 60000) AS window_end,
+         COUNT(*) AS n, SUM(amount_cents) AS cents
+  FROM events GROUP BY window_start, window_end;
+CREATE VIEW tumbling_kinds AS
+  SELECT kind, epoch_ms(ts - ts % 600000) AS window_start, COUNT(*) AS n
+  FROM events WHERE kind <> 'view' GROUP BY kind, window_start;
+CREATE VIEW hopping_revenue AS
+  SELECT epoch_ms(ts - ts % 60000 - k * 60000) AS window_start,
+         epoch_ms(ts - ts % 60000 - k * 60000 + 300000) AS window_end,
+         SUM(CASE kind WHEN 'purchase' THEN amount_cents ELSE -amount_cents END) AS revenue_cents
+  FROM events CROSS JOIN (SELECT range AS k FROM range(5)) AS windows
+  WHERE kind IN ('purchase', 'refund')
+  GROUP BY window_start, window_end;
+CREATE VIEW purchases AS SELECT ts, customer, amount_cents FROM events WHERE kind = 'purchase';
+CREATE VIEW busiest_hop AS
+  SELECT epoch_ms(ts - ts % 30000 - k * 30000) AS window_start, COUNT(*) AS n
+  FROM purchases CROSS JOIN (SELECT range AS k FROM range(4)) AS windows
+  GROUP BY window_start
+  ORDER BY n DESC, window_start LIMIT 3;
