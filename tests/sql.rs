@@ -212,3 +212,78 @@ fn malformed_and_unsupported_statements_are_refused_with_their_reason() {
         wrong.join("\n")
     );
 }
+
+/// A SQL view keyed by its window's end is windowed: its changelog tells each window once, when
+/// the watermark passes its end, and then only a late correction.
+#[test]
+fn windowed_sql_rows_are_told_once_final() {
+    let sql = "CREATE VIEW per_minute AS
+        SELECT window_start, window_end, COUNT(*) AS n
+        FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+        GROUP BY window_start, window_end";
+    let settings = Settings {
+        changelog: true,
+        allowed_lateness: std::time::Duration::ZERO,
+        ..Settings::default()
+    };
+    let mut engine = Engine::start(
+        &Cluster::threads(2),
+        settings,
+        History::Events(Arc::new(Vec::new())),
+        SqlViews::<Order>::new(sql).expect("plans"),
+    )
+    .expect("engine starts");
+    assert!(engine.client().catalog()[0].windowed, "a windowed view");
+    let mut changes = engine
+        .changelog()
+        .subscribe("per_minute")
+        .expect("subscribed");
+    let live = engine.live().expect("live");
+    engine.end_live();
+    let at = |ts: u64| Order {
+        ts,
+        kind: Kind::View,
+        customer: 1,
+        product: 1,
+        amount_cents: 0,
+        amount_missing: false,
+    };
+    for second in 0..300u64 {
+        live.send(at(second * 1_000)).expect("sent");
+        if second % 10 == 9 {
+            live.watermark(second * 1_000 + 1).expect("declared");
+        }
+    }
+    live.watermark(300_000).expect("declared");
+    live.send(at(61_000)).expect("sent");
+    live.send(at(250_000)).expect("sent");
+    live.watermark(300_001).expect("declared");
+    drop(live);
+    engine.join().expect("workers finish");
+
+    let mut told: BTreeMap<u64, Vec<(i8, u64, u64)>> = BTreeMap::new();
+    while let Ok(batch) = changes.try_recv() {
+        for change in &batch.changes {
+            let start = change.value["window_start"].as_str().expect("start");
+            let minute: u64 = start[14..16].parse().expect("a minute");
+            let n = change.value["n"].as_u64().expect("n");
+            told.entry(minute)
+                .or_default()
+                .push((change.diff, n, change.time));
+        }
+    }
+    for minute in 0..5u64 {
+        let history = &told[&minute];
+        let end = (minute + 1) * 60_000;
+        assert!(
+            history.iter().all(|(_, _, t)| *t + 1 >= end),
+            "minute {minute} is told only once final: {history:?}"
+        );
+        let got: Vec<(i8, u64)> = history.iter().map(|(d, n, _)| (*d, *n)).collect();
+        let expected = match minute {
+            1 | 4 => vec![(1, 60), (-1, 60), (1, 61)],
+            _ => vec![(1, 60)],
+        };
+        assert_eq!(got, expected, "minute {minute}");
+    }
+}

@@ -244,7 +244,7 @@ fn register_sums<'s, E: SqlSource, const N: usize>(
     match &view.ranking {
         None => {
             let types: Vec<Type> = view.key.iter().map(|i| view.body.columns[*i].ty).collect();
-            views.register_with(
+            let registered = views.register_with(
                 &view.name,
                 "SQL view",
                 keyed,
@@ -254,6 +254,7 @@ fn register_sums<'s, E: SqlSource, const N: usize>(
                     objects(&names, &output(k, sums)?, 1)
                 },
             );
+            finality(view, registered);
         }
         Some(ranking) => {
             let base = views.arrange_only(&format!("{}.groups", view.name), keyed);
@@ -286,6 +287,29 @@ fn register_sums<'s, E: SqlSource, const N: usize>(
     }
 }
 
+/// Where a windowed view's rows become final: its key's `window_end` (from `TUMBLE` or
+/// `HOP`), in milliseconds. A row is final once the watermark passes its window's end.
+fn window_end(view: &ViewPlan) -> Option<usize> {
+    view.key.iter().position(|i| {
+        let c = &view.body.columns[*i];
+        c.name.eq_ignore_ascii_case("window_end") && c.ty == Type::Timestamp
+    })
+}
+
+/// Marks a registered view's rows final after their window's end, if they have one.
+fn finality<V, R>(view: &ViewPlan, registered: crate::view::ViewRef<'_, Row, V, R>)
+where
+    V: differential_dataflow::ExchangeData,
+    R: differential_dataflow::ExchangeData + differential_dataflow::difference::Semigroup,
+{
+    if let Some(at) = window_end(view) {
+        registered.final_after(move |key: &Row| match key.get(at) {
+            Some(Datum::Timestamp(us)) => us.div_euclid(1_000).max(0) as crate::event::Time,
+            _ => crate::event::END_OF_TIME,
+        });
+    }
+}
+
 /// Registers a view's rows: arranged by key, or ranked.
 fn register_rows<'s>(view: &ViewPlan, rows: Rows<'s>, views: &mut Views<'s>) {
     let names: Arc<Vec<String>> =
@@ -308,7 +332,7 @@ fn register_rows<'s>(view: &ViewPlan, rows: Rows<'s>, views: &mut Views<'s>) {
                 let pick = |cols: &[usize]| cols.iter().map(|i| row[*i].clone()).collect::<Row>();
                 (pick(&key), pick(&rest))
             });
-            views.register_with(
+            let registered = views.register_with(
                 &view.name,
                 description,
                 keyed,
@@ -339,6 +363,7 @@ fn register_rows<'s>(view: &ViewPlan, rows: Rows<'s>, views: &mut Views<'s>) {
                     }
                 },
             );
+            finality(view, registered);
         }
         Some(ranking) => {
             let base =
