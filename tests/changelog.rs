@@ -273,26 +273,7 @@ fn windows_are_emitted_once_final_and_then_only_corrected() {
         .expect("subscribed");
     let live = engine.live().expect("live");
     engine.end_live();
-    let at = |ts: u64| Order {
-        ts,
-        kind: Kind::View,
-        customer: 1,
-        product: 1,
-        amount_cents: 0,
-        amount_missing: false,
-    };
-    // Minutes 0..5, ten events each, in order, with the watermark moving every 10 s.
-    for second in 0..300u64 {
-        live.send(at(second * 1_000)).expect("sent");
-        if second % 10 == 9 {
-            live.watermark(second * 1_000 + 1).expect("declared");
-        }
-    }
-    live.watermark(300_000).expect("declared");
-    // Two late events: one for minute 1 (final by now), one for minute 4.
-    live.send(at(61_000)).expect("sent");
-    live.send(at(250_000)).expect("sent");
-    live.watermark(300_001).expect("declared");
+    support::five_minutes_and_two_late(&live);
     drop(live);
     let client = engine.client();
     let last = client

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use lambdaflow::ecommerce::{Kind, Order};
 use serde_json::{Value, json};
 use support::jsonl;
-use support::server::{Server, free_port, import};
+use support::server::{Server, free_port, import, start_pair};
 use support::{golden, oracle, read_orders};
 
 fn expected() -> Value {
@@ -77,40 +77,7 @@ fn two_processes_answer_with_the_global_views() {
     let history = read_orders(&golden("history.jsonl"));
     let live = read_orders(&golden("live.jsonl"));
     let end = past_the_end(&live).max(past_the_end(&history));
-    let dirs = [
-        tempfile::tempdir().expect("tempdir"),
-        tempfile::tempdir().expect("tempdir"),
-    ];
-    let (first, second) = history.split_at(history.len() / 2);
-    for (dir, part) in dirs.iter().zip([first, second]) {
-        let file = dir.path().join("history.jsonl");
-        std::fs::write(&file, jsonl(part)).expect("write");
-        import(&dir.path().join("data"), &[file]);
-    }
-    let hosts = dirs[0].path().join("hosts");
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .expect("hosts");
-    let hosts = hosts.to_str().expect("path").to_string();
-    let ports = [free_port(), free_port()];
-    let start = |p: usize| {
-        let data = dirs[p].path().join("data");
-        let process = p.to_string();
-        let hosts = hosts.clone();
-        let port = ports[p];
-        std::thread::spawn(move || {
-            Server::start(
-                &data,
-                port,
-                &["-w", "2", "-n", "2", "-p", &process, "-h", &hosts],
-                true,
-            )
-        })
-    };
-    let (a, b) = (start(0), start(1));
-    let servers = [a.join().expect("process 0"), b.join().expect("process 1")];
+    let (servers, _dirs) = start_pair(&history, &["-w", "2"]);
     post_live(&[&servers[0], &servers[1]], &live);
     // Each process's lanes end where its own late corrections put them; declaring the later of
     // the two to both brings every lane of the computation there.

@@ -240,24 +240,7 @@ fn windowed_sql_rows_are_told_once_final() {
         .expect("subscribed");
     let live = engine.live().expect("live");
     engine.end_live();
-    let at = |ts: u64| Order {
-        ts,
-        kind: Kind::View,
-        customer: 1,
-        product: 1,
-        amount_cents: 0,
-        amount_missing: false,
-    };
-    for second in 0..300u64 {
-        live.send(at(second * 1_000)).expect("sent");
-        if second % 10 == 9 {
-            live.watermark(second * 1_000 + 1).expect("declared");
-        }
-    }
-    live.watermark(300_000).expect("declared");
-    live.send(at(61_000)).expect("sent");
-    live.send(at(250_000)).expect("sent");
-    live.watermark(300_001).expect("declared");
+    support::five_minutes_and_two_late(&live);
     drop(live);
     engine.join().expect("workers finish");
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use support::server::{Server, free_port, import};
+use support::server::{Server, free_port, import, start_pair};
 use support::{golden, jsonl, read_orders};
 
 /// Views created while events stream in.
@@ -283,44 +283,7 @@ fn an_ad_hoc_select_is_answered_once_as_duckdb_would() {
 fn two_processes_build_every_view_in_one_order_and_answer_alike() {
     let history = read_orders(&golden("history.jsonl"));
     let live = read_orders(&golden("live.jsonl"));
-    let dirs = [
-        tempfile::tempdir().expect("tempdir"),
-        tempfile::tempdir().expect("tempdir"),
-    ];
-    let (first, second) = history.split_at(history.len() / 2);
-    for (dir, part) in dirs.iter().zip([first, second]) {
-        let file = dir.path().join("history.jsonl");
-        std::fs::write(&file, jsonl(part)).expect("write");
-        import(&dir.path().join("data"), &[file]);
-    }
-    let hosts = dirs[0].path().join("hosts");
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .expect("hosts");
-    let hosts = hosts.to_str().expect("path").to_string();
-    let start = |p: usize| {
-        let data = dirs[p].path().join("data");
-        let (process, hosts, port) = (p.to_string(), hosts.clone(), free_port());
-        std::thread::spawn(move || {
-            let args = [
-                "-w",
-                "2",
-                "-n",
-                "2",
-                "-p",
-                &process,
-                "-h",
-                &hosts,
-                "--idle-timeout",
-                "off",
-            ];
-            Server::start(&data, port, &args, true)
-        })
-    };
-    let (a, b) = (start(0), start(1));
-    let servers = [a.join().expect("process 0"), b.join().expect("process 1")];
+    let (servers, _dirs) = start_pair(&history, &["-w", "2", "--idle-timeout", "off"]);
     let chunks: Vec<Vec<u8>> = live.chunks(300).map(jsonl).collect();
     let half = chunks.len() / 2;
     for (i, chunk) in chunks[..half].iter().enumerate() {

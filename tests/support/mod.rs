@@ -245,3 +245,27 @@ pub fn master_options() -> lambdaflow::master::MasterOptions {
         ..lambdaflow::master::MasterOptions::default()
     }
 }
+
+/// Five minutes of views, one a second, in order, the watermark declared every
+/// 10 s (with lateness 0 each window is final at its end); then two late events, for minute 1
+/// (final by then) and minute 4. Windowed views see 60 per minute, 61 in minutes 1 and 4.
+pub fn five_minutes_and_two_late(live: &LiveSender<Order>) {
+    let at = |ts: u64| Order {
+        ts,
+        kind: Kind::View,
+        customer: 1,
+        product: 1,
+        amount_cents: 0,
+        amount_missing: false,
+    };
+    for second in 0..300u64 {
+        live.send(at(second * 1_000)).expect("sent");
+        if second % 10 == 9 {
+            live.watermark(second * 1_000 + 1).expect("declared");
+        }
+    }
+    live.watermark(300_000).expect("declared");
+    live.send(at(61_000)).expect("sent");
+    live.send(at(250_000)).expect("sent");
+    live.watermark(300_001).expect("declared");
+}

@@ -168,3 +168,45 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Two server processes of one computation (`-n 2` over a hostfile on loopback), each with its
+/// own data directory holding its half of `history`, started with `args` too; both ready.
+/// The directories live as long as the returned guard.
+pub fn start_pair(
+    history: &[lambdaflow::ecommerce::Order],
+    args: &[&str],
+) -> ([Server; 2], Vec<tempfile::TempDir>) {
+    let dirs = vec![
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    ];
+    let (first, second) = history.split_at(history.len() / 2);
+    for (dir, part) in dirs.iter().zip([first, second]) {
+        let file = dir.path().join("history.jsonl");
+        std::fs::write(&file, super::jsonl(part)).expect("write");
+        import(&dir.path().join("data"), &[file]);
+    }
+    let hosts = dirs[0].path().join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .expect("hosts");
+    let hosts = hosts.to_str().expect("path").to_string();
+    let start = |p: usize| {
+        let data = dirs[p].path().join("data");
+        let (process, hosts, port) = (p.to_string(), hosts.clone(), free_port());
+        let mut all: Vec<String> = ["-n", "2", "-p", &process, "-h", &hosts]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        all.extend(args.iter().map(|s| s.to_string()));
+        std::thread::spawn(move || {
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            Server::start(&data, port, &all, true)
+        })
+    };
+    let (a, b) = (start(0), start(1));
+    let servers = [a.join().expect("process 0"), b.join().expect("process 1")];
+    (servers, dirs)
+}
