@@ -270,3 +270,134 @@ fn windowed_sql_rows_are_told_once_final() {
         assert_eq!(got, expected, "minute {minute}");
     }
 }
+
+/// A master dataset in memory: the journal appends to it, and a backfill reads it up to a mark,
+/// each share taking every `count`-th entry.
+#[derive(Clone, Default)]
+struct Memory {
+    entries: Arc<std::sync::Mutex<Vec<lambdaflow::master::Entry<Order>>>>,
+}
+
+struct MemoryMark {
+    memory: Memory,
+    end: usize,
+}
+
+impl lambdaflow::engine::BackfillSource<Order> for Memory {
+    fn mark(&self) -> Arc<dyn lambdaflow::engine::Backfill<Order>> {
+        let end = self.entries.lock().expect("entries").len();
+        Arc::new(MemoryMark {
+            memory: self.clone(),
+            end,
+        })
+    }
+}
+
+impl lambdaflow::engine::Backfill<Order> for MemoryMark {
+    fn bytes(&self) -> u64 {
+        self.end as u64
+    }
+
+    fn read(
+        &self,
+        share: lambdaflow::history::Share,
+        progress: &std::sync::atomic::AtomicU64,
+        on_entry: &mut dyn FnMut(lambdaflow::master::Entry<Order>),
+    ) -> Result<(), String> {
+        let entries = self.memory.entries.lock().expect("entries")[..self.end].to_vec();
+        for entry in entries.into_iter().skip(share.index).step_by(share.count) {
+            progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            on_entry(entry);
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// A SQL view created at a random point of a random live stream (in random batches, out
+    /// of order and late), 1-3 workers: its final rows count every event exactly once, as the
+    /// independent fold of all events says.
+    #[test]
+    fn a_view_created_mid_stream_counts_every_event_once(
+        events in prop::collection::vec(order(), 1..300),
+        split in 0usize..=100,
+        create in 0usize..=100,
+        batch in 1usize..40,
+        workers in 1usize..=3,
+    ) {
+        let cut = events.len() * split / 100;
+        let (history, live) = events.split_at(cut);
+        let memory = Memory::default();
+        memory
+            .entries
+            .lock()
+            .expect("entries")
+            .extend(history.iter().cloned().map(lambdaflow::master::Entry::Event));
+        let journal = {
+            let memory = memory.clone();
+            Arc::new(move |entries: &[lambdaflow::master::Entry<Order>]| {
+                memory.entries.lock().expect("entries").extend_from_slice(entries);
+                Ok(())
+            })
+        };
+        let hooks = lambdaflow::engine::Hooks {
+            journal: Some(journal),
+            backfill: Some(Arc::new(memory.clone())),
+            ..Default::default()
+        };
+        let mut engine = Engine::start_with(
+            &Cluster::threads(workers),
+            Settings::default(),
+            History::Events(Arc::new(history.to_vec())),
+            lambdaflow::ecommerce::Ecommerce,
+            hooks,
+        )
+        .expect("engine starts");
+        let sender = engine.live().expect("live");
+        engine.end_live();
+        let at = live.len() * create / 100;
+        for chunk in live[..at].chunks(batch) {
+            sender.send_batch(chunk.to_vec()).expect("sent");
+        }
+        let views = SqlViews::<Order>::new(
+            "CREATE VIEW spend AS SELECT customer,
+               SUM(CASE kind WHEN 'purchase' THEN amount_cents ELSE -amount_cents END) AS cents,
+               COUNT(*) AS n
+             FROM events WHERE kind IN ('purchase', 'refund') GROUP BY customer",
+        )
+        .expect("plans");
+        let pipeline = views.pipeline_for("spend").expect("the view");
+        let flows = engine.flows();
+        let flow = flows.create(Arc::new(pipeline)).expect("created");
+        for chunk in live[at..].chunks(batch) {
+            sender.send_batch(chunk.to_vec()).expect("sent");
+        }
+        drop(sender);
+        while !flows.ready(flow) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let client = engine.client();
+        let answer = client.query_final(Query::all("spend")).expect("answered");
+        drop(client);
+        engine.join().expect("workers finish");
+
+        let mut expected: BTreeMap<u64, (i64, i64)> = BTreeMap::new();
+        for e in &events {
+            if e.kind != Kind::View {
+                let entry = expected.entry(e.customer).or_default();
+                entry.0 += e.net();
+                entry.1 += 1;
+            }
+        }
+        let got: BTreeMap<u64, (i64, i64)> = answer_rows(&answer, None)
+            .iter()
+            .map(|r| {
+                let customer = r["customer"].as_u64().expect("customer");
+                (customer, (r["cents"].as_i64().expect("cents"), r["n"].as_i64().expect("n")))
+            })
+            .collect();
+        prop_assert_eq!(got, expected);
+    }
+}

@@ -211,6 +211,11 @@ impl Catalog {
             .contains(&flow)
     }
 
+    /// Whether dataflow `flow`'s views are listed (ready or not).
+    pub fn has_flow(&self, flow: u64) -> bool {
+        self.read().iter().any(|e| e.flow == flow)
+    }
+
     /// Whether dataflow `flow` has views and every one answers.
     pub fn flow_ready(&self, flow: u64) -> bool {
         let entries = self.read();

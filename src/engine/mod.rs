@@ -365,7 +365,7 @@ impl<E: Event> Flows<E> {
     /// master dataset, then fed live, every event exactly once (see `engine::flow`). Its views are
     /// listed as backfilling until they reflect everything, then they answer, replacing views
     /// of the same names in one step. Returns the dataflow's id once every worker of this
-    /// process has it in its stream (each builds it as it gets there).
+    /// process has it in its stream (see [`wait_listed`](Self::wait_listed)).
     pub fn create(&self, pipeline: Arc<dyn Pipeline<Event = E>>) -> Result<u64, String> {
         self.build(pipeline, false)
     }
@@ -396,6 +396,20 @@ impl<E: Event> Flows<E> {
             })
             .map_err(|e| e.to_string())?;
         Ok(id)
+    }
+
+    /// Waits until dataflow `flow`'s views are listed (backfilling or ready): each worker builds
+    /// it as it takes it from its stream, so not on a worker thread. `false` if they are not
+    /// within `timeout`.
+    pub fn wait_listed(&self, flow: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.catalog.has_flow(flow) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 
     /// Removes a view (every version of it); a dataflow left serving nothing winds down.

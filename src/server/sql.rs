@@ -41,6 +41,9 @@ pub struct Outcome {
     pub action: &'static str,
     /// Its state: `backfilling` for a new definition, `dropped`.
     pub state: &'static str,
+    /// The dataflow that builds it.
+    #[serde(skip)]
+    pub flow: Option<u64>,
 }
 
 /// Why statements were not run.
@@ -325,6 +328,7 @@ impl<E: SqlSource> SqlCatalog<E> {
                         view: name,
                         action: "dropped",
                         state: "dropped",
+                        flow: None,
                     });
                     continue;
                 }
@@ -341,6 +345,7 @@ impl<E: SqlSource> SqlCatalog<E> {
                 view,
                 action,
                 state: "backfilling",
+                flow: Some(flow),
             });
         }
         save(&self.data_dir, &next).map_err(|e| {
