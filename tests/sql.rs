@@ -401,3 +401,30 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+#[test]
+fn ad_hoc_reads_of_a_view_as_it_is_go_to_its_arrangement() {
+    let views = SqlViews::<Order>::new(
+        "CREATE VIEW kinds AS SELECT kind, COUNT(*) AS n FROM events GROUP BY kind",
+    )
+    .expect("plans");
+    let direct = |sql: &str| {
+        let adhoc = views.adhoc("q", sql).expect("plans").expect("a SELECT");
+        views.direct_read(&adhoc)
+    };
+    assert_eq!(
+        direct("SELECT * FROM kinds WHERE kind = 'view'"),
+        Some(("kinds".into(), Some("view".into())))
+    );
+    assert_eq!(direct("SELECT * FROM kinds"), Some(("kinds".into(), None)));
+    assert_eq!(direct("SELECT kind FROM kinds"), None, "a projection");
+    assert_eq!(
+        direct("SELECT * FROM kinds WHERE n = 3"),
+        None,
+        "not the key"
+    );
+    assert_eq!(
+        direct("SELECT kind, COUNT(*) AS c FROM events GROUP BY kind"),
+        None
+    );
+}

@@ -269,6 +269,22 @@ fn an_ad_hoc_select_is_answered_once_as_duckdb_would() {
         .expect("a kind");
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["kind"], most["kind"]);
+    // Reads of a view as it is, whole or by its key, come from its arrangement.
+    let (status, answer) = post_sql(&server, "SELECT * FROM kinds WHERE kind = 'purchase'");
+    assert_eq!(status, 200, "{answer}");
+    let purchase = theirs
+        .iter()
+        .find(|r| r["kind"] == "purchase")
+        .expect("purchases");
+    assert_eq!(answer["rows"].as_array().map(Vec::len), Some(1));
+    assert_eq!(answer["rows"][0]["n"], purchase["n"]);
+    let (status, answer) = post_sql(&server, "SELECT * FROM kinds");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["rows"].as_array().map(Vec::len), Some(theirs.len()));
+    let (status, answer) = post_sql(&server, "SELECT * FROM kinds WHERE kind = 'nothing'");
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["rows"], serde_json::json!([]));
+
     let (_, list) = server.get("/views");
     let names: Vec<&str> = list["views"]
         .as_array()

@@ -220,6 +220,30 @@ impl<E: SqlSource> SqlCatalog<E> {
         }
     }
 
+    /// An ad-hoc `SELECT` that reads a view as it is: answered from its arrangement.
+    fn read(
+        &self,
+        view: &str,
+        key: Option<String>,
+        limit: Option<usize>,
+        as_of: Option<Time>,
+    ) -> Result<Ran, Refusal> {
+        let query = match key {
+            Some(key) => Query::key(view, key),
+            None => Query::all(view),
+        };
+        let answer = self
+            .client
+            .query(query, as_of)
+            .map_err(|e| Refusal::Unavailable(e.to_string()))?;
+        let mut rows = answer_rows(&answer, None);
+        rows.truncate(limit.unwrap_or(usize::MAX));
+        Ok(Ran::Rows {
+            rows,
+            as_of: answer.as_of,
+        })
+    }
+
     /// An ad-hoc `SELECT`: planned as a view over the views defined so far, built in a
     /// dataflow of its own (backfilled from the master dataset like any new view), read once,
     /// and dropped.
@@ -266,17 +290,21 @@ impl<E: SqlSource> SqlCatalog<E> {
 impl<E: SqlSource> Statements for SqlCatalog<E> {
     fn run(&self, text: &str, limit: Option<usize>, as_of: Option<Time>) -> Result<Ran, Refusal> {
         let name = format!("adhoc-{}", self.adhoc.fetch_add(1, Ordering::Relaxed));
-        let (adhoc, checked) = {
+        let (adhoc, checked, direct) = {
             let views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
             let adhoc = views.adhoc(&name, text).map_err(Refusal::Sql)?;
+            let direct = adhoc.as_ref().and_then(|p| views.direct_read(p));
             // Refuse what cannot run before it goes to every process.
             let checked = if adhoc.is_none() {
                 views.clone().define(text).map(drop).map_err(Refusal::Sql)
             } else {
                 Ok(())
             };
-            (adhoc, checked)
+            (adhoc, checked, direct)
         };
+        if let Some((view, key)) = direct {
+            return self.read(&view, key, limit, as_of);
+        }
         if let Some(pipeline) = adhoc {
             if self.several {
                 return Err(Refusal::Unavailable(

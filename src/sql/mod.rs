@@ -310,6 +310,49 @@ impl<E: SqlSource> SqlViews<E> {
         Ok(with.pipeline_for(name))
     }
 
+    /// A read that an ad-hoc query's plan (the last view of `pipeline`, from
+    /// [`adhoc`](Self::adhoc)) amounts to, if it reads a defined view as it is: the whole view
+    /// (`SELECT * FROM v`) or one key of it (`... WHERE key = constant`). Such a query is
+    /// answered from the view's arrangement, without a dataflow of its own.
+    pub fn direct_read(&self, pipeline: &SqlViews<E>) -> Option<(String, Option<String>)> {
+        let query = pipeline.views.last()?;
+        if query.ranking.is_some() {
+            return None;
+        }
+        let (name, key) = match &query.body.plan {
+            plan::Plan::View(name) => (name, None),
+            plan::Plan::Filter(input, expr::Expr::Compare(expr::Cmp::Eq, a, b)) => {
+                let plan::Plan::View(name) = input.as_ref() else {
+                    return None;
+                };
+                match (a.as_ref(), b.as_ref()) {
+                    (expr::Expr::Column(i), expr::Expr::Literal(d))
+                    | (expr::Expr::Literal(d), expr::Expr::Column(i))
+                        if !d.is_null() =>
+                    {
+                        (name, Some((*i, d.clone())))
+                    }
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        };
+        let view = self.views.iter().find(|v| v.name == *name)?;
+        if view.ranking.is_some() {
+            return None;
+        }
+        match key {
+            None => Some((name.clone(), None)),
+            Some((column, value)) if view.key == [column] => {
+                // The constant as the key column's type writes it.
+                let ty = view.body.columns[column].ty;
+                let typed = expr::cast(value, ty);
+                (!typed.is_null()).then(|| (name.clone(), Some(typed.to_text())))
+            }
+            Some(_) => None,
+        }
+    }
+
     /// The planned views, in definition order.
     pub fn views(&self) -> &[ViewPlan] {
         &self.views
