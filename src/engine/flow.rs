@@ -233,8 +233,10 @@ impl<E: Event> Flow<E> {
     /// Whether its views have passed the horizon: they reflect everything before the flow
     /// was created, and follow the live lane.
     pub fn caught_up(&self) -> bool {
+        // A probe reports no frontier until the dataflow has first run: that is not done.
         self.views
-            .with_frontier(|f| f.iter().all(|t| *t >= self.horizon))
+            .with_frontier(|f| !f.is_empty() && f.iter().all(|t| *t >= self.horizon))
+            || (self.filling.is_none() && self.speed.is_none() && self.lanes.done())
     }
 
     /// Keeps the query input at the fresh read time.
