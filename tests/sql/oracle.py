@@ -57,6 +57,19 @@ def sql_literal(text):
     return "'" + text.replace("'", "''") + "'"
 
 
+def closing_quote(sql, i):
+    """The index of the quote that closes the one at `i` (a doubled quote is part of the text)."""
+    ch, j, n = sql[i], i + 1, len(sql)
+    while j < n:
+        if sql[j] == ch:
+            if j + 1 < n and sql[j + 1] == ch:
+                j += 2
+                continue
+            break
+        j += 1
+    return j
+
+
 def strip_comments(sql):
     """Remove -- and /* */ comments outside quotes (used only to show a statement in an error)."""
     out = []
@@ -64,14 +77,7 @@ def strip_comments(sql):
     while i < n:
         ch = sql[i]
         if ch in ("'", '"'):
-            j = i + 1
-            while j < n:
-                if sql[j] == ch:
-                    if j + 1 < n and sql[j + 1] == ch:
-                        j += 2
-                        continue
-                    break
-                j += 1
+            j = closing_quote(sql, i)
             out.append(sql[i:j + 1])
             i = j + 1
         elif sql.startswith("--", i):
@@ -93,14 +99,7 @@ def split_statements(sql):
     while i < n:
         ch = sql[i]
         if ch in ("'", '"'):
-            j = i + 1
-            while j < n:
-                if sql[j] == ch:
-                    if j + 1 < n and sql[j + 1] == ch:
-                        j += 2
-                        continue
-                    break
-                j += 1
+            j = closing_quote(sql, i)
             i = j + 1
         elif sql.startswith("--", i):
             j = sql.find("\n", i)
