@@ -89,16 +89,63 @@ impl fmt::Display for Reject {
     }
 }
 
+/// How lines of input become events: by the event type's own [`Event::parse`] ([`Parse`]), or
+/// by something known only at run time, such as the declared sources of a SQL schema
+/// ([`Schema`](crate::sql::Schema)).
+///
+/// A pipeline names its decoder ([`Pipeline::decoder`](crate::engine::Pipeline::decoder)):
+/// every reader of the engine and the server (history files, the master's imports, `POST
+/// /events`) reads through it.
+pub trait Decode<E>: Send + Sync {
+    /// Reads one event from one line of input (without its line terminator); the reason on
+    /// failure.
+    fn decode(&self, line: &[u8], format: Format) -> Result<E, String>;
+
+    /// Checks the header line of a CSV input; the default accepts any header.
+    fn check_csv_header(&self, _header: &[u8]) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The decoder of the lines of one named source (`POST /events/{source}`), if there is
+    /// such a source; the default has none.
+    fn source(&self, _name: &str) -> Option<std::sync::Arc<dyn Decode<E>>> {
+        None
+    }
+}
+
+/// The decoder of self-describing events: [`Event::parse`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Parse;
+
+impl<E: Event> Decode<E> for Parse {
+    fn decode(&self, line: &[u8], format: Format) -> Result<E, String> {
+        E::parse(line, format)
+    }
+
+    fn check_csv_header(&self, header: &[u8]) -> Result<(), String> {
+        E::check_csv_header(header)
+    }
+}
+
 /// Parses one line the way every reader does: length and UTF-8 checks, then [`Event::parse`],
 /// then the event-time bound.
 pub fn parse_line<E: Event>(line: &[u8], format: Format) -> Result<E, String> {
+    decode_line(&Parse, line, format)
+}
+
+/// [`parse_line`] through a decoder.
+pub fn decode_line<E: Event>(
+    decode: &dyn Decode<E>,
+    line: &[u8],
+    format: Format,
+) -> Result<E, String> {
     if line.len() > MAX_LINE_BYTES {
         return Err(format!("line is longer than {MAX_LINE_BYTES} bytes"));
     }
     if let Err(e) = std::str::from_utf8(line) {
         return Err(format!("invalid UTF-8 at byte {}", e.valid_up_to()));
     }
-    let event = E::parse(line, format)?;
+    let event = decode.decode(line, format)?;
     if event.time() >= END_OF_TIME {
         return Err(format!("event time {} is not below 2^53", event.time()));
     }

@@ -13,7 +13,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::event::{Event, Format, MAX_LINE_BYTES, Reject, parse_line};
+use crate::event::{Decode, Event, Format, MAX_LINE_BYTES, Parse, Reject, decode_line};
 
 /// What the batch lane replays.
 #[derive(Clone, Debug)]
@@ -66,14 +66,16 @@ pub fn read_share<E: Event>(
     on_event: impl FnMut(E),
     on_reject: impl FnMut(Reject),
 ) -> io::Result<ReadStats> {
-    read_share_checked(path, share, |_: &E| Ok(()), on_event, on_reject)
+    read_share_checked(path, share, &Parse, |_: &E| Ok(()), on_event, on_reject)
 }
 
-/// [`read_share`], where `check` may refuse an event that parsed (a line error like any other,
-/// with its line number): the importer refuses times too far in the future this way.
+/// [`read_share`], reading lines through `decode`, where `check` may refuse an event that
+/// parsed (a line error like any other, with its line number): the importer refuses times too
+/// far in the future this way.
 pub fn read_share_checked<E: Event>(
     path: &Path,
     share: Share,
+    decode: &dyn Decode<E>,
     check: impl Fn(&E) -> Result<(), String>,
     mut on_event: impl FnMut(E),
     on_reject: impl FnMut(Reject),
@@ -91,7 +93,7 @@ pub fn read_share_checked<E: Event>(
             .take(MAX_LINE_BYTES as u64 + 1)
             .read_until(b'\n', &mut first)?;
         let header = trim_line(&first);
-        E::check_csv_header(header).map_err(|e| {
+        decode.check_csv_header(header).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("{}:1: {e}", path.display()),
@@ -117,7 +119,7 @@ pub fn read_share_checked<E: Event>(
     read_lines(
         lines,
         &source,
-        format,
+        (decode, format),
         header_lines,
         first_line,
         |event| check(&event).map(|()| on_event(event)),
@@ -138,7 +140,7 @@ pub fn read_all<E: Event, R: Read>(
     read_lines(
         lines,
         source,
-        format,
+        (&Parse, format),
         header_lines,
         || Ok(0),
         |event| {
@@ -154,7 +156,7 @@ pub fn read_all<E: Event, R: Read>(
 fn read_lines<E: Event, R: Read>(
     mut lines: LineReader<R>,
     source: &str,
-    format: Format,
+    (decode, format): (&dyn Decode<E>, Format),
     header_lines: u64,
     lines_before: impl FnOnce() -> io::Result<u64>,
     mut on_event: impl FnMut(E) -> Result<(), String>,
@@ -177,7 +179,7 @@ fn read_lines<E: Event, R: Read>(
                 if bytes.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                parse_line::<E>(bytes, format).and_then(&mut on_event)
+                decode_line(decode, bytes, format).and_then(&mut on_event)
             }
         };
         match numbered {

@@ -16,12 +16,15 @@ use lambdaflow::cluster::Cluster;
 use lambdaflow::ecommerce::generate::{GenConfig, Generator, push_json_line, write_jsonl};
 use lambdaflow::ecommerce::{EcommerceWithWindows, Order};
 use lambdaflow::engine::Settings;
+use lambdaflow::event::{Decode, Event, Parse};
 use lambdaflow::lane::BatchTime;
 use lambdaflow::live::BacklogLimits;
 use lambdaflow::master::{self, Entry, MasterDataset, MasterOptions, RepairReport, VerifyReport};
 use lambdaflow::server::import::{ImportOptions, import};
 use lambdaflow::server::ingest::FutureLimit;
-use lambdaflow::server::{ServerConfig, serve_sql};
+use lambdaflow::server::schema;
+use lambdaflow::server::{ServerConfig, serve_sources, serve_sql};
+use lambdaflow::sql::{Record, Schema};
 use lambdaflow::watermark::LatePolicy;
 use tracing::info;
 
@@ -169,6 +172,12 @@ struct Run {
     /// the data directory's catalog keeps (see docs/SQL.md).
     #[arg(long)]
     sql: Option<PathBuf>,
+    /// Sources to read instead of the built-in `events`, declared in SQL
+    /// (`CREATE SOURCE name (columns) WITH (event_time = 'column');`, see docs/SQL.md): the
+    /// server then serves SQL views only. The data directory keeps the schema: a later start
+    /// may leave this out, or add sources.
+    #[arg(long)]
+    schema: Option<PathBuf>,
     #[command(flatten)]
     rules: ImportRules,
     /// The HTTP address.
@@ -350,6 +359,17 @@ async fn ctrl_c() {
 }
 
 fn run_server(run: Run) -> Result<(), String> {
+    let given = match &run.schema {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|text| {
+                    Schema::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+                })?,
+        ),
+        None => None,
+    };
+    let schema = schema::settle(&run.data_dir, given.as_ref())?;
     if !run.history.is_empty() {
         import_files(
             &run.data_dir,
@@ -399,26 +419,44 @@ fn run_server(run: Run) -> Result<(), String> {
         },
         ..ServerConfig::new(run.data_dir)
     };
-    runtime()?.block_on(serve_sql(config, EcommerceWithWindows, |_| {}, ctrl_c()))
+    match schema {
+        Some(schema) => runtime()?.block_on(serve_sources(config, schema, |_| {}, ctrl_c())),
+        None => runtime()?.block_on(serve_sql(config, EcommerceWithWindows, |_| {}, ctrl_c())),
+    }
 }
 
+/// Appends history files to the master dataset of `data_dir`: rows of its declared sources if
+/// it keeps a schema, else e-commerce events.
 fn import_files(
     data_dir: &std::path::Path,
     files: &[PathBuf],
     options: ImportOptions,
     segment_bytes: u64,
 ) -> Result<(), String> {
+    match schema::stored(data_dir)? {
+        Some(schema) => import_as::<Record>(data_dir, files, &schema, options, segment_bytes),
+        None => import_as::<Order>(data_dir, files, &Parse, options, segment_bytes),
+    }
+}
+
+fn import_as<E: Event>(
+    data_dir: &std::path::Path,
+    files: &[PathBuf],
+    decode: &dyn Decode<E>,
+    options: ImportOptions,
+    segment_bytes: u64,
+) -> Result<(), String> {
     let stored = MasterOptions {
-        schema_version: <Order as lambdaflow::event::Event>::SCHEMA_VERSION,
+        schema_version: E::SCHEMA_VERSION,
         segment_bytes,
     };
-    let (master, _) = MasterDataset::<Entry<Order>>::open(data_dir, stored).map_err(|e| {
+    let (master, _) = MasterDataset::<Entry<E>>::open(data_dir, stored).map_err(|e| {
         format!(
             "cannot open the master dataset in {}: {e}",
             data_dir.display()
         )
     })?;
-    let summary = import(&master, files, options)?;
+    let summary = import(&master, files, decode, options)?;
     info!(
         files = summary.files,
         skipped = summary.skipped,

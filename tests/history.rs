@@ -168,7 +168,13 @@ fn an_interrupted_import_resumes_exactly() {
     {
         let (master, _) =
             MasterDataset::<Entry<Order>>::open(&whole, support::master_options()).expect("opens");
-        import(&master, std::slice::from_ref(&file), options).expect("imported");
+        import(
+            &master,
+            std::slice::from_ref(&file),
+            &lambdaflow::event::Parse,
+            options,
+        )
+        .expect("imported");
     }
     let segment = std::fs::read_dir(&whole)
         .expect("dir")
@@ -187,7 +193,13 @@ fn an_interrupted_import_resumes_exactly() {
             .expect("write");
         let (master, _) = MasterDataset::<Entry<Order>>::open(&copy, support::master_options())
             .expect("recovers");
-        import(&master, std::slice::from_ref(&file), options).expect("resumed");
+        import(
+            &master,
+            std::slice::from_ref(&file),
+            &lambdaflow::event::Parse,
+            options,
+        )
+        .expect("resumed");
         drop(master);
         assert_eq!(stored(&copy), events, "cut at byte {cut}");
         std::fs::remove_dir_all(&copy).expect("cleaned");

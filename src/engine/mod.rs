@@ -37,7 +37,7 @@ pub use flow::{Backfill, BackfillSource, FlowSpec};
 use crate::answer::Replies;
 use crate::changelog::Changelog;
 use crate::cluster::Cluster;
-use crate::event::{END_OF_TIME, Event, Reject, Time};
+use crate::event::{Decode, END_OF_TIME, Event, Parse, Reject, Time};
 use crate::history::History;
 use crate::lane::{BatchLane, BatchTime, Replayed, SpeedLane};
 use crate::live::{
@@ -59,6 +59,12 @@ pub trait Pipeline: Send + Sync + 'static {
 
     /// Registers the views, as differential code over the collection of all events.
     fn build<'s>(&self, events: VecCollection<'s, Time, Self::Event>, views: &mut Views<'s>);
+
+    /// How lines of input become events; the default is the event type's own
+    /// [`Event::parse`].
+    fn decoder(&self) -> Arc<dyn Decode<Self::Event>> {
+        Arc::new(Parse)
+    }
 }
 
 /// How the engine treats time.

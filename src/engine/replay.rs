@@ -12,7 +12,7 @@ use tracing::warn;
 
 use super::Shared;
 use crate::event::{Event, Time};
-use crate::history::{History, Share, read_share};
+use crate::history::{History, Share, read_share_checked};
 use crate::lane::{BatchLane, BatchTime, Replayed, SpeedLane};
 use crate::live::LateDrop;
 use crate::master::Entry;
@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 const REPLAY_CHUNK: u64 = 64 * 1024;
 
 /// Replays this worker's share of the history into `batch`; returns how many events it took.
-pub(super) fn replay<E: Event, P>(
+pub(super) fn replay<E: Event, P: super::Pipeline<Event = E>>(
     worker: &mut Worker,
     shared: &Shared<E, P>,
     batch: &mut BatchLane<E>,
@@ -43,11 +43,14 @@ pub(super) fn replay<E: Event, P>(
         index: worker.index(),
         count: worker.peers(),
     };
+    let decoder = shared.pipeline.decoder();
     let result = match &shared.history {
         History::Files(paths) => paths.iter().try_for_each(|path| {
-            let stats = read_share(
+            let stats = read_share_checked(
                 path,
                 share,
+                &*decoder,
+                |_: &E| Ok(()),
                 |event: E| {
                     let ts = event.time();
                     batch.push(event, ts);

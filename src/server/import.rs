@@ -22,7 +22,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::ingest::FutureLimit;
-use crate::event::{Event, Reject, Time};
+use crate::event::{Decode, Event, Reject, Time};
 use crate::history::{Share, read_share_checked};
 use crate::live::wall_clock_ms;
 use crate::master::{Entry, ImportMark, MasterDataset};
@@ -145,10 +145,12 @@ fn mark(path: &Path, prefix: Option<u64>) -> io::Result<(ImportMark, Option<Impo
     Ok((whole, before))
 }
 
-/// Appends every good line of `files` to `master`, durably, showing progress; each file once.
+/// Appends every good line of `files` (read through `decode`) to `master`, durably, showing
+/// progress; each file once.
 pub fn import<E: Event>(
     master: &MasterDataset<Entry<E>>,
     files: &[PathBuf],
+    decode: &dyn Decode<E>,
     options: ImportOptions,
 ) -> Result<ImportSummary, String> {
     let mut imports = earlier_imports(master)?;
@@ -238,6 +240,7 @@ pub fn import<E: Event>(
         let stats = import_file(
             master,
             path,
+            decode,
             (limit, clock, options.batch.max(1)),
             skip,
             (&bytes, &events),
@@ -273,6 +276,7 @@ fn ends_a_line(path: &Path, offset: u64) -> bool {
 fn import_file<E: Event>(
     master: &MasterDataset<Entry<E>>,
     path: &Path,
+    decode: &dyn Decode<E>,
     (limit, clock, batch): (FutureLimit, Time, usize),
     mut skip: u64,
     (bytes, events): (&AtomicU64, &AtomicU64),
@@ -302,6 +306,7 @@ fn import_file<E: Event>(
     let stats = read_share_checked(
         path,
         Share::WHOLE,
+        decode,
         |event: &E| limit.check_at(event.time(), clock),
         |event: E| {
             if skip > 0 {

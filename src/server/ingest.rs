@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::event::{Event, Format, Time, parse_line};
+use crate::event::{Decode, Event, Format, Time, decode_line};
 use crate::history::trim_line;
 use crate::live::wall_clock_ms;
 
@@ -105,7 +105,7 @@ impl<E: Event> Batch<E> {
 }
 
 /// Reads a JSON Lines body (lines end with `\n` or `\r\n`; blank lines are skipped).
-pub fn json_lines<E: Event>(body: &[u8], limit: FutureLimit) -> Batch<E> {
+pub fn json_lines<E: Event>(body: &[u8], decode: &dyn Decode<E>, limit: FutureLimit) -> Batch<E> {
     let now = wall_clock_ms();
     let mut batch = Batch::new();
     for (i, raw) in body.split(|b| *b == b'\n').enumerate() {
@@ -114,7 +114,7 @@ pub fn json_lines<E: Event>(body: &[u8], limit: FutureLimit) -> Batch<E> {
         if text.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match parse_line::<E>(text, Format::JsonLines) {
+        match decode_line(decode, text, Format::JsonLines) {
             Ok(event) => batch.take(line, event, raw.len(), limit, now),
             Err(error) => batch.reject(line, error),
         }
@@ -123,7 +123,11 @@ pub fn json_lines<E: Event>(body: &[u8], limit: FutureLimit) -> Batch<E> {
 }
 
 /// Reads a body that is one JSON array of events; `Err` if it is not an array.
-pub fn json_array<E: Event>(body: &[u8], limit: FutureLimit) -> Result<Batch<E>, String> {
+pub fn json_array<E: Event>(
+    body: &[u8],
+    decode: &dyn Decode<E>,
+    limit: FutureLimit,
+) -> Result<Batch<E>, String> {
     let now = wall_clock_ms();
     let elements: Vec<&RawValue> =
         serde_json::from_slice(body).map_err(|e| format!("the body is not a JSON array: {e}"))?;
@@ -131,7 +135,7 @@ pub fn json_array<E: Event>(body: &[u8], limit: FutureLimit) -> Result<Batch<E>,
     for (i, element) in elements.iter().enumerate() {
         let line = i as u64 + 1;
         let text = element.get().as_bytes();
-        match parse_line::<E>(text, Format::JsonLines) {
+        match decode_line(decode, text, Format::JsonLines) {
             Ok(event) => batch.take(line, event, text.len(), limit, now),
             Err(error) => batch.reject(line, error),
         }
@@ -143,13 +147,14 @@ pub fn json_array<E: Event>(body: &[u8], limit: FutureLimit) -> Result<Batch<E>,
 mod tests {
     use super::*;
     use crate::ecommerce::Order;
+    use crate::event::Parse;
 
     const OFF: FutureLimit = FutureLimit { max_future: None };
 
     #[test]
     fn lines_are_judged_one_by_one() {
         let body = b"{\"ts\":1,\"kind\":\"view\",\"customer\":1,\"product\":2}\nnope\n\xff\n{\"ts\":2,\"kind\":\"view\",\"customer\":1,\"product\":2}\n";
-        let batch = json_lines::<Order>(body, OFF);
+        let batch = json_lines::<Order>(body, &Parse, OFF);
         assert_eq!(batch.events.len(), 2);
         assert_eq!(
             batch.rejected.iter().map(|r| r.line).collect::<Vec<_>>(),
@@ -160,10 +165,10 @@ mod tests {
     #[test]
     fn array_elements_are_judged_one_by_one() {
         let body = br#"[{"ts":1,"kind":"view","customer":1,"product":2}, {"ts":-1}, 7]"#;
-        let batch = json_array::<Order>(body, OFF).expect("an array");
+        let batch = json_array::<Order>(body, &Parse, OFF).expect("an array");
         assert_eq!(batch.events.len(), 1);
         assert_eq!(batch.rejected_total, 2);
-        assert!(json_array::<Order>(b"{\"ts\":1}", OFF).is_err());
+        assert!(json_array::<Order>(b"{\"ts\":1}", &Parse, OFF).is_err());
     }
 
     #[test]
@@ -184,7 +189,7 @@ mod tests {
     #[test]
     fn only_the_first_rejections_are_listed_but_all_are_counted() {
         let body = "nope\n".repeat(MAX_LISTED_REJECTS * 3);
-        let batch = json_lines::<Order>(body.as_bytes(), OFF);
+        let batch = json_lines::<Order>(body.as_bytes(), &Parse, OFF);
         assert_eq!(batch.rejected.len(), MAX_LISTED_REJECTS);
         assert_eq!(batch.rejected_total, 3 * MAX_LISTED_REJECTS as u64);
     }

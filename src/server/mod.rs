@@ -19,6 +19,7 @@ mod http;
 pub mod import;
 pub mod ingest;
 pub mod prometheus;
+pub mod schema;
 mod sink;
 pub mod sql;
 
@@ -40,7 +41,7 @@ use crate::history::History;
 use crate::master::{Entry, Mark, MasterDataset, MasterOptions};
 use crate::metrics::Metrics;
 use crate::progress::Progress;
-use crate::sql::{SqlSource, SqlViews, WithSql};
+use crate::sql::{Schema, SqlSource, SqlViews, WithSql};
 use dead_letter::DeadLetter;
 use ingest::FutureLimit;
 
@@ -127,13 +128,43 @@ where
     P: Pipeline,
     P::Event: SqlSource,
 {
+    let empty = SqlViews::new("").map_err(|e| e.to_string())?;
+    serve_sql_over(config, pipeline, empty, on_listening, shutdown).await
+}
+
+/// [`serve_sql`] for the sources a [`Schema`] declares (`run --schema`): no views but SQL
+/// views, rows read by the schema (`POST /events/{source}`), and the schema stored beside the
+/// master dataset ([`schema::settle`] checks a data directory against it).
+pub async fn serve_sources(
+    config: ServerConfig,
+    schema: Schema,
+    on_listening: impl FnOnce(SocketAddr) + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    schema::settle(&config.data_dir, Some(&schema))?;
+    let empty = SqlViews::over(schema.tables(), "").map_err(|e| e.to_string())?;
+    serve_sql_over(config, schema, empty, on_listening, shutdown).await
+}
+
+/// Serves `pipeline` with the SQL views of the catalog over the sources of `empty`.
+async fn serve_sql_over<P>(
+    config: ServerConfig,
+    pipeline: P,
+    empty: SqlViews<P::Event>,
+    on_listening: impl FnOnce(SocketAddr) + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String>
+where
+    P: Pipeline,
+    P::Event: SqlSource,
+{
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         format!(
             "cannot create the data directory {}: {e}",
             config.data_dir.display()
         )
     })?;
-    let views: SqlViews<P::Event> = sql::load(&config.data_dir, config.sql.as_deref())?;
+    let views: SqlViews<P::Event> = sql::load(&config.data_dir, empty, config.sql.as_deref())?;
     let data_dir = config.data_dir.clone();
     let defined = views.clone();
     let timeout = config.query_timeout;
@@ -270,6 +301,7 @@ async fn serve_with<P: Pipeline>(
         on_sequenced: statements.as_ref().map(|(_, hook)| hook.clone()),
         ..Hooks::default()
     };
+    let decoder = pipeline.decoder();
     let mut engine = tokio::task::spawn_blocking(move || {
         Engine::start_with(&cluster, settings, history, pipeline, hooks)
     })
@@ -305,7 +337,7 @@ async fn serve_with<P: Pipeline>(
     let state = Arc::new(http::State::new(
         &config,
         &engine,
-        live,
+        (live, decoder),
         exporter,
         dead_letter.clone(),
         shutdown_watch,
@@ -385,4 +417,18 @@ async fn serve_with<P: Pipeline>(
         return Err(reason);
     }
     joined
+}
+
+/// Writes a file of the data directory atomically: a temporary file, synced, renamed over the
+/// old one, and the directory synced.
+fn write_durably(data_dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = data_dir.join(name);
+    let temporary = data_dir.join(format!("{name}.tmp"));
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&temporary, &path)?;
+    std::fs::File::open(data_dir)?.sync_all()
 }

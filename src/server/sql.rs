@@ -14,7 +14,6 @@
 //! in a temporary dataflow (which reads the master dataset, like a new view's backfill), read,
 //! and dropped.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -89,7 +88,12 @@ struct StoredView {
 
 /// Reads the catalog of `data_dir`, then applies `extra` (the `--sql` file): a view the
 /// catalog already holds with the same definition is left as it is.
-pub fn load<E: SqlSource>(data_dir: &Path, extra: Option<&str>) -> Result<SqlViews<E>, String> {
+/// `empty` names the sources the views read.
+pub fn load<E: SqlSource>(
+    data_dir: &Path,
+    empty: SqlViews<E>,
+    extra: Option<&str>,
+) -> Result<SqlViews<E>, String> {
     let path = data_dir.join(CATALOG);
     let stored: Stored = match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
@@ -97,14 +101,15 @@ pub fn load<E: SqlSource>(data_dir: &Path, extra: Option<&str>) -> Result<SqlVie
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Stored::default(),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
-    let mut views = SqlViews::<E>::new("").map_err(|e| e.to_string())?;
+    let mut views = empty.clone();
     for view in &stored.views {
         views
             .define(&view.sql)
             .map_err(|e| format!("{}: view {}: {e}", path.display(), view.name))?;
     }
     if let Some(text) = extra {
-        let fresh = SqlViews::<E>::new(text).map_err(|e| format!("--sql: {e}"))?;
+        let mut fresh = empty;
+        fresh.define(text).map_err(|e| format!("--sql: {e}"))?;
         for view in fresh.views() {
             let same = views
                 .views()
@@ -121,8 +126,7 @@ pub fn load<E: SqlSource>(data_dir: &Path, extra: Option<&str>) -> Result<SqlVie
     Ok(views)
 }
 
-/// Writes the catalog atomically: a temporary file, synced, renamed over the old one, and the
-/// directory synced.
+/// Writes the catalog atomically.
 fn save<E: SqlSource>(data_dir: &Path, views: &SqlViews<E>) -> std::io::Result<()> {
     let stored = Stored {
         views: views
@@ -134,14 +138,8 @@ fn save<E: SqlSource>(data_dir: &Path, views: &SqlViews<E>) -> std::io::Result<(
             })
             .collect(),
     };
-    let path = data_dir.join(CATALOG);
-    let temporary = data_dir.join(format!("{CATALOG}.tmp"));
-    let mut file = std::fs::File::create(&temporary)?;
-    file.write_all(&serde_json::to_vec_pretty(&stored).map_err(std::io::Error::other)?)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temporary, &path)?;
-    std::fs::File::open(data_dir)?.sync_all()
+    let bytes = serde_json::to_vec_pretty(&stored).map_err(std::io::Error::other)?;
+    super::write_durably(data_dir, CATALOG, &bytes)
 }
 
 /// The SQL views of a running server.

@@ -46,17 +46,20 @@ pub mod parse;
 pub mod plan;
 mod register;
 pub mod render;
+mod schema;
 mod source;
 pub mod time;
 pub mod types;
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use differential_dataflow::VecCollection;
 
 pub use register::answer_rows;
-pub use source::SqlSource;
+pub use schema::{Schema, SourceDef};
+pub use source::{Record, SqlSource, Table};
 
 use crate::engine::Pipeline;
 use crate::event::Time;
@@ -134,8 +137,11 @@ impl fmt::Display for SqlError {
 
 impl std::error::Error for SqlError {}
 
-/// SQL views over the events of type `E` (the source `E::NAME`), as a [`Pipeline`].
+/// SQL views over the events of type `E` (the tables of `E`, or of a [`Schema`]), as a
+/// [`Pipeline`].
 pub struct SqlViews<E> {
+    /// The sources the views read.
+    tables: Arc<Vec<Table>>,
     views: Vec<ViewPlan>,
     /// Registers only this view (the others are its inputs), if set.
     serve: Option<String>,
@@ -145,6 +151,7 @@ pub struct SqlViews<E> {
 impl<E> Clone for SqlViews<E> {
     fn clone(&self) -> Self {
         SqlViews {
+            tables: self.tables.clone(),
             views: self.views.clone(),
             serve: self.serve.clone(),
             event: PhantomData,
@@ -167,13 +174,25 @@ impl<E: SqlSource> SqlViews<E> {
     /// The views that `text` (`;`-separated `CREATE VIEW` statements) defines, planned; the
     /// first error stops it, and nothing is defined.
     pub fn new(text: &str) -> Result<SqlViews<E>, SqlError> {
+        SqlViews::over(E::tables(), text)
+    }
+
+    /// The views that `text` defines over the sources `tables` (for [`Record`]s, a
+    /// [`Schema`]'s [`tables`](Schema::tables)).
+    pub fn over(tables: Vec<Table>, text: &str) -> Result<SqlViews<E>, SqlError> {
         let mut views = SqlViews {
+            tables: Arc::new(tables),
             views: Vec::new(),
             serve: None,
             event: PhantomData,
         };
         views.define(text)?;
         Ok(views)
+    }
+
+    /// The sources the views read.
+    pub fn tables(&self) -> &[Table] {
+        &self.tables
     }
 
     /// Runs the statements of `text` (all of them or, on an error, none), and says what each
@@ -197,7 +216,11 @@ impl<E: SqlSource> SqlViews<E> {
                 query,
                 sql,
             } => {
-                if name.eq_ignore_ascii_case(E::NAME) {
+                if self
+                    .tables
+                    .iter()
+                    .any(|(t, _)| name.eq_ignore_ascii_case(t))
+                {
                     return Err(SqlError::new(
                         format!("{name} is a source: a view needs another name (it is reserved)"),
                         0,
@@ -217,7 +240,6 @@ impl<E: SqlSource> SqlViews<E> {
                 if existing.is_some() {
                     self.refuse_if_read(&name, "replace")?;
                 }
-                let sources = [(E::NAME.to_string(), E::columns())];
                 let known: Vec<(String, Vec<Column>)> = self
                     .views
                     .iter()
@@ -225,7 +247,7 @@ impl<E: SqlSource> SqlViews<E> {
                     .map(|v| (v.name.clone(), v.body.columns.clone()))
                     .collect();
                 let catalog = Catalog {
-                    sources: &sources,
+                    sources: &self.tables,
                     views: &known,
                 };
                 let view = plan::plan_view(&catalog, &name, &sql, &query)?;
@@ -294,14 +316,13 @@ impl<E: SqlSource> SqlViews<E> {
         let (1, Some(Statement::Select(query))) = (statements.len(), statements.pop()) else {
             return Ok(None);
         };
-        let sources = [(E::NAME.to_string(), E::columns())];
         let known: Vec<(String, Vec<Column>)> = self
             .views
             .iter()
             .map(|v| (v.name.clone(), v.body.columns.clone()))
             .collect();
         let catalog = Catalog {
-            sources: &sources,
+            sources: &self.tables,
             views: &known,
         };
         let view = plan::plan_view(&catalog, name, text, &query)?;
@@ -374,6 +395,7 @@ impl<E: SqlSource> SqlViews<E> {
             i += 1;
         }
         Some(SqlViews {
+            tables: self.tables.clone(),
             views: self
                 .views
                 .iter()
@@ -436,5 +458,9 @@ where
     fn build<'s>(&self, events: VecCollection<'s, Time, P::Event>, views: &mut Views<'s>) {
         self.pipeline.build(events.clone(), views);
         self.sql.build_over(events, views);
+    }
+
+    fn decoder(&self) -> Arc<dyn crate::event::Decode<P::Event>> {
+        self.pipeline.decoder()
     }
 }

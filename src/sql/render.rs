@@ -39,7 +39,7 @@ pub type Rows<'s> = VecCollection<'s, Time, Row>;
 
 /// What a plan's leaves read.
 pub struct Inputs<'s, E: 'static> {
-    /// The events of the source.
+    /// The events of every source (each a row of one of them: [`SqlSource::table`]).
     pub events: VecCollection<'s, Time, E>,
     /// The output rows of each view built so far.
     pub views: Vec<(String, Rows<'s>)>,
@@ -52,12 +52,13 @@ enum Step {
     Project(Vec<Expr>),
 }
 
-/// A relation's rows, perhaps not made yet: a source's events with the filters and
-/// projections over them, applied in the one operator that reads them (no row is built for an
-/// event a filter drops, nor copied between the steps).
+/// A relation's rows, perhaps not made yet: the events of one source (the table at a
+/// position) with the filters and projections over them, applied in the one operator that
+/// reads them (no row is built for an event of another table or that a filter drops, nor
+/// copied between the steps).
 enum Lazy<'s, E: 'static> {
     Rows(Rows<'s>),
-    Source(VecCollection<'s, Time, E>, Rc<Vec<Step>>),
+    Source(VecCollection<'s, Time, E>, usize, Rc<Vec<Step>>),
 }
 
 impl<'s, E: SqlSource> Lazy<'s, E> {
@@ -70,9 +71,12 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
     {
         match self {
             Lazy::Rows(rows) => rows.explode(move |row| f(&row)),
-            Lazy::Source(events, steps) => {
+            Lazy::Source(events, table, steps) => {
                 let mut buf: Row = Vec::new();
                 events.explode(move |event| {
+                    if event.table() != table {
+                        return None;
+                    }
                     buf.clear();
                     event.fill(&mut buf);
                     for step in steps.iter() {
@@ -101,10 +105,10 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
 
     fn then(self, step: Step) -> Lazy<'s, E> {
         match self {
-            Lazy::Source(events, steps) => {
+            Lazy::Source(events, table, steps) => {
                 let mut steps = (*steps).clone();
                 steps.push(step);
-                Lazy::Source(events, Rc::new(steps))
+                Lazy::Source(events, table, Rc::new(steps))
             }
             Lazy::Rows(rows) => Lazy::Rows(match step {
                 Step::Filter(p) => rows.filter(move |row| holds(&p, row)),
@@ -116,7 +120,7 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
 
 fn lazy<'s, E: SqlSource>(plan: &Plan, inputs: &Inputs<'s, E>) -> Lazy<'s, E> {
     match plan {
-        Plan::Scan(_) => Lazy::Source(inputs.events.clone(), Rc::new(Vec::new())),
+        Plan::Scan(table) => Lazy::Source(inputs.events.clone(), *table, Rc::new(Vec::new())),
         Plan::Filter(input, predicate) => lazy(input, inputs).then(Step::Filter(predicate.clone())),
         Plan::Project(input, exprs) => lazy(input, inputs).then(Step::Project(exprs.clone())),
         other => Lazy::Rows(render(other, inputs)),

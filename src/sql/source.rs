@@ -1,17 +1,28 @@
 //! Sources: the tables a SQL view reads, and how an event becomes a row of one.
+//!
+//! An event type is a source when it can be read as the rows of tables ([`SqlSource`]): the
+//! built-in [`Order`] is the table `events`; a [`Record`] is a row of a source declared at run
+//! time ([`Schema`](super::Schema)).
 
+use serde::{Deserialize, Serialize};
 use smol_str::SmolStr;
 
 use super::types::{Column, Datum, Row, Type};
 use crate::ecommerce::{Kind, Order};
-use crate::event::Event;
+use crate::event::{Event, Format, Time};
 
-/// An event type that SQL can read as the rows of a table.
+/// A table: its name and its columns.
+pub type Table = (String, Vec<Column>);
+
+/// An event type that SQL can read as the rows of tables.
 pub trait SqlSource: Event {
-    /// The table's name in SQL.
-    const NAME: &'static str;
-    /// Its columns.
-    fn columns() -> Vec<Column>;
+    /// The tables of this type as it is (for [`Record`], none: a [`Schema`](super::Schema)
+    /// declares them).
+    fn tables() -> Vec<Table>;
+    /// Which of the tables this event is a row of (its position among them).
+    fn table(&self) -> usize {
+        0
+    }
     /// This event as a row of the table.
     fn row(&self) -> Row {
         let mut row = Row::new();
@@ -26,16 +37,15 @@ pub trait SqlSource: Event {
 /// `kind VARCHAR`, `customer BIGINT`, `product BIGINT`, `amount_cents BIGINT` (`NULL` when the
 /// line gave none).
 impl SqlSource for Order {
-    const NAME: &'static str = "events";
-
-    fn columns() -> Vec<Column> {
-        vec![
+    fn tables() -> Vec<Table> {
+        let columns = vec![
             Column::new("ts", Type::BigInt),
             Column::new("kind", Type::Varchar),
             Column::new("customer", Type::BigInt),
             Column::new("product", Type::BigInt),
             Column::new("amount_cents", Type::BigInt),
-        ]
+        ];
+        vec![("events".to_string(), columns)]
     }
 
     fn fill(&self, row: &mut Row) {
@@ -57,5 +67,43 @@ impl SqlSource for Order {
                 int(self.amount_cents)
             },
         ]);
+    }
+}
+
+/// A row of a declared source: which source, its event time, and its values in the order of
+/// the source's columns (the event time among them).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Record {
+    /// The event time, in milliseconds (the value of the source's `event_time` column).
+    pub ts: Time,
+    /// The source's position in the schema.
+    pub source: u16,
+    /// The row.
+    pub values: Row,
+}
+
+impl Event for Record {
+    fn time(&self) -> Time {
+        self.ts
+    }
+
+    /// A record's line is read by its schema (see [`Schema`](super::Schema)): without it, a
+    /// line cannot be read.
+    fn parse(_line: &[u8], _format: Format) -> Result<Self, String> {
+        Err("rows of declared sources are read through their schema (run --schema)".into())
+    }
+}
+
+impl SqlSource for Record {
+    fn tables() -> Vec<Table> {
+        Vec::new()
+    }
+
+    fn table(&self) -> usize {
+        usize::from(self.source)
+    }
+
+    fn fill(&self, row: &mut Row) {
+        row.extend_from_slice(&self.values);
     }
 }

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """DuckDB oracle for lambdaflow's SQL views.
 
-Usage: python oracle.py EVENTS.jsonl VIEWS.sql
+Usage: python oracle.py [--tables TABLES.json] EVENTS.jsonl VIEWS.sql
 
 Loads EVENTS.jsonl (JSON Lines) into the table
     events(ts BIGINT, kind VARCHAR, customer BIGINT, product BIGINT, amount_cents BIGINT)
-(missing fields are NULL, unknown fields are ignored), runs every statement of VIEWS.sql in order
+(missing fields are NULL, unknown fields are ignored), or, with --tables, into the tables that
+TABLES.json lists: [{"name": "bid", "columns": [["auction", "BIGINT"], ...], "envelope": true}, ...]
+(with "envelope", a row of table t is the object under the field "t" of a line, and lines without
+it are not rows of t; without it, every line is a row), runs every statement of VIEWS.sql in order
 (each is normally `CREATE VIEW name AS SELECT ...;`, so a view may read earlier views), then prints ONE
 JSON object on stdout mapping every created view, in file order, to its rows:
 
@@ -131,6 +134,29 @@ def load_events(con, path):
     )
 
 
+def load_tables(con, path, tables):
+    for table in tables:
+        name, columns = table["name"], table["columns"]
+        if table.get("envelope"):
+            struct = "STRUCT(" + ", ".join(f"{quote_ident(c)} {t}" for c, t in columns) + ")"
+            spec = "{" + sql_literal(name) + ": " + sql_literal(struct) + "}"
+            select = ", ".join(f"s.{quote_ident(c)} AS {quote_ident(c)}" for c, _ in columns)
+            con.execute(
+                f"CREATE TABLE {quote_ident(name)} AS SELECT {select} FROM "
+                f"(SELECT {quote_ident(name)} AS s FROM read_json(?, format='newline_delimited', columns={spec})) "
+                "WHERE s IS NOT NULL",
+                [path],
+            )
+        else:
+            spec = "{" + ", ".join(f"{sql_literal(c)}: {sql_literal(t)}" for c, t in columns) + "}"
+            con.execute(
+                f"CREATE TABLE {quote_ident(name)} AS SELECT "
+                + ", ".join(quote_ident(c) for c, _ in columns)
+                + f" FROM read_json(?, format='newline_delimited', columns={spec})",
+                [path],
+            )
+
+
 def user_views(con):
     rows = con.execute(
         "SELECT view_name FROM duckdb_views() WHERE NOT internal AND NOT temporary "
@@ -194,8 +220,13 @@ def dump_view(con, name):
 
 
 def main(argv):
+    tables = None
+    if len(argv) == 5 and argv[1] == "--tables":
+        with open(argv[2], encoding="utf-8") as f:
+            tables = json.load(f)
+        argv = [argv[0]] + argv[3:]
     if len(argv) != 3:
-        print("usage: python oracle.py EVENTS.jsonl VIEWS.sql", file=sys.stderr)
+        print("usage: python oracle.py [--tables TABLES.json] EVENTS.jsonl VIEWS.sql", file=sys.stderr)
         return 2
     events_path, views_path = argv[1], argv[2]
     con = duckdb.connect(":memory:")
@@ -206,7 +237,10 @@ def main(argv):
         print(f"error: configuring DuckDB: {e}", file=sys.stderr)
         return 1
     try:
-        load_events(con, events_path)
+        if tables is None:
+            load_events(con, events_path)
+        else:
+            load_tables(con, events_path, tables)
     except duckdb.Error as e:
         print(f"error: loading events from {events_path}: {e}", file=sys.stderr)
         return 1

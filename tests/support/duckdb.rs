@@ -61,9 +61,19 @@ pub fn python() -> PathBuf {
 /// DuckDB's rows of every view `sql` creates, over the events of the JSON Lines file `events`:
 /// `{view: [row objects, in DuckDB's order]}`.
 pub fn views(events: &Path, sql: &Path) -> Value {
+    views_over(None, events, sql)
+}
+
+/// [`views`] over the tables that the JSON file `tables` describes (see `oracle.py`) instead
+/// of `events`.
+pub fn views_over(tables: Option<&Path>, events: &Path, sql: &Path) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sql/oracle.py");
-    let out = Command::new(python())
-        .arg(script)
+    let mut command = Command::new(python());
+    command.arg(script);
+    if let Some(tables) = tables {
+        command.arg("--tables").arg(tables);
+    }
+    let out = command
         .arg(events)
         .arg(sql)
         .output()

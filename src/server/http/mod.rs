@@ -11,7 +11,9 @@ use std::sync::atomic::Ordering;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Query as UrlQuery, Request, State as Shared};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, Path, Query as UrlQuery, Request, State as Shared,
+};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -34,7 +36,7 @@ use super::ingest::{self, FutureLimit};
 use super::prometheus::Exporter;
 use crate::changelog::Changelog;
 use crate::engine::{Client, Engine};
-use crate::event::{END_OF_TIME, Event, Time};
+use crate::event::{Decode, END_OF_TIME, Event, Time};
 use crate::live::{LiveSender, SendError, Verdicts};
 use crate::metrics::Metrics;
 
@@ -57,13 +59,15 @@ pub struct State<E: Event> {
     max_body_bytes: usize,
     /// Runs `POST /sql`, on servers with a SQL source.
     statements: Option<Arc<dyn crate::server::sql::Statements>>,
+    /// Reads the lines of `POST /events` (and names the sources of `POST /events/{source}`).
+    decoder: Arc<dyn Decode<E>>,
 }
 
 impl<E: Event> State<E> {
     pub(super) fn new(
         config: &ServerConfig,
         engine: &Engine<E>,
-        live: LiveSender<E>,
+        (live, decoder): (LiveSender<E>, Arc<dyn Decode<E>>),
         exporter: Exporter,
         dead_letter: Arc<DeadLetter>,
         shutdown: watch::Receiver<bool>,
@@ -88,6 +92,7 @@ impl<E: Event> State<E> {
             shutdown,
             max_body_bytes: config.max_body_bytes,
             statements,
+            decoder,
         }
     }
 
@@ -117,6 +122,7 @@ type AppState<E> = Shared<Arc<State<E>>>;
 pub fn router<E: Event>(state: Arc<State<E>>, max_body_bytes: usize) -> Router {
     let ingest = Router::new()
         .route("/events", post(post_events::<E>))
+        .route("/events/{source}", post(post_source_events::<E>))
         .layer(middleware::from_fn_with_state(state.clone(), admit::<E>));
     Router::new()
         .merge(ingest)
@@ -366,6 +372,34 @@ async fn post_events<E: Event>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let decoder = state.decoder.clone();
+    ingest_body(state, headers, body, decoder).await
+}
+
+/// `POST /events/{source}`: rows of one declared source.
+async fn post_source_events<E: Event>(
+    Shared(state): AppState<E>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match state.decoder.source(&source) {
+        Some(decoder) => ingest_body(state, headers, body, decoder).await,
+        None => error(
+            StatusCode::NOT_FOUND,
+            "unknown_source",
+            format!("no source named {source:?} (run --schema declares sources)"),
+        ),
+    }
+}
+
+/// Parses, judges and stores a body of events read by `decoder`.
+async fn ingest_body<E: Event>(
+    state: Arc<State<E>>,
+    headers: HeaderMap,
+    body: Bytes,
+    decoder: Arc<dyn Decode<E>>,
+) -> Response {
     let format = match body_format(&headers) {
         Ok(format) => format,
         Err(message) => {
@@ -390,8 +424,8 @@ async fn post_events<E: Event>(
         let state = state.clone();
         tokio::task::spawn_blocking(move || {
             let batch = match format {
-                BodyFormat::JsonArray => ingest::json_array::<E>(&body, limit)?,
-                BodyFormat::JsonLines => ingest::json_lines::<E>(&body, limit),
+                BodyFormat::JsonArray => ingest::json_array(&body, &*decoder, limit)?,
+                BodyFormat::JsonLines => ingest::json_lines(&body, &*decoder, limit),
             };
             let events = batch.events;
             let sent = if events.is_empty() {
