@@ -249,8 +249,10 @@ impl Planner<'_, '_> {
 
     /// Flink's window table functions: `TUMBLE(t, DESCRIPTOR(time), size)` and
     /// `HOP(t, DESCRIPTOR(time), slide, size)`: the rows of `t`, each once per window that
-    /// holds its time, with the columns `window_start` and `window_end` (timestamps; a
-    /// `BIGINT` time column is read as milliseconds since the epoch).
+    /// holds its time; `SESSION(t [PARTITION BY keys], DESCRIPTOR(time), gap)`: each row once,
+    /// in the session of its partition that holds it. With the columns `window_start` and
+    /// `window_end` (timestamps; a `BIGINT` time column is read as milliseconds since the
+    /// epoch).
     fn window<'q>(
         &mut self,
         name: &ast::ObjectName,
@@ -260,14 +262,8 @@ impl Planner<'_, '_> {
     ) -> Result<Relation, SqlError> {
         let function = name.to_string().to_ascii_lowercase();
         let arity = match function.as_str() {
-            "tumble" => 3,
+            "tumble" | "session" => 3,
             "hop" => 4,
-            "session" => {
-                return Err(error_at(
-                    at,
-                    "SESSION windows are not supported yet (TUMBLE and HOP are)",
-                ));
-            }
             other => {
                 return Err(error_at(
                     at,
@@ -275,20 +271,40 @@ impl Planner<'_, '_> {
                 ));
             }
         };
-        let exprs: Vec<&ast::Expr> = args
+        let mut exprs: Vec<&ast::Expr> = args
             .iter()
             .filter_map(|a| match a {
                 ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) => Some(e),
                 _ => None,
             })
             .collect();
-        if exprs.len() != arity || args.len() != arity {
+        // A session's `PARTITION BY` (read as `PARTITIONED(keys)`, see `parse`).
+        let partitioned = match exprs.get(1) {
+            Some(ast::Expr::Function(f))
+                if function == "session"
+                    && f.name.to_string().eq_ignore_ascii_case("partitioned") =>
+            {
+                let keys = match &f.args {
+                    ast::FunctionArguments::List(list) => list.args.clone(),
+                    _ => Vec::new(),
+                };
+                exprs.remove(1);
+                Some(keys)
+            }
+            _ => None,
+        };
+        let given = args.len() - usize::from(partitioned.is_some());
+        if exprs.len() != arity || given != arity {
             return Err(error_at(
                 at,
                 format!(
                     "wrong number of arguments: {} takes {arity}: TABLE t, DESCRIPTOR(time), {}",
                     function.to_uppercase(),
-                    if arity == 3 { "size" } else { "slide, size" }
+                    match function.as_str() {
+                        "hop" => "slide, size",
+                        "session" => "gap (and PARTITION BY after the table)",
+                        _ => "size",
+                    }
                 ),
             ));
         }
@@ -346,6 +362,31 @@ impl Planner<'_, '_> {
                 _ => return Err(error_at(*e, "a window's length is a positive INTERVAL")),
             }
         }
+        if let Some(keys) = partitioned {
+            let mut partition = Vec::new();
+            for key in &keys {
+                let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(e)) = key else {
+                    return Err(error_at(at, "a session is partitioned by columns"));
+                };
+                partition.push(Binder::plain(&input.columns, "PARTITION BY").bind(e)?.0);
+            }
+            return Ok(windowed(input, |input| Plan::Sessions {
+                input,
+                partition,
+                time,
+                millis,
+                gap: lengths[0],
+            }));
+        }
+        if function == "session" {
+            return Ok(windowed(input, |input| Plan::Sessions {
+                input,
+                partition: Vec::new(),
+                time,
+                millis,
+                gap: lengths[0],
+            }));
+        }
         let (slide, size) = match lengths.as_slice() {
             [size] => (*size, *size),
             [slide, size] => (*slide, *size),
@@ -357,19 +398,24 @@ impl Planner<'_, '_> {
                 "a HOP window's size must be a whole number of slides",
             ));
         }
-        let mut columns = input.columns;
-        columns.push(Column::new("window_start", Type::Timestamp));
-        columns.push(Column::new("window_end", Type::Timestamp));
-        Ok(Relation {
-            plan: Plan::Windows {
-                input: Box::new(input.plan),
-                time,
-                millis,
-                slide,
-                size,
-            },
-            columns,
-        })
+        Ok(windowed(input, |input| Plan::Windows {
+            input,
+            time,
+            millis,
+            slide,
+            size,
+        }))
+    }
+}
+
+/// The rows of `input` in windows: its columns, then `window_start` and `window_end`.
+fn windowed(input: Relation, plan: impl FnOnce(Box<Plan>) -> Plan) -> Relation {
+    let mut columns = input.columns;
+    columns.push(Column::new("window_start", Type::Timestamp));
+    columns.push(Column::new("window_end", Type::Timestamp));
+    Relation {
+        plan: plan(Box::new(input.plan)),
+        columns,
     }
 }
 

@@ -108,13 +108,15 @@ fn object_name(name: &ast::ObjectName) -> Result<String, SqlError> {
     }
 }
 
-/// Flink writes a window table function's input as `TUMBLE(TABLE bid, ...)`, which sqlparser
-/// does not read: the `TABLE` keyword right after `TUMBLE(`, `HOP(` or `SESSION(` is dropped
-/// (a position after it on that line is then 6 columns early in a message).
+/// Flink writes a window table function's input as `TUMBLE(TABLE bid, ...)`, and a session's
+/// partition as `SESSION(TABLE bid PARTITION BY bidder, ...)`, neither of which sqlparser
+/// reads: the `TABLE` keyword right after `TUMBLE(`, `HOP(` or `SESSION(` is dropped, and
+/// `t PARTITION BY k` (or `PARTITION BY (k1, k2)`) becomes the arguments `t, PARTITIONED(k)`
+/// (a position after them on that line is then a few columns off in a message).
 fn window_tables(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(at) = find_window_call(rest) {
+    while let Some((at, session)) = find_window_call(rest) {
         let (head, tail) = rest.split_at(at);
         out.push_str(head);
         let trimmed = tail.trim_start();
@@ -125,13 +127,51 @@ fn window_tables(text: &str) -> String {
         } else {
             rest = tail;
         }
+        if session && let Some((table, keys, after)) = session_partition(rest) {
+            out.push_str(table);
+            out.push_str(", PARTITIONED(");
+            out.push_str(keys);
+            out.push(')');
+            rest = after;
+        }
     }
     out.push_str(rest);
     out
 }
 
-/// Where the arguments of the next `TUMBLE(`, `HOP(` or `SESSION(` begin.
-fn find_window_call(text: &str) -> Option<usize> {
+/// `t PARTITION BY k` or `t PARTITION BY (k1, k2)` at the start of `text`: the table, the
+/// keys, and what follows them.
+fn session_partition(text: &str) -> Option<(&str, &str, &str)> {
+    let word = |s: &str| {
+        s.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '"'))
+            .unwrap_or(s.len())
+    };
+    let table_end = word(text);
+    let (table, after_table) = text.split_at(table_end);
+    let rest = after_table.trim_start();
+    let by = rest
+        .get(..9)
+        .filter(|w| w.eq_ignore_ascii_case("partition"))
+        .map(|_| rest[9..].trim_start())?;
+    let keys = by
+        .get(..2)
+        .filter(|w| w.eq_ignore_ascii_case("by"))
+        .map(|_| by[2..].trim_start())?;
+    if table.is_empty() {
+        return None;
+    }
+    if let Some(inner) = keys.strip_prefix('(') {
+        let close = inner.find(')')?;
+        Some((table, &inner[..close], &inner[close + 1..]))
+    } else {
+        let end = keys.find([',', ')']).unwrap_or(keys.len());
+        Some((table, keys[..end].trim_end(), &keys[end..]))
+    }
+}
+
+/// Where the arguments of the next `TUMBLE(`, `HOP(` or `SESSION(` begin, and whether it is a
+/// `SESSION`.
+fn find_window_call(text: &str) -> Option<(usize, bool)> {
     let upper = text.to_ascii_uppercase();
     ["TUMBLE", "HOP", "SESSION"]
         .iter()
@@ -144,7 +184,7 @@ fn find_window_call(text: &str) -> Option<usize> {
                 let word = before.is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_');
                 if word && after.starts_with('(') {
                     let paren = upper.len() - after.len();
-                    return Some(paren + 1);
+                    return Some((paren + 1, *name == "SESSION"));
                 }
                 from = start + name.len();
             }
@@ -170,6 +210,18 @@ mod tests {
         assert_eq!(
             window_tables("SELECT tumbled FROM t"),
             "SELECT tumbled FROM t"
+        );
+        assert_eq!(
+            window_tables("TABLE(SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(t), g))"),
+            "TABLE(SESSION(bid, PARTITIONED(bidder), DESCRIPTOR(t), g))"
+        );
+        assert_eq!(
+            window_tables("SESSION(bid partition by (a, b), DESCRIPTOR(t), g)"),
+            "SESSION(bid, PARTITIONED(a, b), DESCRIPTOR(t), g)"
+        );
+        assert_eq!(
+            window_tables("SESSION(bid, DESCRIPTOR(t), g)"),
+            "SESSION(bid, DESCRIPTOR(t), g)"
         );
     }
 }

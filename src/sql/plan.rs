@@ -69,6 +69,22 @@ pub enum Plan {
         /// How long a window lasts, in µs.
         size: i64,
     },
+    /// Flink's session windows: the rows of each partition grouped into sessions (a row
+    /// joins the session whose last row is less than `gap` before it), each row once, with
+    /// the `window_start` (its session's first time) and `window_end` (the session's last
+    /// time plus the gap) appended; rows without a time are left out.
+    Sessions {
+        /// The input.
+        input: Box<Plan>,
+        /// What partitions the rows (none: one partition).
+        partition: Vec<Expr>,
+        /// The row's time.
+        time: Expr,
+        /// Whether the time is milliseconds (a `BIGINT`) rather than a timestamp.
+        millis: bool,
+        /// The gap that ends a session, in µs.
+        gap: i64,
+    },
     /// Rows ordered within each partition, numbered from 1 (a column appended), at most
     /// `limit` of each.
     Rank {
@@ -140,6 +156,7 @@ fn reads(plan: &Plan, out: &mut Vec<String>) {
         | Plan::Distinct(input)
         | Plan::Aggregate { input, .. }
         | Plan::Windows { input, .. }
+        | Plan::Sessions { input, .. }
         | Plan::Rank { input, .. } => reads(input, out),
         Plan::Join { left, right, .. } => {
             reads(left, out);

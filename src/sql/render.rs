@@ -184,6 +184,28 @@ pub fn render<'s, E: SqlSource>(plan: &Plan, inputs: &Inputs<'s, E>) -> Rows<'s>
                 *left_outer,
             )
         }
+        Plan::Sessions {
+            input,
+            partition,
+            time,
+            millis,
+            gap,
+        } => {
+            let (partition, time, millis, gap) = (partition.clone(), time.clone(), *millis, *gap);
+            render(input, inputs)
+                .flat_map(move |row| {
+                    let at = match time.eval(&row) {
+                        Datum::Int(ms) if millis => ms.checked_mul(1_000),
+                        Datum::Timestamp(us) => Some(us),
+                        _ => None,
+                    };
+                    at.map(|at| (project(&partition, &row), (at, row)))
+                })
+                .reduce_named("Sessions", move |_key, rows, out| {
+                    sessions(rows, gap, out);
+                })
+                .map(|(_, row)| row)
+        }
         Plan::Rank {
             input,
             partition,
@@ -218,6 +240,28 @@ pub fn render<'s, E: SqlSource>(plan: &Plan, inputs: &Inputs<'s, E>) -> Rows<'s>
                 })
                 .map(|(_, row)| row)
         }
+    }
+}
+
+/// One partition's rows `(time, row)` (in time order, as the reduce hands them) in sessions:
+/// a row at least `gap` after the last one before it starts a new session. Each row comes
+/// out with its session's start and end (the last time plus the gap) appended.
+fn sessions(rows: &[(&(i64, Row), isize)], gap: i64, out: &mut Vec<(Row, isize)>) {
+    let mut start = 0;
+    while start < rows.len() {
+        let mut end = start + 1;
+        while end < rows.len() && rows[end].0.0 - rows[end - 1].0.0 < gap {
+            end += 1;
+        }
+        let first = rows[start].0.0;
+        let last = rows[end - 1].0.0;
+        for ((_, row), count) in &rows[start..end] {
+            let mut row = row.clone();
+            row.push(Datum::Timestamp(first));
+            row.push(Datum::Timestamp(last.saturating_add(gap)));
+            out.push((row, *count));
+        }
+        start = end;
     }
 }
 

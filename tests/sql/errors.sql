@@ -46,7 +46,7 @@ CREATE VIEW e45 AS SELECT a.ts AS t, b.ts AS u FROM events AS a CROSS JOIN event
 CREATE VIEW e46 AS SELECT ts AS t, now() AS at_time FROM events; -- expect: now
 CREATE VIEW e47 AS SELECT ts AS t, random() AS r FROM events; -- expect: random
 CREATE VIEW events AS SELECT ts AS t FROM events; -- expect: reserved
-CREATE VIEW e49 AS SELECT window_start AS w FROM TABLE(SESSION(TABLE events, DESCRIPTOR(ts), INTERVAL '1' MINUTE)); -- expect: session
+CREATE VIEW e49 AS SELECT window_start AS w FROM TABLE(SESSION(TABLE events, DESCRIPTOR(ts), INTERVAL '1' MINUTE, INTERVAL '2' MINUTE)); -- expect: wrong number of arguments
 CREATE VIEW e50 AS SELECT window_start AS w FROM TABLE(HOP(TABLE events, DESCRIPTOR(ts), INTERVAL '1' MINUTE)); -- expect: wrong number of arguments
 CREATE VIEW e51 AS SELECT window_start AS w FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(kind), INTERVAL '1' MINUTE)); -- expect: not varchar
 CREATE VIEW e52 AS SELECT window_start AS w FROM TABLE(HOP(TABLE events, DESCRIPTOR(ts), INTERVAL '2' MINUTE, INTERVAL '5' MINUTE)); -- expect: whole number of slides

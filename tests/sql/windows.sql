@@ -25,3 +25,19 @@ CREATE VIEW busiest_hop AS
   FROM TABLE(HOP(TABLE purchases, DESCRIPTOR(ts), INTERVAL '30' SECOND, INTERVAL '2' MINUTE))
   GROUP BY window_start
   ORDER BY n DESC, window_start LIMIT 3;
+-- SESSION per customer (Flink's PARTITION BY), a 2-minute gap: a customer's sessions
+CREATE VIEW customer_sessions_sql AS
+  SELECT customer, window_start, window_end, COUNT(*) AS n, SUM(amount_cents) AS cents
+  FROM TABLE(SESSION(TABLE events PARTITION BY customer, DESCRIPTOR(ts), INTERVAL '2' MINUTE))
+  GROUP BY customer, window_start, window_end;
+-- SESSION over every event (no partition), a 5-second gap, filtered after windowing
+CREATE VIEW quiet_gaps AS
+  SELECT window_start, window_end, COUNT(*) AS n
+  FROM TABLE(SESSION(TABLE events, DESCRIPTOR(ts), INTERVAL '5' SECOND))
+  WHERE kind = 'purchase'
+  GROUP BY window_start, window_end;
+-- SESSION partitioned by two columns, over a view
+CREATE VIEW product_sessions AS
+  SELECT customer, window_start, COUNT(*) AS n
+  FROM TABLE(SESSION(TABLE purchases PARTITION BY (customer, amount_cents), DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+  GROUP BY customer, window_start;
