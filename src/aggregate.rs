@@ -97,12 +97,12 @@ impl<'de, const N: usize> Deserialize<'de> for Sums<N> {
 
 /// Folds equal records of the same time together before they leave this worker.
 ///
-/// Records are held in one hash map keyed by (record, time) until the input frontier passes
-/// their time, then emitted once each with their accumulated difference (zero sums are
-/// dropped), all under one capability held at the earliest pending time: the speed lane's many
-/// distinct times cost no capability, map or message each. For the batch lane this turns a
-/// replay into one record per key and time; for the speed lane it costs at most one tick of
-/// latency, since the lane's frontier advances every tick.
+/// Records are held in one hash map per pending time until the input frontier passes their
+/// time, then emitted once each with their accumulated difference (zero sums are dropped), all
+/// under one capability held at the earliest pending time: the speed lane's many distinct
+/// times cost no capability or message each. For the batch lane this turns a replay into one
+/// record per key and time; for the speed lane it costs at most one tick of latency, since the
+/// lane's frontier advances every tick.
 pub fn pre_aggregate<'s, D, R>(
     collection: VecCollection<'s, Time, D, R>,
 ) -> VecCollection<'s, Time, D, R>
@@ -110,13 +110,34 @@ where
     D: Clone + Hash + Eq + 'static,
     R: Semigroup + 'static,
 {
+    fold_by_key(collection, |record: &D, diff: &R, add| {
+        add(record, diff.clone())
+    })
+}
+
+/// Each input record turned into at most one `(key, difference)` by `each` (which hands them
+/// to `add`, borrowing the key), folded by key and time as [`pre_aggregate`] does: in the one
+/// operator that reads the records, so no key is allocated for a record whose key is already
+/// pending, and no record per input travels further.
+pub fn fold_by_key<'s, D, DR, Q, R, F>(
+    collection: VecCollection<'s, Time, D, DR>,
+    mut each: F,
+) -> VecCollection<'s, Time, Q::Owned, R>
+where
+    D: Clone + 'static,
+    DR: Semigroup + 'static,
+    Q: ?Sized + Hash + Eq + ToOwned,
+    Q::Owned: Clone + Hash + Eq + 'static,
+    R: Semigroup + 'static,
+    F: FnMut(&D, &DR, &mut dyn FnMut(&Q, R)) + 'static,
+{
     collection
         .inner
         .unary_frontier(Pipeline, "PreAggregate", |_cap, _info| {
-            // One map for all times, and one capability: the earliest pending time.
-            let mut pending: FxHashMap<(D, Time), R> = FxHashMap::default();
+            // A map per pending time, and one capability: the earliest pending time.
+            let mut pending: FxHashMap<Time, FxHashMap<Q::Owned, R>> = FxHashMap::default();
             let mut held: Option<Capability<Time>> = None;
-            let mut ready: Vec<(D, Time, R)> = Vec::new();
+            let mut ready: Vec<(Q::Owned, Time, R)> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     if let Some(least) = cap.least()
@@ -125,14 +146,17 @@ where
                         held = cap.retain_least(0);
                     }
                     for (record, time, diff) in data.drain(..) {
-                        match pending.entry((record, time)) {
-                            std::collections::hash_map::Entry::Occupied(mut e) => {
-                                e.get_mut().plus_equals(&diff)
-                            }
-                            std::collections::hash_map::Entry::Vacant(e) => {
-                                e.insert(diff);
-                            }
-                        }
+                        let map = pending.entry(time).or_default();
+                        each(
+                            &record,
+                            &diff,
+                            &mut |key: &Q, add: R| match map.get_mut(key) {
+                                Some(sum) => sum.plus_equals(&add),
+                                None => {
+                                    map.insert(key.to_owned(), add);
+                                }
+                            },
+                        );
                     }
                 });
                 let frontier = frontier.frontier();
@@ -141,16 +165,18 @@ where
                     return;
                 }
                 let mut left: Option<Time> = None;
-                for ((record, time), diff) in pending.extract_if(|(_, t), _| {
+                for (time, map) in pending.extract_if(|t, _| {
                     let keep = frontier.less_equal(t);
                     if keep {
                         left = Some(left.map_or(*t, |l| l.min(*t)));
                     }
                     !keep
                 }) {
-                    if !diff.is_zero() {
-                        ready.push((record, time, diff));
-                    }
+                    ready.extend(
+                        map.into_iter()
+                            .filter(|(_, diff)| !diff.is_zero())
+                            .map(|(record, diff)| (record, time, diff)),
+                    );
                 }
                 if !ready.is_empty() {
                     output.session(&*cap).give_iterator(ready.drain(..));

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub newest_event: AtomicU64,
     /// Ingest requests refused because the workers' backlog was full (HTTP 503).
     pub ingest_refused: AtomicU64,
+    /// Dataflows built while the engine runs (views created with SQL, ad-hoc queries) and not
+    /// yet freed, on this process's first worker.
+    pub dataflows: AtomicU64,
     /// Live events waiting in the workers' mailboxes.
     pub backlog_events: AtomicU64,
     /// Their bytes.

@@ -727,6 +727,9 @@ where
             !gone
         });
         if leader {
+            metrics
+                .dataflows
+                .store(flows.len() as u64, Ordering::Relaxed);
             let main = views_probe.with_frontier(|f| f.iter().all(|t| *t >= plan.horizon));
             if main {
                 metrics.replayed.store(true, Ordering::Relaxed);

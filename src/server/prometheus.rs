@@ -190,6 +190,12 @@ impl<E: Send + Sync + 'static> Collector for Counters<E> {
         )?;
         gauge(
             &mut e,
+            "lambdaflow_dataflows",
+            "dataflows built while running (SQL views, ad-hoc queries) and not yet freed",
+            Metrics::get(&m.dataflows) as i64,
+        )?;
+        gauge(
+            &mut e,
             "lambdaflow_live_backlog_events",
             "live events waiting for the workers",
             Metrics::get(&m.backlog_events) as i64,

@@ -151,7 +151,8 @@ pub struct SqlCatalog<E: SqlSource> {
     process: usize,
     several: bool,
     /// Requests of this process waiting for their statements to come out of the log.
-    waiting: Mutex<std::collections::HashMap<u64, std::sync::mpsc::Sender<Result<Ran, Refusal>>>>,
+    waiting:
+        Mutex<std::collections::HashMap<u64, std::sync::mpsc::Sender<Result<Applied, Refusal>>>>,
     next_request: AtomicU64,
     /// How long an ad-hoc query may take.
     timeout: Duration,
@@ -167,6 +168,20 @@ struct Sequenced {
     origin: usize,
     request: u64,
     sql: String,
+    /// For an ad-hoc `SELECT` on several processes: the name of the hidden view that answers
+    /// it, built by every process (then `sql` is the query) or, with `done`, dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    adhoc: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    done: bool,
+}
+
+/// What applying a sequenced item gave the process that asked for it.
+enum Applied {
+    /// Statements ran.
+    Ran(Ran),
+    /// An ad-hoc query's dataflow was created: this one.
+    Flow(u64),
 }
 
 impl<E: SqlSource> SqlCatalog<E> {
@@ -200,7 +215,14 @@ impl<E: SqlSource> SqlCatalog<E> {
             tracing::warn!("a catalog change that is not one was sequenced");
             return;
         };
-        let result = self.change(&sequenced.sql);
+        let result = match (&sequenced.adhoc, sequenced.done) {
+            (None, _) => self.change(&sequenced.sql).map(Applied::Ran),
+            (Some(name), false) => self.build_adhoc(name, &sequenced.sql).map(Applied::Flow),
+            (Some(name), true) => {
+                self.flows.drop_view(name);
+                return;
+            }
+        };
         if let Err(Refusal::Unavailable(why) | Refusal::Sql(SqlError { message: why, .. })) =
             &result
         {
@@ -242,24 +264,94 @@ impl<E: SqlSource> SqlCatalog<E> {
         })
     }
 
+    /// Builds the hidden view of an ad-hoc query that came out of the log (planned against
+    /// this process's catalog, which every process has in the same state at this point).
+    fn build_adhoc(&self, name: &str, sql: &str) -> Result<u64, Refusal> {
+        let pipeline = {
+            let views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
+            views.adhoc(name, sql).map_err(Refusal::Sql)?
+        };
+        let pipeline = pipeline
+            .ok_or_else(|| Refusal::Unavailable(format!("the query {name} is not a SELECT")))?;
+        self.flows
+            .create_hidden(Arc::new(pipeline))
+            .map_err(Refusal::Unavailable)
+    }
+
+    /// Sends an item through the log every process reads in one order, and waits for what
+    /// applying it on this process gave.
+    fn sequence(&self, sql: &str, adhoc: Option<&str>) -> Result<Applied, Refusal> {
+        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(request, tx);
+        let item = Sequenced {
+            origin: self.process,
+            request,
+            sql: sql.to_string(),
+            adhoc: adhoc.map(str::to_string),
+            done: false,
+        };
+        let bytes = serde_json::to_vec(&item).map_err(|e| Refusal::Unavailable(e.to_string()))?;
+        self.client
+            .sequence(bytes)
+            .map_err(|e| Refusal::Unavailable(e.to_string()))?;
+        rx.recv_timeout(self.timeout.max(Duration::from_secs(30)))
+            .map_err(|_| {
+                Refusal::Unavailable("the catalog change did not come back in time".into())
+            })?
+    }
+
+    /// Drops an ad-hoc query's hidden view: here, or on every process through the log.
+    fn drop_adhoc(&self, name: &str) {
+        if !self.several {
+            self.flows.drop_view(name);
+            return;
+        }
+        let item = Sequenced {
+            origin: self.process,
+            request: u64::MAX,
+            sql: String::new(),
+            adhoc: Some(name.to_string()),
+            done: true,
+        };
+        let sent = serde_json::to_vec(&item)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| self.client.sequence(bytes).map_err(|e| e.to_string()));
+        if let Err(e) = sent {
+            tracing::warn!(query = %name, "an ad-hoc query's dataflow was not dropped: {e}");
+        }
+    }
+
     /// An ad-hoc `SELECT`: planned as a view over the views defined so far, built in a
-    /// dataflow of its own (backfilled from the master dataset like any new view), read once,
-    /// and dropped.
+    /// dataflow of its own (backfilled from the master dataset like any new view; on several
+    /// processes, built by each through the log), read once, and dropped.
     fn select(
         &self,
         pipeline: SqlViews<E>,
+        text: &str,
         name: &str,
         limit: Option<usize>,
         as_of: Option<Time>,
     ) -> Result<Ran, Refusal> {
-        let flow = self
-            .flows
-            .create_hidden(Arc::new(pipeline))
-            .map_err(Refusal::Unavailable)?;
+        let flow = if self.several {
+            match self.sequence(text, Some(name))? {
+                Applied::Flow(flow) => flow,
+                Applied::Ran(_) => {
+                    return Err(Refusal::Unavailable("the query was not built".into()));
+                }
+            }
+        } else {
+            self.flows
+                .create_hidden(Arc::new(pipeline))
+                .map_err(Refusal::Unavailable)?
+        };
         let deadline = Instant::now() + self.timeout;
         while !self.flows.ready(flow) {
             if Instant::now() > deadline {
-                self.flows.drop_view(name);
+                self.drop_adhoc(name);
                 return Err(Refusal::Unavailable(format!(
                     "the query did not finish within {}",
                     humantime::format_duration(self.timeout)
@@ -274,7 +366,7 @@ impl<E: SqlSource> SqlCatalog<E> {
             .into_iter()
             .find(|v| v.name == name)
             .and_then(|v| v.limit);
-        self.flows.drop_view(name);
+        self.drop_adhoc(name);
         let answer = answer.map_err(|e| Refusal::Unavailable(e.to_string()))?;
         let mut rows = answer_rows(&answer, limit_of);
         rows.truncate(limit.unwrap_or(usize::MAX));
@@ -287,7 +379,11 @@ impl<E: SqlSource> SqlCatalog<E> {
 
 impl<E: SqlSource> Statements for SqlCatalog<E> {
     fn run(&self, text: &str, limit: Option<usize>, as_of: Option<Time>) -> Result<Ran, Refusal> {
-        let name = format!("adhoc-{}", self.adhoc.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "adhoc-{}-{}",
+            self.process,
+            self.adhoc.fetch_add(1, Ordering::Relaxed)
+        );
         let (adhoc, checked, direct) = {
             let views = self.views.lock().unwrap_or_else(PoisonError::into_inner);
             let adhoc = views.adhoc(&name, text).map_err(Refusal::Sql)?;
@@ -304,34 +400,14 @@ impl<E: SqlSource> Statements for SqlCatalog<E> {
             return self.read(&view, key, limit, as_of);
         }
         if let Some(pipeline) = adhoc {
-            if self.several {
-                return Err(Refusal::Unavailable(
-                    "an ad-hoc SELECT on a server of several processes is not supported yet: create a view".into(),
-                ));
-            }
-            return self.select(pipeline, &name, limit, as_of);
+            return self.select(pipeline, text, &name, limit, as_of);
         }
         checked?;
         // Every process applies the statements in the order the log gives them.
-        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(request, tx);
-        let item = Sequenced {
-            origin: self.process,
-            request,
-            sql: text.to_string(),
-        };
-        let bytes = serde_json::to_vec(&item).map_err(|e| Refusal::Unavailable(e.to_string()))?;
-        self.client
-            .sequence(bytes)
-            .map_err(|e| Refusal::Unavailable(e.to_string()))?;
-        rx.recv_timeout(self.timeout.max(Duration::from_secs(30)))
-            .map_err(|_| {
-                Refusal::Unavailable("the catalog change did not come back in time".into())
-            })?
+        match self.sequence(text, None)? {
+            Applied::Ran(ran) => Ok(ran),
+            Applied::Flow(_) => Err(Refusal::Unavailable("a statement built a query".into())),
+        }
     }
 }
 

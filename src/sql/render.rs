@@ -95,6 +95,44 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
         }
     }
 
+    /// Each row's `(key, difference)` from `f` (at most one, handed to its `emit` with the key
+    /// borrowed), summed by key and time in the operator that reads the rows: for a source,
+    /// no row or key is allocated per event, and one record per key and time leaves it.
+    fn fold<R, F>(self, mut f: F) -> VecCollection<'s, Time, Row, R>
+    where
+        R: Semigroup + differential_dataflow::difference::Multiply<isize, Output = R> + 'static,
+        F: FnMut(&[Datum], &mut dyn FnMut(&[Datum], R)) + 'static,
+    {
+        match self {
+            Lazy::Rows(rows) => {
+                crate::aggregate::fold_by_key(rows, move |row: &Row, n: &isize, add| {
+                    f(row, &mut |key, r: R| add(key, r.multiply(n)));
+                })
+            }
+            Lazy::Source(events, table, steps) => {
+                let mut buf: Row = Vec::new();
+                crate::aggregate::fold_by_key(events, move |event: &E, n: &isize, add| {
+                    if event.table() != table {
+                        return;
+                    }
+                    buf.clear();
+                    event.fill(&mut buf);
+                    for step in steps.iter() {
+                        match step {
+                            Step::Filter(p) => {
+                                if !holds(p, &buf) {
+                                    return;
+                                }
+                            }
+                            Step::Project(exprs) => buf = project(exprs, &buf),
+                        }
+                    }
+                    f(&buf, &mut |key, r: R| add(key, r.multiply(n)));
+                })
+            }
+        }
+    }
+
     /// The rows, made.
     fn rows(self) -> Rows<'s> {
         match self {
@@ -411,15 +449,16 @@ where
 
 /// Each row's contribution to its group's aggregates, as a difference: slot 0 counts the
 /// group's rows, slot 1 marks the keep-alive record of a global aggregate, then each call's
-/// slots. Consolidated by group, they are the aggregates' state (pre-aggregate them before
-/// they are exchanged: [`Views::register`](crate::view::Views::register) does).
+/// slots. Consolidated by group, they are the aggregates' state; they leave the operator that
+/// reads the rows already summed by group and time.
 fn contributions<'s, E: SqlSource, const N: usize>(
     input: Lazy<'s, E>,
     group: Vec<Expr>,
     aggs: Vec<Agg>,
 ) -> VecCollection<'s, Time, Row, Sums<N>> {
     let global = group.is_empty();
-    let contributions = input.explode(move |row| {
+    let mut key: Row = Vec::new();
+    let contributions = input.fold(move |row, emit| {
         let mut sums = [0i128; N];
         sums[0] = 1;
         let mut slot = 2;
@@ -440,7 +479,9 @@ fn contributions<'s, E: SqlSource, const N: usize>(
             }
             slot += slots(agg);
         }
-        Some((project(&group, row), Sums(sums)))
+        key.clear();
+        key.extend(group.iter().map(|e| e.eval(row)));
+        emit(&key, Sums(sums));
     });
     if global {
         let mut alive = [0i128; N];
@@ -475,7 +516,7 @@ fn summed<'s, E: SqlSource, const N: usize>(
     group: Vec<Expr>,
     aggs: Vec<Agg>,
 ) -> Rows<'s> {
-    crate::aggregate::pre_aggregate(contributions::<E, N>(input, group, aggs.clone()))
+    contributions::<E, N>(input, group, aggs.clone())
         .count()
         .map(move |(key, sums)| finish(key, &sums, &aggs))
 }
