@@ -82,6 +82,10 @@ pub trait RenderRows: Send {
     /// The rows as `(key text, JSON value)`, in key order (keys the view shows no row for are
     /// left out).
     fn render(&self) -> Vec<(String, Value)>;
+    /// The rows' JSON values alone, in key order (no key text is written).
+    fn values(&self) -> Vec<Value> {
+        self.render().into_iter().map(|(_, v)| v).collect()
+    }
     /// The text of the last key read.
     fn last_key(&self) -> Option<String>;
 }
@@ -114,6 +118,11 @@ impl Rows {
     /// The rows as `(key text, JSON value)`, in key order.
     pub fn render(&self) -> Vec<(String, Value)> {
         self.with(|r| r.render())
+    }
+
+    /// The rows' JSON values alone, in key order.
+    pub fn values(&self) -> Vec<Value> {
+        self.with(|r| r.values())
     }
 
     /// The text of the last key read.

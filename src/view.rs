@@ -469,6 +469,13 @@ where
             .collect()
     }
 
+    fn values(&self) -> Vec<Value> {
+        self.rows
+            .iter()
+            .filter_map(|(k, values)| (self.render)(k, values))
+            .collect()
+    }
+
     fn last_key(&self) -> Option<String> {
         self.rows.last().map(|(k, _)| k.key_text())
     }

@@ -404,7 +404,7 @@ pub fn answer_rows(answer: &Answer, limit: Option<usize>) -> Vec<Value> {
         one => out.push(one),
     };
     match &answer.value {
-        AnswerValue::Rows(rows) => rows.render().into_iter().for_each(|(_, v)| push(v)),
+        AnswerValue::Rows(rows) => rows.values().into_iter().for_each(push),
         AnswerValue::Row { value: Some(v), .. } => push(v.clone()),
         AnswerValue::Ranked(list) => list.iter().cloned().for_each(&mut push),
         _ => {}
