@@ -72,8 +72,15 @@ pub struct FlowSpec<E> {
     pub(crate) hidden: bool,
 }
 
-/// How many backfilled events travel from the reading thread to the worker at a time.
-const CHUNK: usize = 16 * 1024;
+/// How many backfilled events travel from the reading thread to the worker at a time. A
+/// worker takes one chunk per loop iteration, so this bounds how long a backfill delays the
+/// queries and live events of that iteration: 16K-event chunks gave point queries a p99 of
+/// 374 ms during a backfill, 512-event chunks 68 ms, for the same backfill time (see
+/// docs/BENCHMARKS.md).
+const CHUNK: usize = 512;
+
+/// How many chunks may wait for the worker (64K events).
+const BUFFERED: usize = 128;
 
 /// A flow as one worker runs it.
 pub(super) struct Flow<E: Event> {
@@ -260,7 +267,7 @@ fn start_backfill<E: Event>(
     share: Share,
     worker: usize,
 ) -> Receiver<Vec<(E, Time)>> {
-    let (tx, rx) = sync_channel::<Vec<(E, Time)>>(4);
+    let (tx, rx) = sync_channel::<Vec<(E, Time)>>(BUFFERED);
     let backfill = spec.backfill.clone();
     let progress = spec.progress.clone();
     let id = spec.id;
