@@ -210,17 +210,7 @@ fn differences(workers: usize, history: &[String], live: &[String]) -> Vec<Strin
         .map(|v| (v.name.clone(), v.ranking.is_some()))
         .collect();
     let ours = engine_rows(&schema, &sql, workers, &history_path, live);
-    let duck = duck.as_object().expect("the oracle answers an object");
-    assert_eq!(ours.len(), duck.len(), "both have every view");
-    let mut failures = Vec::new();
-    for (name, rows) in duck {
-        let theirs = rows.as_array().cloned().unwrap_or_default();
-        let mine = ours.get(name).cloned().unwrap_or_default();
-        if let Err(e) = support::duckdb::compare(name, ranked[name], &mine, &theirs) {
-            failures.push(e);
-        }
-    }
-    failures
+    support::duckdb::differences(&ours, &duck, &ranked)
 }
 
 proptest! {

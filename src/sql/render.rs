@@ -74,20 +74,8 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
             Lazy::Source(events, table, steps) => {
                 let mut buf: Row = Vec::new();
                 events.explode(move |event| {
-                    if event.table() != table {
+                    if !source_row(&event, table, &steps, &mut buf) {
                         return None;
-                    }
-                    buf.clear();
-                    event.fill(&mut buf);
-                    for step in steps.iter() {
-                        match step {
-                            Step::Filter(p) => {
-                                if !holds(p, &buf) {
-                                    return None;
-                                }
-                            }
-                            Step::Project(exprs) => buf = project(exprs, &buf),
-                        }
                     }
                     f(&buf)
                 })
@@ -112,20 +100,8 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
             Lazy::Source(events, table, steps) => {
                 let mut buf: Row = Vec::new();
                 crate::aggregate::fold_by_key(events, move |event: &E, n: &isize, add| {
-                    if event.table() != table {
+                    if !source_row(event, table, &steps, &mut buf) {
                         return;
-                    }
-                    buf.clear();
-                    event.fill(&mut buf);
-                    for step in steps.iter() {
-                        match step {
-                            Step::Filter(p) => {
-                                if !holds(p, &buf) {
-                                    return;
-                                }
-                            }
-                            Step::Project(exprs) => buf = project(exprs, &buf),
-                        }
                     }
                     f(&buf, &mut |key, r: R| add(key, r.multiply(n)));
                 })
@@ -154,6 +130,27 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
             }),
         }
     }
+}
+
+/// Makes an event's row of table `table` in `buf`, with the steps applied; `false` when the
+/// event is of another table or a filter drops it.
+fn source_row<E: SqlSource>(event: &E, table: usize, steps: &[Step], buf: &mut Row) -> bool {
+    if event.table() != table {
+        return false;
+    }
+    buf.clear();
+    event.fill(buf);
+    for step in steps {
+        match step {
+            Step::Filter(p) => {
+                if !holds(p, buf) {
+                    return false;
+                }
+            }
+            Step::Project(exprs) => *buf = project(exprs, buf),
+        }
+    }
+    true
 }
 
 fn lazy<'s, E: SqlSource>(plan: &Plan, inputs: &Inputs<'s, E>) -> Lazy<'s, E> {

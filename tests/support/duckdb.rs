@@ -153,3 +153,24 @@ pub fn compare(name: &str, ranked: bool, ours: &[Value], duck: &[Value]) -> Resu
     }
     Ok(())
 }
+
+/// Every view's rows against DuckDB's (`duck`: the oracle's object), `ranked` naming the views
+/// whose order counts: one message per view that differs.
+pub fn differences(
+    ours: &std::collections::BTreeMap<String, Vec<Value>>,
+    duck: &Value,
+    ranked: &std::collections::BTreeMap<String, bool>,
+) -> Vec<String> {
+    let duck = duck.as_object().expect("the oracle answers an object");
+    assert_eq!(ours.len(), duck.len(), "both have every view");
+    let mut failures = Vec::new();
+    for (name, rows) in duck {
+        let theirs = rows.as_array().cloned().unwrap_or_default();
+        let mine = ours.get(name).cloned().unwrap_or_default();
+        let ordered = ranked.get(name).copied().unwrap_or(false);
+        if let Err(e) = compare(name, ordered, &mine, &theirs) {
+            failures.push(e);
+        }
+    }
+    failures
+}
