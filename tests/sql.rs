@@ -41,17 +41,7 @@ fn engine_rows(
         sender.send(e.clone()).expect("sent");
     }
     drop(sender);
-    let client = engine.client();
-    let mut out = BTreeMap::new();
-    for info in client.catalog().iter() {
-        let answer = client
-            .query_final(Query::all(&info.name))
-            .expect("answered");
-        out.insert(info.name.clone(), answer_rows(&answer, info.limit));
-    }
-    drop(client);
-    engine.join().expect("workers finish");
-    out
+    support::final_sql_rows(engine)
 }
 
 /// Runs `sql` over `history` + `live` in the engine and in DuckDB, and compares every view.

@@ -285,13 +285,7 @@ fn an_ad_hoc_select_is_answered_once_as_duckdb_would() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["rows"], serde_json::json!([]));
 
-    let (_, list) = server.get("/views");
-    let names: Vec<&str> = list["views"]
-        .as_array()
-        .expect("views")
-        .iter()
-        .filter_map(|v| v["name"].as_str())
-        .collect();
+    let names = server.view_names();
     assert!(!names.iter().any(|n| n.starts_with("adhoc")), "{names:?}");
 }
 

@@ -172,17 +172,7 @@ fn engine_rows(
         sender.send(record).expect("sent");
     }
     drop(sender);
-    let client = engine.client();
-    let mut out = BTreeMap::new();
-    for info in client.catalog() {
-        let answer = client
-            .query_final(Query::all(&info.name))
-            .expect("answered");
-        out.insert(info.name.clone(), answer_rows(&answer, info.limit));
-    }
-    drop(client);
-    engine.join().expect("workers finish");
-    out
+    support::final_sql_rows(engine)
 }
 
 /// Runs the views over `history` (replayed) then `live`, in the engine and in DuckDB.
@@ -438,14 +428,8 @@ mod server {
 
         // Back after kill -9, the schema and the catalog from the data directory.
         let server = Server::start(&data, port, &["--idle-timeout", "off"], true);
-        let (_, list) = server.get("/views");
-        let names: Vec<&str> = list["views"]
-            .as_array()
-            .expect("views")
-            .iter()
-            .filter_map(|v| v["name"].as_str())
-            .collect();
-        assert!(names.contains(&"busy"), "{list}");
+        let names = server.view_names();
+        assert!(names.iter().any(|n| n == "busy"), "{names:?}");
         same(&rows(&server, as_of), &duck);
         drop(server);
 

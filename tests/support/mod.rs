@@ -269,3 +269,22 @@ pub fn five_minutes_and_two_late(live: &LiveSender<Order>) {
     live.send(at(250_000)).expect("sent");
     live.watermark(300_001).expect("declared");
 }
+
+/// Every SQL view's final rows (by name) once the engine has taken every event; then the
+/// engine is joined.
+pub fn final_sql_rows<E: Event>(engine: Engine<E>) -> BTreeMap<String, Vec<Value>> {
+    let client = engine.client();
+    let mut out = BTreeMap::new();
+    for info in client.catalog() {
+        let answer = client
+            .query_final(Query::all(&info.name))
+            .expect("answered");
+        out.insert(
+            info.name.clone(),
+            lambdaflow::sql::answer_rows(&answer, info.limit),
+        );
+    }
+    drop(client);
+    engine.join().expect("workers finish");
+    out
+}

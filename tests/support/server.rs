@@ -102,6 +102,18 @@ impl Server {
         (status, r.json().unwrap_or(Value::Null))
     }
 
+    /// The names `GET /views` lists.
+    pub fn view_names(&self) -> Vec<String> {
+        let (status, list) = self.get("/views");
+        assert_eq!(status, 200, "{list}");
+        list["views"]
+            .as_array()
+            .expect("views")
+            .iter()
+            .filter_map(|v| v["name"].as_str().map(str::to_string))
+            .collect()
+    }
+
     pub fn get(&self, path: &str) -> (u16, Value) {
         let r = self.http.get(self.url(path)).send().expect("answered");
         let status = r.status().as_u16();
