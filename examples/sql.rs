@@ -17,7 +17,7 @@ use clap::Parser;
 use lambdaflow::ecommerce::Order;
 use lambdaflow::history::read_all;
 use lambdaflow::prelude::*;
-use lambdaflow::sql::{SqlViews, answer_rows};
+use lambdaflow::sql::{SqlViews, write_answer_rows};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -80,17 +80,18 @@ fn main() -> Result<(), String> {
             let answer = client
                 .query_final(Query::all(&info.name))
                 .map_err(|e| e.to_string())?;
-            // One line per view, written row by row.
+            // One line per view, written row by row as the view writes its rows' text.
             let head = json!({ "view": info.name }).to_string();
-            let mut line = format!("{},\"rows\":[", &head[..head.len() - 1]);
-            for (i, row) in answer_rows(&answer, info.limit).iter().enumerate() {
-                if i > 0 {
-                    line.push(',');
+            let mut line = format!("{},\"rows\":[", &head[..head.len() - 1]).into_bytes();
+            let mut first = true;
+            write_answer_rows(&answer, info.limit, |row| {
+                if !std::mem::take(&mut first) {
+                    line.push(b',');
                 }
-                line.push_str(&row.to_string());
-            }
-            line.push_str("]}");
-            writeln!(out, "{line}").map_err(|e| e.to_string())?;
+                line.extend_from_slice(row);
+            });
+            line.extend_from_slice(b"]}\n");
+            out.write_all(&line).map_err(|e| e.to_string())?;
         }
     }
     engine.join()

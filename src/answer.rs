@@ -86,8 +86,25 @@ pub trait RenderRows: Send {
     fn values(&self) -> Vec<Value> {
         self.render().into_iter().map(|(_, v)| v).collect()
     }
+    /// Hands each row to `out` as JSON text, in key order: a value that is an array (a key
+    /// with several rows) as one call per element, a `null` as none. Faster than [`values`](RenderRows::values)
+    /// for views that write their text straight from their own types.
+    fn write_rows(&self, out: &mut dyn FnMut(&[u8])) {
+        write_values(self.values(), out)
+    }
     /// The text of the last key read.
     fn last_key(&self) -> Option<String>;
+}
+
+/// Hands each value to `out` as JSON text, an array as its elements (`null`s left out).
+pub(crate) fn write_values(values: Vec<Value>, out: &mut dyn FnMut(&[u8])) {
+    for value in values {
+        match value {
+            Value::Array(many) => many.iter().for_each(|v| out(v.to_string().as_bytes())),
+            Value::Null => {}
+            one => out(one.to_string().as_bytes()),
+        }
+    }
 }
 
 /// The rows of an answer (see [`RenderRows`]); cheap to clone.
@@ -123,6 +140,11 @@ impl Rows {
     /// The rows' JSON values alone, in key order.
     pub fn values(&self) -> Vec<Value> {
         self.with(|r| r.values())
+    }
+
+    /// Each row as JSON text, in key order (see [`RenderRows::write_rows`]).
+    pub fn write_rows(&self, mut out: impl FnMut(&[u8])) {
+        self.with(|r| r.write_rows(&mut out))
     }
 
     /// The text of the last key read.

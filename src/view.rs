@@ -27,7 +27,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::{ProbeHandle, Stream};
 
 use crate::aggregate::pre_aggregate;
-use crate::answer::{Combined, RenderRows, Replies, Rows, gather};
+use crate::answer::{Combined, RenderRows, Replies, Rows, gather, write_values};
 use crate::changelog::{Changelog, Finality, Render, changelog};
 use crate::event::Time;
 use crate::metrics::Metrics;
@@ -215,6 +215,28 @@ impl<'s> Views<'s> {
         P: Fn(&str) -> Option<K> + 'static,
         F: Fn(&K, &[(V, R)]) -> Option<Value> + Send + Sync + 'static,
     {
+        self.register_rendered(name, description, collection, parse, render, None)
+    }
+
+    /// Like [`register_with`](Views::register_with), and with `text`, which writes a key's rows
+    /// as JSON text straight from their types (the text of `render`'s value, an array as its
+    /// elements): whole answers are then written without building JSON values.
+    pub(crate) fn register_rendered<K, V, R, P, F>(
+        &mut self,
+        name: &str,
+        description: &str,
+        collection: VecCollection<'s, Time, (K, V), R>,
+        parse: P,
+        render: F,
+        text: Option<TextRender<K, V, R>>,
+    ) -> ViewRef<'s, K, V, R>
+    where
+        K: ViewKey,
+        V: ExchangeData + Hash,
+        R: ExchangeData + Semigroup,
+        P: Fn(&str) -> Option<K> + 'static,
+        F: Fn(&K, &[(V, R)]) -> Option<Value> + Send + Sync + 'static,
+    {
         let index = self.add(name, description, ViewKind::Keyed);
         let updates = pre_aggregate(collection);
         let arranged = updates.clone().arrange_by_key_named(name);
@@ -280,14 +302,14 @@ impl<'s> Views<'s> {
                     );
                 }
                 rows.sort_by(|a, b| a.0.cmp(&b.0));
-                let render = rendering.clone();
+                let (render, text) = (rendering.clone(), text.clone());
                 match query.limit {
                     Some(limit) => {
                         let full = rows.len() >= limit;
                         rows.truncate(limit);
-                        Combined::Page(Rows::new(TypedRows { rows, render }), full)
+                        Combined::Page(Rows::new(TypedRows { rows, render, text }), full)
                     }
-                    None => Combined::Rows(Rows::new(TypedRows { rows, render })),
+                    None => Combined::Rows(Rows::new(TypedRows { rows, render, text })),
                 }
             },
         );
@@ -446,10 +468,16 @@ impl<'s> Views<'s> {
     }
 }
 
-/// A view's rows as read, with its renderer: rendered when read, off the worker threads.
+/// Writes a key's rows as JSON text, one call of its last argument per row (see
+/// [`Views::register_rendered`]).
+pub(crate) type TextRender<K, V, R> =
+    Arc<dyn Fn(&K, &[(V, R)], &mut dyn FnMut(&[u8])) + Send + Sync>;
+
+/// A view's rows as read, with its renderers: rendered when read, off the worker threads.
 struct TypedRows<K, V, R> {
     rows: Vec<(K, Vec<(V, R)>)>,
     render: Render<K, V, R>,
+    text: Option<TextRender<K, V, R>>,
 }
 
 impl<K, V, R> RenderRows for TypedRows<K, V, R>
@@ -474,6 +502,15 @@ where
             .iter()
             .filter_map(|(k, values)| (self.render)(k, values))
             .collect()
+    }
+
+    fn write_rows(&self, out: &mut dyn FnMut(&[u8])) {
+        let Some(text) = &self.text else {
+            return write_values(self.values(), out);
+        };
+        for (k, values) in &self.rows {
+            text(k, values, out);
+        }
     }
 
     fn last_key(&self) -> Option<String> {

@@ -57,7 +57,7 @@ use std::sync::Arc;
 
 use differential_dataflow::VecCollection;
 
-pub use register::answer_rows;
+pub use register::{answer_rows, write_answer_rows};
 pub use schema::{Schema, SourceDef};
 pub use source::{Record, SqlSource, Table};
 

@@ -21,7 +21,7 @@ use super::render::{
 };
 use super::types::{Datum, F64, Row, Type};
 use crate::aggregate::Sums;
-use crate::answer::{Answer, AnswerValue};
+use crate::answer::{Answer, AnswerValue, write_values};
 use crate::view::{ViewKey, Views};
 
 /// A view's key: its key columns' values. Written as the one value's text, or as a JSON array
@@ -146,6 +146,49 @@ fn objects(names: &[String], row: &[Datum], count: isize) -> Option<Value> {
     })
 }
 
+/// Writes rows as JSON objects: each column's name, written once.
+#[derive(Clone)]
+struct ObjectWriter {
+    /// Per column, the text before its value: `{"name":` for the first, `,"name":` after.
+    heads: Arc<Vec<Vec<u8>>>,
+}
+
+impl ObjectWriter {
+    fn new(names: &[String]) -> ObjectWriter {
+        let heads = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let mut head = vec![if i == 0 { b'{' } else { b',' }];
+                // A string always serializes.
+                let _ = serde_json::to_writer(&mut head, name);
+                head.push(b':');
+                head
+            })
+            .collect();
+        ObjectWriter {
+            heads: Arc::new(heads),
+        }
+    }
+
+    /// Hands `out` the row's object `count` times (the text of [`objects`]' values).
+    fn write(&self, row: &[Datum], count: isize, out: &mut dyn FnMut(&[u8])) {
+        if count <= 0 {
+            return;
+        }
+        let mut text = Vec::with_capacity(16 * row.len() + 2);
+        for (head, d) in self.heads.iter().zip(row) {
+            text.extend_from_slice(head);
+            d.write_json(&mut text);
+        }
+        if self.heads.is_empty() {
+            text.push(b'{');
+        }
+        text.push(b'}');
+        (0..count).for_each(|_| out(&text));
+    }
+}
+
 /// Builds view `view` in a dataflow: registers it with `views` if `served`, and returns its
 /// rows if `as_rows` (a later view reads them).
 ///
@@ -244,7 +287,8 @@ fn register_sums<'s, E: SqlSource, const N: usize>(
     match &view.ranking {
         None => {
             let types: Vec<Type> = view.key.iter().map(|i| view.body.columns[*i].ty).collect();
-            let registered = views.register_with(
+            let (writer, write_output) = (ObjectWriter::new(&names), output.clone());
+            let registered = views.register_rendered(
                 &view.name,
                 "SQL view",
                 keyed,
@@ -253,6 +297,11 @@ fn register_sums<'s, E: SqlSource, const N: usize>(
                     let (_, sums) = values.first()?;
                     objects(&names, &output(k, sums)?, 1)
                 },
+                Some(Arc::new(move |k: &Row, values: &[((), Sums<N>)], out| {
+                    if let Some(row) = values.first().and_then(|(_, s)| write_output(k, s)) {
+                        writer.write(&row, 1, out);
+                    }
+                })),
             );
             finality(view, registered);
         }
@@ -332,7 +381,16 @@ fn register_rows<'s>(view: &ViewPlan, rows: Rows<'s>, views: &mut Views<'s>) {
                 let pick = |cols: &[usize]| cols.iter().map(|i| row[*i].clone()).collect::<Row>();
                 (pick(&key), pick(&rest))
             });
-            let registered = views.register_with(
+            // A row from its key and value.
+            let whole = Arc::new(move |k: &Row, v: &Row| -> Row {
+                slots
+                    .iter()
+                    .map(|(in_key, p)| if *in_key { &k[*p] } else { &v[*p] })
+                    .cloned()
+                    .collect()
+            });
+            let (writer, write_whole) = (ObjectWriter::new(&names), whole.clone());
+            let registered = views.register_rendered(
                 &view.name,
                 description,
                 keyed,
@@ -340,17 +398,7 @@ fn register_rows<'s>(view: &ViewPlan, rows: Rows<'s>, views: &mut Views<'s>) {
                 move |k: &Row, values: &[(Row, isize)]| {
                     let mut out: Vec<Value> = Vec::new();
                     for (v, count) in values {
-                        let row: Row = slots
-                            .iter()
-                            .map(|(in_key, p)| {
-                                if *in_key {
-                                    k[*p].clone()
-                                } else {
-                                    v[*p].clone()
-                                }
-                            })
-                            .collect();
-                        match objects(&names, &row, *count) {
+                        match objects(&names, &whole(k, v), *count) {
                             Some(Value::Array(many)) => out.extend(many),
                             Some(one) => out.push(one),
                             None => {}
@@ -362,6 +410,11 @@ fn register_rows<'s>(view: &ViewPlan, rows: Rows<'s>, views: &mut Views<'s>) {
                         _ => Some(Value::Array(out)),
                     }
                 },
+                Some(Arc::new(move |k: &Row, values: &[(Row, isize)], out| {
+                    for (v, count) in values {
+                        writer.write(&write_whole(k, v), *count, out);
+                    }
+                })),
             );
             finality(view, registered);
         }
@@ -391,6 +444,24 @@ fn register_rows<'s>(view: &ViewPlan, rows: Rows<'s>, views: &mut Views<'s>) {
             );
             views.set_limit(&view.name, ranking.limit);
         }
+    }
+}
+
+/// A SQL view's answer as its rows, each handed to `out` as JSON text (the text of
+/// [`answer_rows`]' values, written without building them).
+pub fn write_answer_rows(answer: &Answer, limit: Option<usize>, mut out: impl FnMut(&[u8])) {
+    let mut left = limit.unwrap_or(usize::MAX);
+    let mut take = |text: &[u8]| {
+        if left > 0 {
+            left -= 1;
+            out(text);
+        }
+    };
+    match &answer.value {
+        AnswerValue::Rows(rows) => rows.write_rows(&mut take),
+        AnswerValue::Row { value: Some(v), .. } => write_values(vec![v.clone()], &mut take),
+        AnswerValue::Ranked(list) => write_values(list.clone(), &mut take),
+        _ => {}
     }
 }
 

@@ -205,6 +205,21 @@ impl Datum {
         }
     }
 
+    /// Writes the value as JSON text (the text of [`to_json`](Datum::to_json)) to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        // Writing to a vector cannot fail.
+        let _ = match self {
+            Datum::Null => out.write_all(b"null"),
+            Datum::Bool(b) => write!(out, "{b}"),
+            Datum::Int(i) => write!(out, "{i}"),
+            Datum::Huge(i) => write!(out, "{i}"),
+            Datum::Float(f) => serde_json::to_writer(out, &float_json(f.0)).map_err(Into::into),
+            Datum::Text(s) => serde_json::to_writer(out, s.as_str()).map_err(Into::into),
+            other => serde_json::to_writer(out, &other.to_text()).map_err(Into::into),
+        };
+    }
+
     /// The value as text, as DuckDB's `CAST(x AS VARCHAR)` writes it (`NULL` as `"NULL"`).
     pub fn to_text(&self) -> String {
         match self {
@@ -306,5 +321,31 @@ mod tests {
         assert_eq!(big.to_json().to_string(), "36893488147419103228");
         assert_eq!(Datum::Float(F64(0.5)).to_json(), Value::from(0.5));
         assert_eq!(Datum::Float(F64(f64::NAN)).to_json(), Value::from("NaN"));
+    }
+
+    #[test]
+    fn json_text_is_the_json_values_text() {
+        let data = [
+            Datum::Null,
+            Datum::Bool(false),
+            Datum::Int(-7),
+            Datum::Huge(i128::MIN),
+            Datum::Float(F64(0.1)),
+            Datum::Float(F64(1e300)),
+            Datum::Float(F64(f64::NEG_INFINITY)),
+            Datum::Text("a \"quoted\"\n\u{1} line".into()),
+            Datum::Date(-1),
+            Datum::Timestamp(1_700_000_000_123_456),
+            Datum::Interval(90_000_000),
+        ];
+        for d in data {
+            let mut text = Vec::new();
+            d.write_json(&mut text);
+            assert_eq!(
+                String::from_utf8(text).unwrap(),
+                d.to_json().to_string(),
+                "{d:?}"
+            );
+        }
     }
 }

@@ -271,7 +271,8 @@ pub fn five_minutes_and_two_late(live: &LiveSender<Order>) {
 }
 
 /// Every SQL view's final rows (by name) once the engine has taken every event; then the
-/// engine is joined.
+/// engine is joined. The rows are read both as JSON values and as the text a view writes
+/// straight from its types, which must say the same.
 pub fn final_sql_rows<E: Event>(engine: Engine<E>) -> BTreeMap<String, Vec<Value>> {
     let client = engine.client();
     let mut out = BTreeMap::new();
@@ -279,10 +280,17 @@ pub fn final_sql_rows<E: Event>(engine: Engine<E>) -> BTreeMap<String, Vec<Value
         let answer = client
             .query_final(Query::all(&info.name))
             .expect("answered");
-        out.insert(
-            info.name.clone(),
-            lambdaflow::sql::answer_rows(&answer, info.limit),
+        let rows = lambdaflow::sql::answer_rows(&answer, info.limit);
+        let mut texts = Vec::new();
+        lambdaflow::sql::write_answer_rows(&answer, info.limit, |text| {
+            texts.push(serde_json::from_slice::<Value>(text).expect("rows are written as JSON"))
+        });
+        assert_eq!(
+            texts, rows,
+            "view {}: its rows' text and values differ",
+            info.name
         );
+        out.insert(info.name.clone(), rows);
     }
     drop(client);
     engine.join().expect("workers finish");
