@@ -9,6 +9,7 @@
 //! a hash map before they are exchanged and arranged, so a replay of millions of events reaches
 //! the arrangements as one record per key: "time is the price, events are cheap".
 
+use std::borrow::Borrow;
 use std::hash::Hash;
 
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
@@ -110,7 +111,7 @@ where
     D: Clone + Hash + Eq + 'static,
     R: Semigroup + 'static,
 {
-    fold_by_key(collection, |record: &D, diff: &R, add| {
+    fold_by_key(collection, D::clone, |record: &D, diff: &R, add| {
         add(record, diff.clone())
     })
 }
@@ -118,16 +119,17 @@ where
 /// Each input record turned into at most one `(key, difference)` by `each` (which hands them
 /// to `add`, borrowing the key), folded by key and time as [`pre_aggregate`] does: in the one
 /// operator that reads the records, so no key is allocated for a record whose key is already
-/// pending, and no record per input travels further.
-pub fn fold_by_key<'s, D, DR, Q, R, F>(
+/// pending (`own` makes the key of a new one), and no record per input travels further.
+pub fn fold_by_key<'s, D, DR, Q, K, R, F>(
     collection: VecCollection<'s, Time, D, DR>,
+    own: fn(&Q) -> K,
     mut each: F,
-) -> VecCollection<'s, Time, Q::Owned, R>
+) -> VecCollection<'s, Time, K, R>
 where
     D: Clone + 'static,
     DR: Semigroup + 'static,
-    Q: ?Sized + Hash + Eq + ToOwned,
-    Q::Owned: Clone + Hash + Eq + 'static,
+    Q: ?Sized + Hash + Eq + 'static,
+    K: Borrow<Q> + Clone + Hash + Eq + 'static,
     R: Semigroup + 'static,
     F: FnMut(&D, &DR, &mut dyn FnMut(&Q, R)) + 'static,
 {
@@ -135,9 +137,9 @@ where
         .inner
         .unary_frontier(Pipeline, "PreAggregate", |_cap, _info| {
             // A map per pending time, and one capability: the earliest pending time.
-            let mut pending: FxHashMap<Time, FxHashMap<Q::Owned, R>> = FxHashMap::default();
+            let mut pending: FxHashMap<Time, FxHashMap<K, R>> = FxHashMap::default();
             let mut held: Option<Capability<Time>> = None;
-            let mut ready: Vec<(Q::Owned, Time, R)> = Vec::new();
+            let mut ready: Vec<(K, Time, R)> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     if let Some(least) = cap.least()
@@ -153,7 +155,7 @@ where
                             &mut |key: &Q, add: R| match map.get_mut(key) {
                                 Some(sum) => sum.plus_equals(&add),
                                 None => {
-                                    map.insert(key.to_owned(), add);
+                                    map.insert(own(key), add);
                                 }
                             },
                         );

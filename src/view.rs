@@ -215,17 +215,20 @@ impl<'s> Views<'s> {
         P: Fn(&str) -> Option<K> + 'static,
         F: Fn(&K, &[(V, R)]) -> Option<Value> + Send + Sync + 'static,
     {
-        self.register_rendered(name, description, collection, parse, render, None)
+        let updates = pre_aggregate(collection);
+        self.register_rendered(name, description, updates, parse, render, None)
     }
 
     /// Like [`register_with`](Views::register_with), and with `text`, which writes a key's rows
     /// as JSON text straight from their types (the text of `render`'s value, an array as its
-    /// elements): whole answers are then written without building JSON values.
+    /// elements): whole answers are then written without building JSON values. The updates
+    /// are arranged as they come: a caller that has not folded them by key and time already
+    /// does it first ([`pre_aggregate`]).
     pub(crate) fn register_rendered<K, V, R, P, F>(
         &mut self,
         name: &str,
         description: &str,
-        collection: VecCollection<'s, Time, (K, V), R>,
+        updates: VecCollection<'s, Time, (K, V), R>,
         parse: P,
         render: F,
         text: Option<TextRender<K, V, R>>,
@@ -238,7 +241,6 @@ impl<'s> Views<'s> {
         F: Fn(&K, &[(V, R)]) -> Option<Value> + Send + Sync + 'static,
     {
         let index = self.add(name, description, ViewKind::Keyed);
-        let updates = pre_aggregate(collection);
         let arranged = updates.clone().arrange_by_key_named(name);
         arranged.stream.clone().probe_with(&self.probe);
         let render: Render<K, V, R> = Arc::new(render);

@@ -17,7 +17,7 @@ use std::cmp::Ordering;
 use smol_str::SmolStr;
 
 use super::time::{self, Part};
-use super::types::{Datum, F64, Type, compare};
+use super::types::{Datum, F64, Type, compare, equal};
 
 /// An arithmetic operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,6 +182,12 @@ impl Expr {
                 _ => Datum::Null,
             },
             Expr::Arith(op, a, b, ty) => arith(*op, a.eval(row), b.eval(row), *ty),
+            Expr::Compare(op @ (Cmp::Eq | Cmp::Ne), a, b) => {
+                match equal(&a.value(row), &b.value(row)) {
+                    Some(same) => Datum::Bool(same == (*op == Cmp::Eq)),
+                    None => Datum::Null,
+                }
+            }
             Expr::Compare(op, a, b) => match compare(&a.value(row), &b.value(row)) {
                 Some(order) => Datum::Bool(op.holds(order)),
                 None => Datum::Null,
@@ -214,10 +220,10 @@ impl Expr {
                 }
                 let mut unknown = false;
                 for item in list {
-                    match compare(&value, &item.value(row)) {
-                        Some(Ordering::Equal) => return Datum::Bool(!negated),
+                    match equal(&value, &item.value(row)) {
+                        Some(true) => return Datum::Bool(!negated),
                         None => unknown = true,
-                        _ => {}
+                        Some(false) => {}
                     }
                 }
                 if unknown {
@@ -245,7 +251,7 @@ impl Expr {
                 let subject = operand.as_ref().map(|o| o.value(row));
                 for (when, then) in whens {
                     let hit = match &subject {
-                        Some(value) => compare(value, &when.value(row)) == Some(Ordering::Equal),
+                        Some(value) => equal(value, &when.value(row)) == Some(true),
                         None => when.eval(row).as_bool() == Some(true),
                     };
                     if hit {

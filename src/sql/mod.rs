@@ -42,6 +42,7 @@ mod bind;
 pub mod expr;
 mod from;
 mod functions;
+mod key;
 pub mod parse;
 pub mod plan;
 mod register;

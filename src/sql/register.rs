@@ -15,72 +15,15 @@ use super::SqlSource;
 use super::aggregates::Agg;
 use super::bind::SortKey;
 use super::expr::Expr;
+use super::key::{Key, parse_key};
 use super::plan::{Plan, ViewPlan};
 use super::render::{
     Inputs, Rows, finish, holds, project, render, served_sums, slots_needed, sort_order,
 };
-use super::types::{Datum, F64, Row, Type};
+use super::types::{Datum, Row, Type};
 use crate::aggregate::Sums;
 use crate::answer::{Answer, AnswerValue, write_values};
-use crate::view::{ViewKey, Views};
-
-/// A view's key: its key columns' values. Written as the one value's text, or as a JSON array
-/// for several columns.
-impl ViewKey for Row {
-    fn parse_key(text: &str) -> Option<Self> {
-        let values: Vec<Value> = serde_json::from_str(text).ok()?;
-        values.iter().map(untyped).collect()
-    }
-
-    fn key_text(&self) -> String {
-        match self.as_slice() {
-            [one] => one.to_text(),
-            many => Value::Array(many.iter().map(Datum::to_json).collect()).to_string(),
-        }
-    }
-}
-
-fn untyped(v: &Value) -> Option<Datum> {
-    Some(match v {
-        Value::Null => Datum::Null,
-        Value::Bool(b) => Datum::Bool(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => Datum::Int(i),
-            None => Datum::Float(F64(n.as_f64()?)),
-        },
-        Value::String(s) => Datum::Text(s.as_str().into()),
-        _ => return None,
-    })
-}
-
-/// Reads a value of type `ty` from its text (as [`Datum::to_text`] writes it).
-fn parse_datum(text: &str, ty: Type) -> Option<Datum> {
-    if text == "NULL" {
-        return Some(Datum::Null);
-    }
-    let d = super::expr::cast(Datum::Text(text.into()), ty);
-    (!d.is_null()).then_some(d)
-}
-
-/// Reads a key of the given column types: one value's text, or a JSON array of them.
-fn parse_key(text: &str, types: &[Type]) -> Option<Row> {
-    if let [ty] = types {
-        return parse_datum(text, *ty).map(|d| vec![d]);
-    }
-    let values: Vec<Value> = serde_json::from_str(text).ok()?;
-    if values.len() != types.len() {
-        return None;
-    }
-    values
-        .iter()
-        .zip(types)
-        .map(|(v, ty)| match v {
-            Value::String(s) => parse_datum(s, *ty),
-            Value::Null => Some(Datum::Null),
-            other => parse_datum(&other.to_string(), *ty),
-        })
-        .collect()
-}
+use crate::view::Views;
 
 /// The order a ranked view ranks by, as a value that is greater for rows ranked earlier.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -276,8 +219,8 @@ fn register_sums<'s, E: SqlSource, const N: usize>(
     let sums = served_sums::<E, N>(input, group, aggs, inputs);
     let (exprs, having, aggs) = (exprs.clone(), having.cloned(), aggs.to_vec());
     // The output row of a group, unless HAVING leaves it out.
-    let output = Arc::new(move |key: &Row, sums: &Sums<N>| -> Option<Row> {
-        let row = finish(key.clone(), sums, &aggs);
+    let output = Arc::new(move |key: &Key, sums: &Sums<N>| -> Option<Row> {
+        let row = finish(key.to_row(aggs.len()), sums, &aggs);
         if having.as_ref().is_some_and(|h| !holds(h, &row)) {
             return None;
         }
@@ -293,11 +236,11 @@ fn register_sums<'s, E: SqlSource, const N: usize>(
                 "SQL view",
                 keyed,
                 move |text| parse_key(text, &types),
-                move |k: &Row, values: &[((), Sums<N>)]| {
+                move |k: &Key, values: &[((), Sums<N>)]| {
                     let (_, sums) = values.first()?;
                     objects(&names, &output(k, sums)?, 1)
                 },
-                Some(Arc::new(move |k: &Row, values: &[((), Sums<N>)], out| {
+                Some(Arc::new(move |k: &Key, values: &[((), Sums<N>)], out| {
                     if let Some(row) = values.first().and_then(|(_, s)| write_output(k, s)) {
                         writer.write(&row, 1, out);
                     }
@@ -314,7 +257,7 @@ fn register_sums<'s, E: SqlSource, const N: usize>(
                 "SQL view",
                 &base,
                 ranking.limit,
-                move |k: &Row, values: &[((), Sums<N>)]| {
+                move |k: &Key, values: &[((), Sums<N>)]| {
                     let (_, sums) = values.first()?;
                     let row = output(k, sums)?;
                     Some(Rank {
@@ -324,7 +267,7 @@ fn register_sums<'s, E: SqlSource, const N: usize>(
                         row: Some(row),
                     })
                 },
-                move |_: &Row, rank: &Rank| {
+                move |_: &Key, rank: &Rank| {
                     rank.row
                         .as_ref()
                         .and_then(|row| objects(&names, row, 1))
@@ -346,13 +289,13 @@ fn window_end(view: &ViewPlan) -> Option<usize> {
 }
 
 /// Marks a registered view's rows final after their window's end, if they have one.
-fn finality<V, R>(view: &ViewPlan, registered: crate::view::ViewRef<'_, Row, V, R>)
+fn finality<V, R>(view: &ViewPlan, registered: crate::view::ViewRef<'_, Key, V, R>)
 where
     V: differential_dataflow::ExchangeData,
     R: differential_dataflow::ExchangeData + differential_dataflow::difference::Semigroup,
 {
     if let Some(at) = window_end(view) {
-        registered.final_after(move |key: &Row| match key.get(at) {
+        registered.final_after(move |key: &Key| match key.as_slice().get(at) {
             Some(Datum::Timestamp(us)) => us.div_euclid(1_000).max(0) as crate::event::Time,
             _ => crate::event::END_OF_TIME,
         });
@@ -377,12 +320,13 @@ fn register_rows<'s>(view: &ViewPlan, rows: Rows<'s>, views: &mut Views<'s>) {
                 })
                 .collect();
             let types: Vec<Type> = key.iter().map(|i| view.body.columns[*i].ty).collect();
-            let keyed = rows.map(move |row| {
+            let keyed = crate::aggregate::pre_aggregate(rows.map(move |row| {
                 let pick = |cols: &[usize]| cols.iter().map(|i| row[*i].clone()).collect::<Row>();
-                (pick(&key), pick(&rest))
-            });
+                (Key::from_row(pick(&key)), pick(&rest))
+            }));
             // A row from its key and value.
-            let whole = Arc::new(move |k: &Row, v: &Row| -> Row {
+            let whole = Arc::new(move |k: &Key, v: &Row| -> Row {
+                let k = k.as_slice();
                 slots
                     .iter()
                     .map(|(in_key, p)| if *in_key { &k[*p] } else { &v[*p] })
@@ -395,7 +339,7 @@ fn register_rows<'s>(view: &ViewPlan, rows: Rows<'s>, views: &mut Views<'s>) {
                 description,
                 keyed,
                 move |text| parse_key(text, &types),
-                move |k: &Row, values: &[(Row, isize)]| {
+                move |k: &Key, values: &[(Row, isize)]| {
                     let mut out: Vec<Value> = Vec::new();
                     for (v, count) in values {
                         match objects(&names, &whole(k, v), *count) {
@@ -410,7 +354,7 @@ fn register_rows<'s>(view: &ViewPlan, rows: Rows<'s>, views: &mut Views<'s>) {
                         _ => Some(Value::Array(out)),
                     }
                 },
-                Some(Arc::new(move |k: &Row, values: &[(Row, isize)], out| {
+                Some(Arc::new(move |k: &Key, values: &[(Row, isize)], out| {
                     for (v, count) in values {
                         writer.write(&write_whole(k, v), *count, out);
                     }
@@ -419,8 +363,8 @@ fn register_rows<'s>(view: &ViewPlan, rows: Rows<'s>, views: &mut Views<'s>) {
             finality(view, registered);
         }
         Some(ranking) => {
-            let base =
-                views.arrange_only(&format!("{}.rows", view.name), rows.map(|row| (row, ())));
+            let whole_rows = rows.map(|row| (Key::from_row(row), ()));
+            let base = views.arrange_only(&format!("{}.rows", view.name), whole_rows);
             let order = ranking.order.clone();
             let flags: Vec<(bool, bool)> = order.iter().map(|k| (k.desc, k.nulls_first)).collect();
             let render_names = names.clone();
@@ -429,17 +373,17 @@ fn register_rows<'s>(view: &ViewPlan, rows: Rows<'s>, views: &mut Views<'s>) {
                 description,
                 &base,
                 ranking.limit,
-                move |row: &Row, values: &[((), isize)]| {
+                move |row: &Key, values: &[((), isize)]| {
                     let count: isize = values.iter().map(|(_, n)| n).sum();
                     (count > 0).then(|| Rank {
-                        values: order.iter().map(|k| k.expr.eval(row)).collect(),
+                        values: order.iter().map(|k| k.expr.eval(row.as_slice())).collect(),
                         flags: flags.clone(),
                         count,
                         row: None,
                     })
                 },
-                move |row: &Row, rank: &Rank| {
-                    objects(&render_names, row, rank.count).unwrap_or(Value::Null)
+                move |row: &Key, rank: &Rank| {
+                    objects(&render_names, row.as_slice(), rank.count).unwrap_or(Value::Null)
                 },
             );
             views.set_limit(&view.name, ranking.limit);

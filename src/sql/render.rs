@@ -29,6 +29,7 @@ use super::SqlSource;
 use super::aggregates::{Agg, AggFunc};
 use super::bind::SortKey;
 use super::expr::Expr;
+use super::key::Key;
 use super::plan::Plan;
 use super::types::{Datum, F64, Row, compare};
 use crate::aggregate::Sums;
@@ -86,20 +87,20 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
     /// Each row's `(key, difference)` from `f` (at most one, handed to its `emit` with the key
     /// borrowed), summed by key and time in the operator that reads the rows: for a source,
     /// no row or key is allocated per event, and one record per key and time leaves it.
-    fn fold<R, F>(self, mut f: F) -> VecCollection<'s, Time, Row, R>
+    fn fold<R, F>(self, mut f: F) -> VecCollection<'s, Time, Key, R>
     where
         R: Semigroup + differential_dataflow::difference::Multiply<isize, Output = R> + 'static,
         F: FnMut(&[Datum], &mut dyn FnMut(&[Datum], R)) + 'static,
     {
         match self {
             Lazy::Rows(rows) => {
-                crate::aggregate::fold_by_key(rows, move |row: &Row, n: &isize, add| {
+                crate::aggregate::fold_by_key(rows, Key::of, move |row: &Row, n: &isize, add| {
                     f(row, &mut |key, r: R| add(key, r.multiply(n)));
                 })
             }
             Lazy::Source(events, table, steps) => {
                 let mut buf: Row = Vec::new();
-                crate::aggregate::fold_by_key(events, move |event: &E, n: &isize, add| {
+                crate::aggregate::fold_by_key(events, Key::of, move |event: &E, n: &isize, add| {
                     if !source_row(event, table, &steps, &mut buf) {
                         return;
                     }
@@ -452,7 +453,7 @@ fn contributions<'s, E: SqlSource, const N: usize>(
     input: Lazy<'s, E>,
     group: Vec<Expr>,
     aggs: Vec<Agg>,
-) -> VecCollection<'s, Time, Row, Sums<N>> {
+) -> VecCollection<'s, Time, Key, Sums<N>> {
     let global = group.is_empty();
     let mut key: Row = Vec::new();
     let contributions = input.fold(move |row, emit| {
@@ -483,7 +484,7 @@ fn contributions<'s, E: SqlSource, const N: usize>(
     if global {
         let mut alive = [0i128; N];
         alive[1] = 1;
-        let alive = keep_alive(&contributions, Row::new(), Sums(alive));
+        let alive = keep_alive(&contributions, Key::Many(Row::new()), Sums(alive));
         contributions.concat(alive)
     } else {
         contributions
@@ -515,7 +516,7 @@ fn summed<'s, E: SqlSource, const N: usize>(
 ) -> Rows<'s> {
     contributions::<E, N>(input, group, aggs.clone())
         .count()
-        .map(move |(key, sums)| finish(key, &sums, &aggs))
+        .map(move |(key, sums)| finish(key.to_row(aggs.len()), &sums, &aggs))
 }
 
 /// The contributions of an aggregate plan (over its input), for a view served straight from
@@ -525,7 +526,7 @@ pub(super) fn served_sums<'s, E: SqlSource, const N: usize>(
     group: &[Expr],
     aggs: &[Agg],
     inputs: &Inputs<'s, E>,
-) -> VecCollection<'s, Time, Row, Sums<N>> {
+) -> VecCollection<'s, Time, Key, Sums<N>> {
     contributions::<E, N>(lazy(input, inputs), group.to_vec(), aggs.to_vec())
 }
 

@@ -56,17 +56,18 @@ impl SqlSource for Order {
         };
         // Every field below 2^63 (the reader checks it), so the conversions are exact.
         let int = |x: u64| Datum::Int(x as i64);
-        row.extend([
-            int(self.ts),
-            Datum::Text(SmolStr::new_static(kind)),
-            int(self.customer),
-            int(self.product),
-            if self.amount_missing {
-                Datum::Null
-            } else {
-                int(self.amount_cents)
-            },
-        ]);
+        // One push per column: each datum is written in place (an array extended would be
+        // built, then copied: a measurable share of a replay).
+        row.reserve(5);
+        row.push(int(self.ts));
+        row.push(Datum::Text(SmolStr::new_static(kind)));
+        row.push(int(self.customer));
+        row.push(int(self.product));
+        row.push(if self.amount_missing {
+            Datum::Null
+        } else {
+            int(self.amount_cents)
+        });
     }
 }
 
