@@ -17,7 +17,7 @@ use std::cmp::Ordering;
 use smol_str::SmolStr;
 
 use super::time::{self, Part};
-use super::types::{Datum, F64, Type, compare, equal};
+use super::types::{Datum, F64, Type, compare};
 
 /// An arithmetic operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +54,7 @@ pub enum Cmp {
 }
 
 impl Cmp {
-    fn holds(self, order: Ordering) -> bool {
+    pub(super) fn holds(self, order: Ordering) -> bool {
         match self {
             Cmp::Eq => order == Ordering::Equal,
             Cmp::Ne => order != Ordering::Equal,
@@ -156,7 +156,7 @@ pub enum Expr {
 impl Expr {
     /// The value of the expression for one row, borrowed where it can be (a column, a
     /// constant): comparisons need not copy their operands.
-    fn value<'a>(&'a self, row: &'a [Datum]) -> std::borrow::Cow<'a, Datum> {
+    pub(super) fn value<'a>(&'a self, row: &'a [Datum]) -> std::borrow::Cow<'a, Datum> {
         use std::borrow::Cow;
         match self {
             Expr::Column(i) => row.get(*i).map_or(Cow::Owned(Datum::Null), Cow::Borrowed),
@@ -177,61 +177,18 @@ impl Expr {
                 Datum::Interval(i) => Datum::Interval(-i),
                 _ => Datum::Null,
             },
-            Expr::Not(x) => match x.eval(row) {
-                Datum::Bool(b) => Datum::Bool(!b),
-                _ => Datum::Null,
-            },
             Expr::Arith(op, a, b, ty) => arith(*op, a.eval(row), b.eval(row), *ty),
-            Expr::Compare(op @ (Cmp::Eq | Cmp::Ne), a, b) => {
-                match equal(&a.value(row), &b.value(row)) {
-                    Some(same) => Datum::Bool(same == (*op == Cmp::Eq)),
-                    None => Datum::Null,
-                }
-            }
-            Expr::Compare(op, a, b) => match compare(&a.value(row), &b.value(row)) {
-                Some(order) => Datum::Bool(op.holds(order)),
-                None => Datum::Null,
-            },
-            Expr::And(a, b) => match a.eval(row).as_bool() {
-                Some(false) => Datum::Bool(false),
-                left => match (left, b.eval(row).as_bool()) {
-                    (_, Some(false)) => Datum::Bool(false),
-                    (Some(true), Some(true)) => Datum::Bool(true),
-                    _ => Datum::Null,
-                },
-            },
-            Expr::Or(a, b) => match a.eval(row).as_bool() {
-                Some(true) => Datum::Bool(true),
-                left => match (left, b.eval(row).as_bool()) {
-                    (_, Some(true)) => Datum::Bool(true),
-                    (Some(false), Some(false)) => Datum::Bool(false),
-                    _ => Datum::Null,
-                },
-            },
+            // Truth values come from `test` (module `predicate`), which builds no datum.
+            Expr::Compare(..)
+            | Expr::And(..)
+            | Expr::Or(..)
+            | Expr::Not(..)
+            | Expr::IsNull(..)
+            | Expr::In(..) => self.test(row).map_or(Datum::Null, Datum::Bool),
             Expr::Concat(a, b) => match (a.eval(row), b.eval(row)) {
                 (Datum::Null, _) | (_, Datum::Null) => Datum::Null,
                 (x, y) => Datum::Text(SmolStr::from(x.to_text() + &y.to_text())),
             },
-            Expr::IsNull(x, negated) => Datum::Bool(x.value(row).is_null() != *negated),
-            Expr::In(x, list, negated) => {
-                let value = x.value(row);
-                if value.is_null() {
-                    return Datum::Null;
-                }
-                let mut unknown = false;
-                for item in list {
-                    match equal(&value, &item.value(row)) {
-                        Some(true) => return Datum::Bool(!negated),
-                        None => unknown = true,
-                        Some(false) => {}
-                    }
-                }
-                if unknown {
-                    Datum::Null
-                } else {
-                    Datum::Bool(*negated)
-                }
-            }
             Expr::Between(x, low, high, negated) => {
                 let value = x.value(row);
                 let above = compare(&value, &low.value(row)).map(|o| o != Ordering::Less);
@@ -243,23 +200,7 @@ impl Expr {
                 };
                 inside.map_or(Datum::Null, |b| Datum::Bool(b != *negated))
             }
-            Expr::Case {
-                operand,
-                whens,
-                otherwise,
-            } => {
-                let subject = operand.as_ref().map(|o| o.value(row));
-                for (when, then) in whens {
-                    let hit = match &subject {
-                        Some(value) => equal(value, &when.value(row)) == Some(true),
-                        None => when.eval(row).as_bool() == Some(true),
-                    };
-                    if hit {
-                        return then.eval(row);
-                    }
-                }
-                otherwise.as_ref().map_or(Datum::Null, |e| e.eval(row))
-            }
+            Expr::Case { .. } => self.branch(row).map_or(Datum::Null, |e| e.eval(row)),
             Expr::Cast(x, ty) => cast(x.eval(row), *ty),
             Expr::Like(x, pattern, negated) => match (x.eval(row), pattern.eval(row)) {
                 (Datum::Text(s), Datum::Text(p)) => Datum::Bool(like(&s, &p) != *negated),

@@ -45,6 +45,7 @@ mod functions;
 mod key;
 pub mod parse;
 pub mod plan;
+mod predicate;
 mod register;
 pub mod render;
 mod schema;

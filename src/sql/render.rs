@@ -139,7 +139,6 @@ fn source_row<E: SqlSource>(event: &E, table: usize, steps: &[Step], buf: &mut R
     if event.table() != table {
         return false;
     }
-    buf.clear();
     event.fill(buf);
     for step in steps {
         match step {
@@ -311,7 +310,7 @@ fn windows(at: Option<i64>, slide: i64, size: i64) -> impl Iterator<Item = i64> 
 
 /// Whether a predicate is true for a row (`NULL` is not).
 pub fn holds(predicate: &Expr, row: &[Datum]) -> bool {
-    predicate.eval(row) == Datum::Bool(true)
+    predicate.test(row) == Some(true)
 }
 
 /// The values of `exprs` for a row.
@@ -465,9 +464,9 @@ fn contributions<'s, E: SqlSource, const N: usize>(
             if passes {
                 match (agg.func, &agg.arg) {
                     (AggFunc::CountStar, _) => sums[slot] = 1,
-                    (AggFunc::Count, Some(a)) => sums[slot] = i128::from(!a.eval(row).is_null()),
+                    (AggFunc::Count, Some(a)) => sums[slot] = i128::from(!a.value(row).is_null()),
                     (_, Some(a)) => {
-                        if let Some(v) = a.eval(row).as_i128() {
+                        if let Some(v) = a.int(row) {
                             sums[slot] = v;
                             sums[slot + 1] = 1;
                         }

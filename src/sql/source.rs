@@ -29,7 +29,9 @@ pub trait SqlSource: Event {
         self.fill(&mut row);
         row
     }
-    /// Appends this event's row to `row` (which is empty): a buffer reused for every event.
+    /// Makes `row` this event's row. `row` is a buffer reused for every event: it holds what
+    /// the last call left there (or anything else), which an implementation may overwrite in
+    /// place.
     fn fill(&self, row: &mut Row);
 }
 
@@ -55,9 +57,32 @@ impl SqlSource for Order {
             Kind::View => "view",
         };
         // Every field below 2^63 (the reader checks it), so the conversions are exact.
+        let int = |x: u64| x as i64;
+        // The last event's row is overwritten in place where it has this shape: only the
+        // values are written (building the datums, then moving them, was a tenth of a replay).
+        if let [
+            Datum::Int(ts),
+            Datum::Text(text),
+            Datum::Int(customer),
+            Datum::Int(product),
+            amount,
+        ] = row.as_mut_slice()
+        {
+            *ts = int(self.ts);
+            if text.as_str() != kind {
+                *text = SmolStr::new_static(kind);
+            }
+            *customer = int(self.customer);
+            *product = int(self.product);
+            match amount {
+                _ if self.amount_missing => *amount = Datum::Null,
+                Datum::Int(cents) => *cents = int(self.amount_cents),
+                other => *other = Datum::Int(int(self.amount_cents)),
+            }
+            return;
+        }
         let int = |x: u64| Datum::Int(x as i64);
-        // One push per column: each datum is written in place (an array extended would be
-        // built, then copied: a measurable share of a replay).
+        row.clear();
         row.reserve(5);
         row.push(int(self.ts));
         row.push(Datum::Text(SmolStr::new_static(kind)));
@@ -105,6 +130,56 @@ impl SqlSource for Record {
     }
 
     fn fill(&self, row: &mut Row) {
+        row.clear();
         row.extend_from_slice(&self.values);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An event's row, whatever the buffer held before: a row of another event (each kind,
+    /// with and without an amount), a row of another shape, nothing.
+    #[test]
+    fn a_row_filled_over_another_is_the_events_row() {
+        let order = |kind, amount_missing| Order {
+            ts: 5,
+            kind,
+            customer: 6,
+            product: 7,
+            amount_cents: 8,
+            amount_missing,
+        };
+        let events: Vec<Order> = [Kind::Purchase, Kind::Refund, Kind::View]
+            .into_iter()
+            .flat_map(|k| [order(k, false), order(k, true)])
+            .collect();
+        let expected = |o: &Order| {
+            let kind = ["purchase", "refund", "view"][o.kind as usize];
+            let amount = if o.amount_missing {
+                Datum::Null
+            } else {
+                Datum::Int(8)
+            };
+            vec![
+                Datum::Int(5),
+                Datum::Text(kind.into()),
+                Datum::Int(6),
+                Datum::Int(7),
+                amount,
+            ]
+        };
+        let mut leftovers: Vec<Row> = events.iter().map(expected).collect();
+        leftovers.push(Vec::new());
+        leftovers.push(vec![Datum::Bool(true)]);
+        leftovers.push(vec![Datum::Text("x".into()); 5]);
+        for event in &events {
+            for left in &leftovers {
+                let mut row = left.clone();
+                event.fill(&mut row);
+                assert_eq!(row, expected(event), "{event:?} over {left:?}");
+            }
+        }
     }
 }
