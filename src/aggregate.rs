@@ -147,19 +147,24 @@ where
                     {
                         held = cap.retain_least(0);
                     }
-                    for (record, time, diff) in data.drain(..) {
-                        let map = pending.entry(time).or_default();
-                        each(
-                            &record,
-                            &diff,
-                            &mut |key: &Q, add: R| match map.get_mut(key) {
-                                Some(sum) => sum.plus_equals(&add),
-                                None => {
-                                    map.insert(own(key), add);
-                                }
-                            },
-                        );
+                    // A run of records of one time (a replay is one long run) finds its map
+                    // once.
+                    for run in data.chunk_by(|a, b| a.1 == b.1) {
+                        let map = pending.entry(run[0].1).or_default();
+                        for (record, _, diff) in run {
+                            each(
+                                record,
+                                diff,
+                                &mut |key: &Q, add: R| match map.get_mut(key) {
+                                    Some(sum) => sum.plus_equals(&add),
+                                    None => {
+                                        map.insert(own(key), add);
+                                    }
+                                },
+                            );
+                        }
                     }
+                    data.clear();
                 });
                 let frontier = frontier.frontier();
                 let Some(cap) = held.as_mut() else { return };
