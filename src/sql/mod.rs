@@ -48,7 +48,6 @@ pub mod plan;
 mod predicate;
 mod register;
 pub mod render;
-mod scan;
 mod schema;
 mod source;
 pub mod time;
@@ -413,7 +412,10 @@ impl<E: SqlSource> SqlViews<E> {
     /// Builds every view over `events`, registering each in `views` (or only the one this
     /// pipeline serves).
     pub fn build_over<'s>(&self, events: VecCollection<'s, Time, E>, views: &mut Views<'s>) {
-        let mut inputs = render::Inputs::new(events);
+        let mut inputs = render::Inputs {
+            events,
+            views: Vec::new(),
+        };
         let read_later: Vec<String> = self.views.iter().flat_map(|v| v.reads()).collect();
         for view in &self.views {
             let served = self.serve.as_ref().is_none_or(|s| *s == view.name);
@@ -429,7 +431,6 @@ impl<E: SqlSource> SqlViews<E> {
                 inputs.views.push((view.name.clone(), rows));
             }
         }
-        inputs.finish();
     }
 }
 

@@ -17,7 +17,6 @@
 //! A global aggregate (no `GROUP BY`) has a row even over no input, as in SQL: one extra
 //! record that holds no row keeps its group alive.
 
-use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -32,7 +31,6 @@ use super::bind::SortKey;
 use super::expr::Expr;
 use super::key::Key;
 use super::plan::Plan;
-use super::scan::Scan;
 use super::types::{Datum, F64, Row, compare};
 use crate::aggregate::Sums;
 use crate::event::Time;
@@ -42,34 +40,15 @@ pub type Rows<'s> = VecCollection<'s, Time, Row>;
 
 /// What a plan's leaves read.
 pub struct Inputs<'s, E: 'static> {
-    /// The one scan of the events of every source (each a row of one of them:
-    /// [`SqlSource::table`]), shared by the views of the dataflow.
-    scan: Rc<RefCell<Scan<'s, E>>>,
+    /// The events of every source (each a row of one of them: [`SqlSource::table`]).
+    pub events: VecCollection<'s, Time, E>,
     /// The output rows of each view built so far.
-    pub(super) views: Vec<(String, Rows<'s>)>,
-}
-
-impl<'s, E: SqlSource> Inputs<'s, E> {
-    /// The inputs of views over `events`, none built yet.
-    pub(super) fn new(events: VecCollection<'s, Time, E>) -> Inputs<'s, E> {
-        Inputs {
-            scan: Rc::new(RefCell::new(Scan::new(events))),
-            views: Vec::new(),
-        }
-    }
-
-    /// Every view is built: makes the operator that scans the sources for them.
-    pub(super) fn finish(self) {
-        drop(self.views);
-        if let Ok(scan) = Rc::try_unwrap(self.scan) {
-            scan.into_inner().build();
-        }
-    }
+    pub views: Vec<(String, Rows<'s>)>,
 }
 
 /// A filter or a projection still to apply to a source's rows.
 #[derive(Clone)]
-pub(super) enum Step {
+enum Step {
     Filter(Expr),
     Project(Vec<Expr>),
 }
@@ -80,7 +59,7 @@ pub(super) enum Step {
 /// copied between the steps).
 enum Lazy<'s, E: 'static> {
     Rows(Rows<'s>),
-    Source(Rc<RefCell<Scan<'s, E>>>, usize, Rc<Vec<Step>>),
+    Source(VecCollection<'s, Time, E>, usize, Rc<Vec<Step>>),
 }
 
 impl<'s, E: SqlSource> Lazy<'s, E> {
@@ -93,7 +72,15 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
     {
         match self {
             Lazy::Rows(rows) => rows.explode(move |row| f(&row)),
-            Lazy::Source(scan, table, steps) => scan.borrow_mut().explode(table, steps, f),
+            Lazy::Source(events, table, steps) => {
+                let mut buf: Row = Vec::new();
+                events.explode(move |event| {
+                    if !source_row(&event, table, &steps, &mut buf) {
+                        return None;
+                    }
+                    f(&buf)
+                })
+            }
         }
     }
 
@@ -111,7 +98,15 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
                     f(row, &mut |key, r: R| add(key, r.multiply(n)));
                 })
             }
-            Lazy::Source(scan, table, steps) => scan.borrow_mut().fold(table, steps, f),
+            Lazy::Source(events, table, steps) => {
+                let mut buf: Row = Vec::new();
+                crate::aggregate::fold_by_key(events, Key::of, move |event: &E, n: &isize, add| {
+                    if !source_row(event, table, &steps, &mut buf) {
+                        return;
+                    }
+                    f(&buf, &mut |key, r: R| add(key, r.multiply(n)));
+                })
+            }
         }
     }
 
@@ -125,10 +120,10 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
 
     fn then(self, step: Step) -> Lazy<'s, E> {
         match self {
-            Lazy::Source(scan, table, steps) => {
+            Lazy::Source(events, table, steps) => {
                 let mut steps = (*steps).clone();
                 steps.push(step);
-                Lazy::Source(scan, table, Rc::new(steps))
+                Lazy::Source(events, table, Rc::new(steps))
             }
             Lazy::Rows(rows) => Lazy::Rows(match step {
                 Step::Filter(p) => rows.filter(move |row| holds(&p, row)),
@@ -138,9 +133,29 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
     }
 }
 
+/// Makes an event's row of table `table` in `buf`, with the steps applied; `false` when the
+/// event is of another table or a filter drops it.
+fn source_row<E: SqlSource>(event: &E, table: usize, steps: &[Step], buf: &mut Row) -> bool {
+    if event.table() != table {
+        return false;
+    }
+    event.fill(buf);
+    for step in steps {
+        match step {
+            Step::Filter(p) => {
+                if !holds(p, buf) {
+                    return false;
+                }
+            }
+            Step::Project(exprs) => *buf = project(exprs, buf),
+        }
+    }
+    true
+}
+
 fn lazy<'s, E: SqlSource>(plan: &Plan, inputs: &Inputs<'s, E>) -> Lazy<'s, E> {
     match plan {
-        Plan::Scan(table) => Lazy::Source(inputs.scan.clone(), *table, Rc::new(Vec::new())),
+        Plan::Scan(table) => Lazy::Source(inputs.events.clone(), *table, Rc::new(Vec::new())),
         Plan::Filter(input, predicate) => lazy(input, inputs).then(Step::Filter(predicate.clone())),
         Plan::Project(input, exprs) => lazy(input, inputs).then(Step::Project(exprs.clone())),
         other => Lazy::Rows(render(other, inputs)),
