@@ -4,6 +4,8 @@
 //! A `DATE` is days since 1970-01-01 and a `TIMESTAMP` microseconds since the epoch; the
 //! calendar arithmetic is the `time` crate's (proleptic Gregorian, as DuckDB's).
 
+use std::fmt::Write;
+
 use ::time::{Date, Month, Weekday};
 
 /// Microseconds in a day.
@@ -125,28 +127,30 @@ pub fn strftime(us: i64, format: &str) -> Option<String> {
             out.push(c);
             continue;
         }
-        match chars.next()? {
-            'Y' => out.push_str(&format!("{:04}", date.year())),
-            'y' => out.push_str(&format!("{:02}", date.year().rem_euclid(100))),
-            'm' => out.push_str(&format!("{:02}", date.month() as u8)),
-            'd' => out.push_str(&format!("{:02}", date.day())),
-            'e' => out.push_str(&format!("{:>2}", date.day())),
-            'H' => out.push_str(&format!("{hour:02}")),
-            'I' => out.push_str(&format!("{:02}", (hour + 11) % 12 + 1)),
-            'p' => out.push_str(if hour < 12 { "AM" } else { "PM" }),
-            'M' => out.push_str(&format!("{minute:02}")),
-            'S' => out.push_str(&format!("{second:02}")),
-            'f' => out.push_str(&format!("{:06}", time_of_day % MICROS_PER_SECOND)),
-            'j' => out.push_str(&format!("{:03}", date.ordinal())),
-            'u' => out.push_str(&date.weekday().number_from_monday().to_string()),
-            'w' => out.push_str(&date.weekday().number_days_from_sunday().to_string()),
-            'a' => out.push_str(&weekday_name(date.weekday())[..3]),
-            'A' => out.push_str(weekday_name(date.weekday())),
-            'b' => out.push_str(&month_name(date.month())[..3]),
-            'B' => out.push_str(month_name(date.month())),
-            '%' => out.push('%'),
+        // Each field written into `out` (a `format!` per field was an allocation each).
+        let written = match chars.next()? {
+            'Y' => write!(out, "{:04}", date.year()),
+            'y' => write!(out, "{:02}", date.year().rem_euclid(100)),
+            'm' => write!(out, "{:02}", date.month() as u8),
+            'd' => write!(out, "{:02}", date.day()),
+            'e' => write!(out, "{:>2}", date.day()),
+            'H' => write!(out, "{hour:02}"),
+            'I' => write!(out, "{:02}", (hour + 11) % 12 + 1),
+            'p' => out.write_str(if hour < 12 { "AM" } else { "PM" }),
+            'M' => write!(out, "{minute:02}"),
+            'S' => write!(out, "{second:02}"),
+            'f' => write!(out, "{:06}", time_of_day % MICROS_PER_SECOND),
+            'j' => write!(out, "{:03}", date.ordinal()),
+            'u' => write!(out, "{}", date.weekday().number_from_monday()),
+            'w' => write!(out, "{}", date.weekday().number_days_from_sunday()),
+            'a' => out.write_str(&weekday_name(date.weekday())[..3]),
+            'A' => out.write_str(weekday_name(date.weekday())),
+            'b' => out.write_str(&month_name(date.month())[..3]),
+            'B' => out.write_str(month_name(date.month())),
+            '%' => out.write_char('%'),
             _ => return None,
-        }
+        };
+        written.ok()?;
     }
     Some(out)
 }
