@@ -87,8 +87,9 @@ pub trait RenderRows: Send {
         self.render().into_iter().map(|(_, v)| v).collect()
     }
     /// Hands each row to `out` as JSON text, in key order: a value that is an array (a key
-    /// with several rows) as one call per element, a `null` as none. Faster than [`values`](RenderRows::values)
-    /// for views that write their text straight from their own types.
+    /// with several rows) as one call per element, a `null` as none. Faster than
+    /// [`values`](RenderRows::values) for views that write their text straight from their own
+    /// types.
     fn write_rows(&self, out: &mut dyn FnMut(&[u8])) {
         write_values(self.values(), out)
     }
