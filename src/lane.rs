@@ -10,6 +10,7 @@
 //!   ticks, to the watermark of the process's judge ([`watermark`](crate::watermark)); events
 //!   behind it were judged late and come with the time to apply them at.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use differential_dataflow::input::InputSession;
@@ -69,6 +70,8 @@ pub struct BatchLane<E: Event> {
     latest: Option<Time>,
     /// The latest time a live event was applied at after its own (a correction).
     held: Option<Time>,
+    /// The lanes resume no earlier than this (a restored checkpoint's time).
+    resume: Time,
     /// Events pushed since the last flush, for the metrics.
     unreported: u64,
     metrics: Arc<Metrics>,
@@ -89,6 +92,9 @@ pub struct Replayed {
     /// The latest time a replayed live event had been applied at after its own time: the
     /// lanes had passed it before the restart, so they resume past it.
     pub held: Option<Time>,
+    /// The time of the checkpoint the views were restored from (0 without one): the lanes
+    /// resume there, and reads are exact from there.
+    pub resume: Time,
 }
 
 impl<E: Event> BatchLane<E> {
@@ -111,6 +117,7 @@ impl<E: Event> BatchLane<E> {
             tail: Vec::new(),
             latest: None,
             held: None,
+            resume: 0,
             unreported: 0,
             metrics,
         }
@@ -136,6 +143,14 @@ impl<E: Event> BatchLane<E> {
     pub fn seal(&mut self, watermark: Time) {
         self.watermark = self.watermark.max(watermark.min(CEILING));
         self.sealed = self.watermark.min(self.cap);
+    }
+
+    /// Resumes where a checkpoint of time `time` left off: its judge's `watermark` and
+    /// `newest` event, as if the history before it had been replayed.
+    pub fn resume(&mut self, time: Time, watermark: Time, newest: Option<Time>) {
+        self.seal(watermark);
+        self.newest = self.newest.max(newest);
+        self.resume = self.resume.max(time);
     }
 
     /// Seals history no further than `at_most`, whatever its own watermark: when several
@@ -193,6 +208,7 @@ impl<E: Event> BatchLane<E> {
             newest: self.newest,
             latest: self.latest,
             held: self.held,
+            resume: self.resume,
         }
     }
 
@@ -211,12 +227,34 @@ impl<E: Event> BatchLane<E> {
 /// watermark the judge publishes (see [`live`](crate::live)).
 pub struct SpeedLane<E: Event> {
     input: InputSession<Time, E, isize>,
+    /// If kept: the events applied at times the lane has not passed yet, by time.
+    pending: Option<BTreeMap<Time, Vec<E>>>,
 }
 
 impl<E: Event> SpeedLane<E> {
     /// Wraps a worker's speed input session.
     pub fn new(input: InputSession<Time, E, isize>) -> Self {
-        SpeedLane { input }
+        SpeedLane {
+            input,
+            pending: None,
+        }
+    }
+
+    /// Keeps a copy of every event applied at a time the lane has not passed yet, for
+    /// checkpoints ([`pending_from`](Self::pending_from)).
+    pub fn keep_pending(&mut self) {
+        self.pending.get_or_insert_with(BTreeMap::new);
+    }
+
+    /// The events applied at `time` or later, with their times (if they are kept).
+    pub fn pending_from(&self, time: Time) -> Vec<(E, Time)> {
+        let Some(pending) = &self.pending else {
+            return Vec::new();
+        };
+        pending
+            .range(time..)
+            .flat_map(|(at, events)| events.iter().map(|e| (e.clone(), *at)))
+            .collect()
     }
 
     /// The time below which this lane takes no more events.
@@ -227,6 +265,9 @@ impl<E: Event> SpeedLane<E> {
     /// Applies an event at `at` (never before the lane's time, nor at the end of time).
     pub fn apply(&mut self, event: E, at: Time) {
         let time = at.max(self.time()).min(END_OF_TIME - 1);
+        if let Some(pending) = &mut self.pending {
+            pending.entry(time).or_default().push(event.clone());
+        }
         self.input.update_at(event, time, 1);
     }
 
@@ -236,6 +277,9 @@ impl<E: Event> SpeedLane<E> {
         let time = time.min(END_OF_TIME - 1);
         if time > self.time() {
             self.input.advance_to(time);
+            if let Some(pending) = &mut self.pending {
+                *pending = pending.split_off(&time);
+            }
         }
         self.input.flush();
     }

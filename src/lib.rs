@@ -18,6 +18,7 @@
 //! * [`serve`], [`answer`]: queries answered inside the dataflow, by key, scattered and
 //!   gathered, or a page at a time;
 //! * [`engine`], [`cluster`], [`metrics`]: running it on threads, processes and hosts;
+//! * [`checkpoint`]: the views' state at one time, so a restart replays only what followed;
 //! * [`sql`]: views written in SQL (DuckDB's dialect), planned and rendered to the same
 //!   operators;
 //! * [`ecommerce`]: the built-in reference pipeline (see `docs/REFERENCE.md`).
@@ -38,6 +39,7 @@
 pub mod aggregate;
 pub mod answer;
 pub mod changelog;
+pub mod checkpoint;
 pub mod cluster;
 pub mod ecommerce;
 pub mod engine;

@@ -134,12 +134,15 @@ pub(crate) enum Live<E> {
 pub(crate) enum Control<E> {
     /// Build a dataflow while the engine runs (see [`flow`](crate::engine)).
     Build(Arc<crate::engine::FlowSpec<E>>),
+    /// Take a checkpoint (see [`checkpoint`](crate::checkpoint)).
+    Checkpoint(Arc<crate::engine::CheckpointRequest>),
 }
 
 impl<E> Clone for Control<E> {
     fn clone(&self) -> Self {
         match self {
             Control::Build(spec) => Control::Build(spec.clone()),
+            Control::Checkpoint(request) => Control::Checkpoint(request.clone()),
         }
     }
 }
@@ -466,10 +469,13 @@ impl<E: Event> Inlet<E> {
     }
 
     /// Sequences a change of the dataflows: once every batch judged so far is journaled and
-    /// released (and while no other is judged), `make` is called with the lanes' target (every
-    /// later event is applied at or after it) and its change goes to every worker, after every
-    /// event released before and before every event released after.
-    pub(crate) fn sequence(&self, make: impl FnOnce(Time) -> Control<E>) -> Result<(), SendError> {
+    /// released (and while no other is judged), `make` is called with the judge (its target:
+    /// every later event is applied at or after it) and its change goes to every worker, after
+    /// every event released before and before every event released after.
+    pub(crate) fn sequence(
+        &self,
+        make: impl FnOnce(&Judge) -> Control<E>,
+    ) -> Result<(), SendError> {
         let mut gate = lock(&self.gate);
         while gate.judge.is_none() && !gate.stopped {
             gate = self
@@ -477,10 +483,9 @@ impl<E: Event> Inlet<E> {
                 .wait(gate)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        let target = match gate.judge.as_ref() {
-            Some(judge) if !gate.stopped => judge.target(),
-            _ => return Err(SendError::Stopped),
-        };
+        if gate.stopped || gate.judge.is_none() {
+            return Err(SendError::Stopped);
+        }
         let issued = gate.next_ticket;
         let mut release = lock(&self.release);
         while release.next < issued {
@@ -492,9 +497,16 @@ impl<E: Event> Inlet<E> {
         if release.ended {
             return Err(SendError::Stopped);
         }
-        let control = make(target);
-        for outbox in &self.outboxes {
-            let _ = outbox.sender.send(Live::Control(control.clone()));
+        let Some(judge) = gate.judge.as_ref() else {
+            return Err(SendError::Stopped);
+        };
+        let control = make(judge);
+        for (i, outbox) in self.outboxes.iter().enumerate() {
+            // Counted like an event: no worker advances past a later watermark before it has
+            // taken the change.
+            if outbox.sender.send(Live::Control(control.clone())).is_ok() {
+                release.sent[i] += 1;
+            }
             if let Some(thread) = outbox.thread.get() {
                 thread.unpark();
             }
@@ -535,6 +547,7 @@ impl<E: Event> Inlet<E> {
                 thread.unpark();
             }
         }
+        Metrics::add(&self.metrics.drops_recorded, batch.drops.len() as u64);
         for (event, reason, watermark) in batch.drops {
             warn!(event = ?event, watermark, %reason, "late event dropped");
             if let Some(sink) = &self.on_drop {
@@ -732,7 +745,10 @@ impl<E: Event> Inbox<E> {
                 Taken::Event(event, at)
             }
             Ok(Live::Sync(time, ack)) => Taken::Sync(time, ack),
-            Ok(Live::Control(control)) => Taken::Control(control),
+            Ok(Live::Control(control)) => {
+                self.received += 1;
+                Taken::Control(control)
+            }
             Ok(Live::End) | Err(TryRecvError::Disconnected) => Taken::Ended,
             Err(TryRecvError::Empty) => Taken::Empty,
         }

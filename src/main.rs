@@ -235,6 +235,14 @@ struct Run {
     /// `POST /events` requests in progress at once; above it 503.
     #[arg(long, default_value_t = 64)]
     max_ingest_requests: usize,
+    /// How often to checkpoint the views (and once at a clean stop), so that a restart
+    /// replays only the master dataset after the newest checkpoint ("off": none is taken,
+    /// and the views keep no copy of their state for them).
+    #[arg(long, default_value = "60s", value_parser = parse_optional_duration)]
+    checkpoint_interval: Limit,
+    /// Ignore the data directory's checkpoints: replay the whole master dataset.
+    #[arg(long)]
+    from_scratch: bool,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -406,6 +414,8 @@ fn run_server(run: Run) -> Result<(), String> {
             max_future: run.rules.max_future.0,
         },
         max_ingest_requests: run.max_ingest_requests,
+        checkpoint_interval: run.checkpoint_interval.0,
+        from_scratch: run.from_scratch,
         master: MasterOptions {
             segment_bytes: run.rules.segment_bytes,
             ..MasterOptions::default()

@@ -22,6 +22,12 @@ pub struct Metrics {
     pub late_corrected: AtomicU64,
     /// Late events left out (policy `drop`).
     pub late_dropped: AtomicU64,
+    /// Late drops the master dataset records (replayed, restored or live).
+    pub drops_recorded: AtomicU64,
+    /// Whether every drop recorded before this start has been handed to the late sink: after
+    /// the replay, and after a restore once the master dataset before the checkpoint has been
+    /// read for them (in the background).
+    pub drops_reported: AtomicBool,
     /// Queries taken.
     pub queries: AtomicU64,
     /// Local workers that have finished replaying their share of history.
@@ -46,6 +52,16 @@ pub struct Metrics {
     /// Whether the views the engine started with reflect the whole replayed history (the
     /// server then reads and ingests).
     pub replayed: AtomicBool,
+    /// Checkpoints written since the process started.
+    pub checkpoints: AtomicU64,
+    /// When the last checkpoint was durable (wall clock ms since the epoch; 0: none yet).
+    pub checkpoint_at_ms: AtomicU64,
+    /// How long the last checkpoint took, in microseconds.
+    pub checkpoint_micros: AtomicU64,
+    /// The size of the last checkpoint, in bytes.
+    pub checkpoint_bytes: AtomicU64,
+    /// Whether the views were restored from a checkpoint when the process started.
+    pub restored: AtomicBool,
     /// Each local worker's speed-lane time (its watermark), by worker index.
     worker_watermarks: Mutex<BTreeMap<usize, u64>>,
     /// Queries each local worker has taken and not yet answered, by worker index.
@@ -106,6 +122,16 @@ impl Metrics {
             }
         }
         totals
+    }
+
+    /// Records a checkpoint written.
+    pub fn checkpoint_taken(&self, taken: &crate::checkpoint::Taken) {
+        Metrics::add(&self.checkpoints, 1);
+        let now = crate::live::wall_clock_ms();
+        self.checkpoint_at_ms.store(now, Ordering::Relaxed);
+        self.checkpoint_micros
+            .store((taken.seconds * 1e6) as u64, Ordering::Relaxed);
+        self.checkpoint_bytes.store(taken.bytes, Ordering::Relaxed);
     }
 
     /// Reads a counter.

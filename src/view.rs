@@ -29,6 +29,7 @@ use timely::dataflow::{ProbeHandle, Stream};
 use crate::aggregate::pre_aggregate;
 use crate::answer::{Combined, RenderRows, Replies, Rows, gather, write_values};
 use crate::changelog::{Changelog, Finality, Render, changelog};
+use crate::checkpoint::Cuts;
 use crate::event::Time;
 use crate::metrics::Metrics;
 use crate::serve::{QueryMsg, Reader, Routed, ViewTrace, serve};
@@ -128,6 +129,8 @@ pub struct Views<'s> {
     catalog: Vec<ViewInfo>,
     /// Whether each keyed view said when its rows become final, asked once all are registered.
     windowed: Vec<(usize, Box<dyn Fn() -> bool + 's>)>,
+    /// Where the views' state begins, for checkpoints.
+    cuts: Cuts,
 }
 
 impl<'s> Views<'s> {
@@ -138,6 +141,7 @@ impl<'s> Views<'s> {
         changelog: Option<(Arc<Changelog>, usize)>,
         probe: ProbeHandle<Time>,
         page_hold: Duration,
+        cuts: Cuts,
     ) -> Self {
         Views {
             queries,
@@ -148,7 +152,33 @@ impl<'s> Views<'s> {
             page_hold,
             catalog: Vec::new(),
             windowed: Vec::new(),
+            cuts,
         }
+    }
+
+    /// The cuts of the views registered so far (see [`checkpoint`](crate::checkpoint)).
+    pub(crate) fn cuts(&self) -> Cuts {
+        self.cuts.clone()
+    }
+
+    /// Marks `collection` as where state begins, for checkpoints (see
+    /// [`checkpoint`](crate::checkpoint)): a restore gives it back its consolidated contents
+    /// and replays only later events through what comes before it. What comes before must
+    /// hold no state (maps, filters, `explode`, window assignment, pre-aggregation); what
+    /// comes after may (reduces, joins, sessions). `name` is unique in the pipeline.
+    /// [`register`](Self::register) cuts its own collection; a view registered with
+    /// [`register_derived`](Self::register_derived) cuts the inputs of its stateful operators
+    /// with this.
+    pub fn checkpoint<D, R>(
+        &mut self,
+        name: &str,
+        collection: VecCollection<'s, Time, D, R>,
+    ) -> VecCollection<'s, Time, D, R>
+    where
+        D: ExchangeData + Hash,
+        R: ExchangeData + Semigroup,
+    {
+        self.cuts.cut(name, "", collection)
     }
 
     pub(crate) fn into_catalog(mut self) -> Vec<ViewInfo> {
@@ -181,7 +211,10 @@ impl<'s> Views<'s> {
     /// JSON value of its row, or `None` to show no row.
     ///
     /// Equal records are consolidated before they are exchanged ([`pre_aggregate`]), then
-    /// arranged by key.
+    /// arranged by key. The collection is where the view's state begins, for checkpoints
+    /// (see [`checkpoint`](Self::checkpoint)): it must be a function of the events without
+    /// state; a view over a reduce, a join or sessions is registered with
+    /// [`register_derived`](Self::register_derived).
     pub fn register<K, V, R, F>(
         &mut self,
         name: &str,
@@ -215,8 +248,29 @@ impl<'s> Views<'s> {
         P: Fn(&str) -> Option<K> + 'static,
         F: Fn(&K, &[(V, R)]) -> Option<Value> + Send + Sync + 'static,
     {
-        let updates = pre_aggregate(collection);
+        let updates = self.cuts.cut(name, "", pre_aggregate(collection));
         self.register_rendered(name, description, updates, parse, render, None)
+    }
+
+    /// Like [`register`](Views::register), for a collection that comes out of stateful
+    /// operators (a reduce, a join, sessions): it is not a cut itself, so the inputs of those
+    /// operators must be, with [`checkpoint`](Self::checkpoint), for the pipeline to be
+    /// restored from checkpoints ([`Pipeline::checkpointed`](crate::engine::Pipeline::checkpointed)).
+    pub fn register_derived<K, V, R, F>(
+        &mut self,
+        name: &str,
+        description: &str,
+        collection: VecCollection<'s, Time, (K, V), R>,
+        render: F,
+    ) -> ViewRef<'s, K, V, R>
+    where
+        K: ViewKey,
+        V: ExchangeData + Hash,
+        R: ExchangeData + Semigroup,
+        F: Fn(&K, &[(V, R)]) -> Option<Value> + Send + Sync + 'static,
+    {
+        let updates = pre_aggregate(collection);
+        self.register_rendered(name, description, updates, K::parse_key, render, None)
     }
 
     /// Like [`register_with`](Views::register_with), and with `text`, which writes a key's rows

@@ -158,6 +158,80 @@ fn dropped_events_go_to_the_dead_letter_file() {
     );
 }
 
+/// After a restore from a checkpoint, `GET /late` and the dead-letter file list the drops from
+/// before the checkpoint (read in the background) and after it (replayed), each once: the same
+/// as before the crash.
+#[test]
+fn drops_before_a_checkpoint_are_listed_after_a_restore() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = [
+        "--late-policy",
+        "drop",
+        "--allowed-lateness",
+        "0s",
+        "--idle-timeout",
+        "off",
+    ];
+    let server = Server::start(dir.path(), free_port(), &args, true);
+    let on_time: Vec<Order> = (0..50).map(|i| purchase(100_000 + i * 10, i % 5)).collect();
+    let post = |server: &Server, events: &[Order]| {
+        assert_eq!(
+            server
+                .post("/events", "application/x-ndjson", jsonl(events))
+                .0,
+            200
+        );
+    };
+    post(&server, &on_time);
+    server.declare(200_000);
+    post(
+        &server,
+        &(0..7)
+            .map(|i| purchase(50_000 + i, 100 + i))
+            .collect::<Vec<_>>(),
+    );
+    let (status, taken) = server.post("/checkpoint", "application/json", Vec::new());
+    assert_eq!(status, 200, "{taken}");
+    post(
+        &server,
+        &(0..3)
+            .map(|i| purchase(60_000 + i, 200 + i))
+            .collect::<Vec<_>>(),
+    );
+    let (_, before) = server.get("/late");
+    assert_eq!(before["dropped_total"], 10);
+    server.kill();
+
+    let server = Server::start(dir.path(), free_port(), &args, true);
+    assert_eq!(server.metric("lambdaflow_restored"), 1.0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let (_, listed) = server.get("/late");
+        if listed["complete"] == true {
+            break listed;
+        }
+        assert!(std::time::Instant::now() < deadline, "/late never complete");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(after["dropped_total"], 10);
+    assert_eq!(after["recent"], before["recent"]);
+    let visible = server.declare(200_001);
+    assert_eq!(
+        customer_spend(&server, visible),
+        oracle(&on_time)["customer_spend"]
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while dead_letters(dir.path()).len() != 10 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut customers: Vec<u64> = dead_letters(dir.path())
+        .iter()
+        .map(|l| l["event"]["customer"].as_u64().expect("customer"))
+        .collect();
+    customers.sort();
+    assert_eq!(customers, (100..107).chain(200..203).collect::<Vec<_>>());
+}
+
 /// Under `correct`, a late event within the maximum lateness is corrected; beyond it, dropped.
 #[test]
 fn the_maximum_lateness_bounds_corrections() {

@@ -62,13 +62,8 @@ fn golden_views_over_http_with_one_and_two_workers() {
         assert_eq!(status, 404);
         let (status, _) = server.get("/views/nope");
         assert_eq!(status, 404);
-        assert!(
-            metric(
-                &server,
-                "lambdaflow_arrangement_records{view=\"product_stats\"}"
-            ) > 0.0
-        );
-        assert_eq!(metric(&server, "lambdaflow_history_events_total"), 14006.0);
+        assert!(server.metric("lambdaflow_arrangement_records{view=\"product_stats\"}") > 0.0);
+        assert_eq!(server.metric("lambdaflow_history_events_total"), 14006.0);
     }
 }
 
@@ -200,22 +195,6 @@ fn last_segment(dir: &std::path::Path) -> std::path::PathBuf {
     segments.pop().expect("a segment")
 }
 
-fn metric(server: &Server, name: &str) -> f64 {
-    let text = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .expect("metrics")
-        .text()
-        .expect("text");
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
-}
-
 #[test]
 fn a_torn_tail_is_cut_off_and_reported() {
     let history = read_orders(&golden("history.jsonl"))[..500].to_vec();
@@ -239,7 +218,7 @@ fn a_torn_tail_is_cut_off_and_reported() {
         std::fs::write(&segment, bytes).expect("write");
         let server = Server::start(&data, free_port(), &[], true);
         assert!(
-            metric(&server, "lambdaflow_log_truncated_bytes") > 0.0,
+            server.metric("lambdaflow_log_truncated_bytes") > 0.0,
             "{damage} is reported"
         );
         let visible = server.declare(past_the_end(&history));

@@ -275,6 +275,10 @@ fn net_value(values: &[((), Sums<2>)]) -> Option<Value> {
 impl Pipeline for Ecommerce {
     type Event = Order;
 
+    fn checkpointed(&self) -> bool {
+        true
+    }
+
     fn build<'s>(&self, events: VecCollection<'s, Time, Order>, views: &mut Views<'s>) {
         let money = events.clone().filter(Order::is_money);
 
@@ -359,13 +363,21 @@ pub struct EcommerceWithWindows;
 impl Pipeline for EcommerceWithWindows {
     type Event = Order;
 
+    fn checkpointed(&self) -> bool {
+        true
+    }
+
     fn build<'s>(&self, events: VecCollection<'s, Time, Order>, views: &mut Views<'s>) {
         Ecommerce.build(events.clone(), views);
         let money = events.clone().filter(Order::is_money);
-        views.register(
+        let visits = views.checkpoint(
+            "customer_sessions.events",
+            events.map(|o| (o.customer, o.ts)),
+        );
+        views.register_derived(
             "customer_sessions",
             "sessions of each customer (events less than 30 minutes apart): start, end (last event, inclusive), events",
-            HALF_HOUR_SESSIONS.sessions(events.map(|o| (o.customer, o.ts))),
+            HALF_HOUR_SESSIONS.sessions(visits),
             |_, sessions| {
                 let list: Vec<Value> = sessions
                     .iter()

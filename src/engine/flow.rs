@@ -41,6 +41,11 @@ use crate::view::{ViewInfo, Views};
 pub trait Backfill<E>: Send + Sync {
     /// The bytes a whole backfill reads (over every share), for progress.
     fn bytes(&self) -> u64;
+    /// Where the mark is in the master dataset (what follows it is not read), if it is one:
+    /// checkpoints need it.
+    fn position(&self) -> Option<crate::master::Position> {
+        None
+    }
     /// Replays share `share`, adding the bytes read to `progress`.
     fn read(
         &self,
@@ -137,6 +142,9 @@ impl<E: Event> Flow<E> {
                 cx.changelog.clone(),
                 views_probe.clone(),
                 cx.page_hold,
+                // Dataflows built while the engine runs are not checkpointed: a restart builds
+                // their views in the engine's own dataflow.
+                crate::checkpoint::Cuts::new(false),
             );
             spec.pipeline.build(events, &mut views);
             (batch_input, speed_input, query_input, views.into_catalog())

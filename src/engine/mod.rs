@@ -9,6 +9,7 @@
 //! the query input at the right read time (`engine::client`), and step the dataflow.
 
 mod catalog;
+mod checkpointing;
 mod client;
 mod flow;
 mod replay;
@@ -31,6 +32,8 @@ use timely::worker::Worker;
 use tracing::{error, info};
 
 pub use catalog::{Listed, ViewState};
+pub use checkpointing::Checkpointer;
+pub(crate) use checkpointing::Request as CheckpointRequest;
 pub use client::{Client, QueryError, Ticket};
 pub use flow::{Backfill, BackfillSource, FlowSpec};
 
@@ -64,6 +67,14 @@ pub trait Pipeline: Send + Sync + 'static {
     /// [`Event::parse`].
     fn decoder(&self) -> Arc<dyn Decode<Self::Event>> {
         Arc::new(Parse)
+    }
+
+    /// Whether every view's state begins at a cut ([`Views::checkpoint`], or the collection of
+    /// [`Views::register`]), so that the views can be restored from a checkpoint (see
+    /// [`checkpoint`](crate::checkpoint)). A pipeline says so once it is written that way;
+    /// without it, no checkpoint is taken and a restart replays the whole master dataset.
+    fn checkpointed(&self) -> bool {
+        false
     }
 }
 
@@ -140,6 +151,24 @@ pub struct Hooks<E> {
     /// on this process's first worker; `false` leaves the item (and those after it) to be
     /// heard again later.
     pub on_sequenced: Option<OnSequenced>,
+    /// Where checkpoints are kept (with a master dataset as the history and a
+    /// [`backfill`](Self::backfill) source of it, for a pipeline that is
+    /// [`checkpointed`](Pipeline::checkpointed)); see [`checkpoint`](crate::checkpoint).
+    pub checkpoints: Option<Checkpoints>,
+}
+
+/// Where checkpoints are kept, and whether to start from them.
+#[derive(Clone, Debug)]
+pub struct Checkpoints {
+    /// The store.
+    pub store: crate::checkpoint::Store,
+    /// Whether to restore the views from the newest checkpoint that fits them (else the
+    /// history is replayed in full: `run --from-scratch`).
+    pub restore: bool,
+    /// Whether checkpoints are taken (then the views keep a copy of their state's inputs for
+    /// them, and the speed lanes their pending events); if not, one already stored can still
+    /// be restored from.
+    pub take: bool,
 }
 
 /// Hears an item of the log all processes read in one order; `false`: not yet.
@@ -153,6 +182,7 @@ impl<E> Default for Hooks<E> {
             journal: None,
             backfill: None,
             on_sequenced: None,
+            checkpoints: None,
         }
     }
 }
@@ -164,6 +194,7 @@ pub struct Engine<E: Event> {
     live: Option<LiveSender<E>>,
     inlet: Arc<Inlet<E>>,
     client: Client,
+    checkpointer: Option<Checkpointer<E>>,
     metrics: Arc<Metrics>,
     failure: Arc<Mutex<Option<String>>>,
     ticker: Option<std::thread::JoinHandle<()>>,
@@ -217,6 +248,32 @@ impl<E: Event> Engine<E> {
         let catalog = Arc::new(Catalog::default());
         let backfill = hooks.backfill.clone();
         let failure = Arc::new(Mutex::new(None));
+        let checkpointed = pipeline.checkpointed() && matches!(history, History::Master(_));
+        let checkpointer = match (&hooks.checkpoints, &backfill) {
+            (Some(c), Some(source)) if checkpointed && c.take => Some(Checkpointer {
+                store: c.store.clone(),
+                inlet: inlet.clone(),
+                source: source.clone(),
+                local,
+                metrics: metrics.clone(),
+                busy: Arc::default(),
+            }),
+            _ => None,
+        };
+        let candidates = match (&hooks.checkpoints, &backfill) {
+            (Some(c), Some(source)) if checkpointed && c.restore => {
+                let end = source.mark().position();
+                c.store
+                    .load()
+                    .into_iter()
+                    .filter(|k| {
+                        k.schema_version == E::SCHEMA_VERSION
+                            && end.is_some_and(|e| k.position <= e)
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         let (idle, tick_every) = (settings.idle_timeout, settings.tick);
         let shared = Arc::new(Shared {
             local,
@@ -229,6 +286,8 @@ impl<E: Event> Engine<E> {
             inlet: inlet.clone(),
             failure: failure.clone(),
             catalog: catalog.clone(),
+            checkpoints: checkpointer.is_some(),
+            candidates,
         });
 
         let config = timely::WorkerConfig::default();
@@ -264,6 +323,7 @@ impl<E: Event> Engine<E> {
             live: Some(LiveSender::new(inlet.clone())),
             inlet,
             client: Client::new(query_boxes, catalog),
+            checkpointer,
             metrics,
             failure,
             ticker,
@@ -285,6 +345,21 @@ impl<E: Event> Engine<E> {
     /// Builds dataflows while the engine runs, and drops views (see [`Flows`]).
     pub fn flows(&self) -> Flows<E> {
         self.flows.clone()
+    }
+
+    /// Takes checkpoints, if this engine has a store for them and its pipeline can be
+    /// restored from them ([`Hooks::checkpoints`]).
+    pub fn checkpointer(&self) -> Option<Checkpointer<E>> {
+        self.checkpointer.clone()
+    }
+
+    /// Takes a checkpoint now and returns once it is durable (see
+    /// [`checkpoint`](crate::checkpoint)).
+    pub fn checkpoint(&self) -> Result<crate::checkpoint::Taken, String> {
+        self.checkpointer
+            .as_ref()
+            .ok_or("this engine takes no checkpoints (no store, or a pipeline that is not checkpointed)")?
+            .take()
     }
 
     /// A query client.
@@ -390,11 +465,11 @@ impl<E: Event> Flows<E> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let progress = Arc::new(Progress::default());
         self.inlet
-            .sequence(|horizon| {
+            .sequence(|judge| {
                 Control::Build(Arc::new(FlowSpec {
                     id,
                     pipeline,
-                    horizon,
+                    horizon: judge.target(),
                     backfill: source.mark(),
                     progress,
                     hidden,
@@ -441,6 +516,10 @@ struct Shared<E: Event, P> {
     inlet: Arc<Inlet<E>>,
     failure: Arc<Mutex<Option<String>>>,
     catalog: Arc<Catalog>,
+    /// Whether checkpoints are taken (the speed lanes keep their pending events).
+    checkpoints: bool,
+    /// The checkpoints to restore from, newest first: the first whose cuts are the dataflow's.
+    candidates: Vec<crate::checkpoint::Checkpoint>,
 }
 
 impl<E: Event, P> Shared<E, P> {
@@ -501,8 +580,10 @@ where
             changelog,
             views_probe.clone(),
             settings.page_hold,
+            crate::checkpoint::Cuts::new(shared.checkpoints),
         );
         shared.pipeline.build(events, &mut views);
+        let cuts = views.cuts();
         (
             batch_input,
             speed_input,
@@ -510,13 +591,30 @@ where
             gossip_input,
             summary_input,
             cap_input,
-            lanes,
+            (lanes, cuts),
             views.into_catalog(),
         )
     });
+    let (lanes, cuts) = lanes;
     let names: Vec<String> = catalog.iter().map(|v| v.name.clone()).collect();
     let leader = worker.index().is_multiple_of(shared.local);
+    let points = cuts.points();
+    let restored = shared.candidates.iter().find(|c| c.points == points);
+    if let Some(checkpoint) = restored {
+        cuts.restore_from(checkpoint, worker.index() % shared.local, shared.local);
+        if leader {
+            info!(
+                id = checkpoint.id,
+                as_of = checkpoint.time,
+                "restoring the views from a checkpoint; replaying the master dataset after it"
+            );
+            metrics.restored.store(true, Ordering::Relaxed);
+        }
+    } else if leader && !shared.candidates.is_empty() {
+        info!("no checkpoint fits the views (they changed): replaying the whole master dataset");
+    }
     if leader {
+        checkpointing::report_drops(shared, restored);
         shared
             .catalog
             .add(0, catalog, true, Arc::new(Progress::default()), false);
@@ -547,12 +645,15 @@ where
         metrics.clone(),
     );
     let mut speed = SpeedLane::new(speed_input);
+    if shared.checkpoints {
+        speed.keep_pending();
+    }
     // Processes replaying their own master datasets first agree how far all of them are sealed.
     let per_process = matches!(shared.history, History::Master(_));
     let mut cap = None;
     let mut outcome = Ok(0);
     if per_process && worker.peers() > shared.local {
-        let own = replay::seal_cap(worker, shared, rules.allowed_lateness);
+        let own = replay::seal_cap(worker, shared, rules.allowed_lateness, restored);
         cap_input.send((worker.index(), *own.as_ref().unwrap_or(&0)));
         cap_input.flush();
         while caps.borrow().iter().any(Option::is_none) {
@@ -570,7 +671,8 @@ where
         outcome = own.map(|_| 0);
     }
     drop(cap_input);
-    let outcome = outcome.and_then(|_| replay::replay(worker, shared, &mut batch, &mut speed));
+    let outcome =
+        outcome.and_then(|_| replay::replay(worker, shared, &mut batch, &mut speed, restored));
 
     // Every worker tells every other what it replayed, and all compute the same plan.
     summary_input.send((worker.index(), batch.replayed()));
@@ -593,6 +695,11 @@ where
     }
     speed.advance_to(plan.target);
     drop(summary_input);
+    // A state that a cut could not read (its operator ran during the replay) fails the restore.
+    let outcome = match (restored, cuts.failure()) {
+        (Some(_), Some(e)) => outcome.and(Err(e)),
+        _ => outcome,
+    };
     let failure = outcome.as_ref().err().cloned();
     match &outcome {
         Ok(events) => info!(
@@ -616,6 +723,9 @@ where
     let mut requests = Some(requests);
     let mut held: Vec<(QueryMsg, bool, crate::answer::Reply)> = Vec::new();
     let mut last_tick = Instant::now();
+    // A checkpoint being taken: its request and this worker's events kept for it.
+    let mut checkpointing: Option<(Arc<CheckpointRequest>, Vec<u8>)> = None;
+    let local_index = worker.index() % shared.local;
     loop {
         if let Some(lane) = speed.as_mut() {
             let mut ended = false;
@@ -646,6 +756,20 @@ where
                             );
                         }
                         flows.push(flow);
+                    }
+                    Taken::Control(Control::Checkpoint(request)) => {
+                        let time = request.header.time;
+                        match rmp_serde::to_vec(&lane.pending_from(time)) {
+                            Ok(pending) => {
+                                cuts.request(time);
+                                checkpointing = Some((request, pending));
+                            }
+                            Err(e) => request.deliver(
+                                local_index,
+                                Vec::new(),
+                                Err(format!("cannot write the kept events: {e}")),
+                            ),
+                        }
                     }
                     Taken::Empty => break,
                     Taken::Ended => {
@@ -681,6 +805,18 @@ where
                     }
                 }
             }
+        }
+
+        if let Some(failure) = cuts.failure()
+            && let Some((request, _)) = checkpointing.take()
+        {
+            request.deliver(local_index, Vec::new(), Err(failure));
+        } else if checkpointing.is_some()
+            && let Some(states) = cuts.take()
+            && let Some((request, pending)) = checkpointing.take()
+        {
+            let part = crate::checkpoint::Part { pending, states };
+            request.deliver(local_index, cuts.points(), Ok(part));
         }
 
         // Keep the query input at the fresh read time, or on the wall clock once the lanes ended.

@@ -11,6 +11,7 @@ use timely::worker::Worker;
 use tracing::warn;
 
 use super::Shared;
+use crate::checkpoint::Checkpoint;
 use crate::event::{Event, Time};
 use crate::history::{History, Share, read_share_checked};
 use crate::lane::{BatchLane, BatchTime, Replayed, SpeedLane};
@@ -22,11 +23,14 @@ use crate::metrics::Metrics;
 const REPLAY_CHUNK: u64 = 64 * 1024;
 
 /// Replays this worker's share of the history into `batch`; returns how many events it took.
+/// With a checkpoint the views were `restored` from, the master dataset is replayed from the
+/// checkpoint's position on, after the events it kept (see [`checkpoint`](crate::checkpoint)).
 pub(super) fn replay<E: Event, P: super::Pipeline<Event = E>>(
     worker: &mut Worker,
     shared: &Shared<E, P>,
     batch: &mut BatchLane<E>,
     speed: &mut SpeedLane<E>,
+    restored: Option<&Checkpoint>,
 ) -> Result<u64, String> {
     let metrics = &shared.metrics;
     let mut replayed = 0u64;
@@ -83,10 +87,19 @@ pub(super) fn replay<E: Event, P: super::Pipeline<Event = E>>(
                 count: shared.local,
             };
             let on_drop = shared.hooks.on_late_drop.clone();
-            crate::master::read_share_with(
-                &crate::master::Disk,
+            if let Some(checkpoint) = restored {
+                for (event, at) in kept_events::<E>(checkpoint, local)? {
+                    batch.push(event, at);
+                    replayed += 1;
+                }
+                batch.resume(checkpoint.time, checkpoint.watermark, checkpoint.newest);
+                if local.index == 0 {
+                    Metrics::add(&metrics.history_bytes, checkpoint.log_bytes);
+                }
+            }
+            read_master(
                 dir,
-                E::SCHEMA_VERSION,
+                restored,
                 local,
                 &metrics.history_bytes,
                 |entry: Entry<E>| {
@@ -105,6 +118,7 @@ pub(super) fn replay<E: Event, P: super::Pipeline<Event = E>>(
                             reason,
                             watermark,
                         } => {
+                            Metrics::add(&metrics.drops_recorded, 1);
                             if let Some(sink) = &on_drop {
                                 sink(&LateDrop {
                                     event: &event,
@@ -120,12 +134,55 @@ pub(super) fn replay<E: Event, P: super::Pipeline<Event = E>>(
                     chunked(batch, worker);
                 },
             )
-            .map(drop)
-            .map_err(|e| format!("cannot replay the master dataset: {e}"))
         }
     };
     speed.advance_to(batch.flush());
     result.map(|()| replayed)
+}
+
+/// Reads share `local` of the master dataset in `dir`: all of it, or what follows the
+/// position of the checkpoint the views were `restored` from.
+fn read_master<E: Event>(
+    dir: &std::path::Path,
+    restored: Option<&Checkpoint>,
+    local: Share,
+    progress: &std::sync::atomic::AtomicU64,
+    on_entry: impl FnMut(Entry<E>),
+) -> Result<(), String> {
+    let disk = &crate::master::Disk;
+    match restored {
+        Some(c) => crate::master::read_share_from(
+            disk,
+            dir,
+            E::SCHEMA_VERSION,
+            c.position,
+            local,
+            progress,
+            on_entry,
+        ),
+        None => {
+            crate::master::read_share_with(disk, dir, E::SCHEMA_VERSION, local, progress, on_entry)
+        }
+    }
+    .map(drop)
+    .map_err(|e| format!("cannot replay the master dataset: {e}"))
+}
+
+/// The events a checkpoint kept (applied at or after its time) of the workers whose parts
+/// share `local` takes.
+fn kept_events<E: Event>(checkpoint: &Checkpoint, local: Share) -> Result<Vec<(E, Time)>, String> {
+    let mut events = Vec::new();
+    for (_, part) in checkpoint
+        .workers
+        .iter()
+        .enumerate()
+        .filter(|(worker, _)| worker % local.count == local.index)
+    {
+        let kept: Vec<(E, Time)> = rmp_serde::from_slice(&part.pending)
+            .map_err(|e| format!("cannot read checkpoint {}'s events: {e}", checkpoint.id))?;
+        events.extend(kept);
+    }
+    Ok(events)
 }
 
 /// How far this worker's share of its process's master dataset is sealed (its recorded
@@ -136,6 +193,7 @@ pub(super) fn seal_cap<E: Event, P>(
     worker: &Worker,
     shared: &Shared<E, P>,
     lateness: Time,
+    restored: Option<&Checkpoint>,
 ) -> Result<Time, String> {
     let History::Master(dir) = &shared.history else {
         return Ok(crate::watermark::CEILING);
@@ -145,22 +203,28 @@ pub(super) fn seal_cap<E: Event, P>(
         count: shared.local,
     };
     let mut watermark = 0;
-    crate::master::read_share_with(
-        &crate::master::Disk,
+    let mut observe = |ts: Time| watermark = watermark.max(ts.saturating_sub(lateness));
+    if let Some(checkpoint) = restored {
+        for (event, _) in kept_events::<E>(checkpoint, local)? {
+            observe(event.time());
+        }
+        observe(checkpoint.newest.unwrap_or(0));
+    }
+    let mut recorded = restored.map_or(0, |c| c.watermark);
+    read_master(
         dir,
-        E::SCHEMA_VERSION,
+        restored,
         local,
         &std::sync::atomic::AtomicU64::new(0),
         |entry: Entry<E>| match entry {
             Entry::Event(event) | Entry::Corrected { event, .. } | Entry::Held { event, .. } => {
-                watermark = watermark.max(event.time().saturating_sub(lateness));
+                observe(event.time());
             }
-            Entry::Watermark(w) => watermark = watermark.max(w),
+            Entry::Watermark(w) => recorded = recorded.max(w),
             _ => {}
         },
-    )
-    .map_err(|e| format!("cannot replay the master dataset: {e}"))?;
-    Ok(watermark.min(crate::watermark::CEILING))
+    )?;
+    Ok(watermark.max(recorded).min(crate::watermark::CEILING))
 }
 
 /// What every worker computes from what all of them replayed.
@@ -203,8 +267,12 @@ pub(super) fn plan(
         newest = newest.max(r.newest);
         held = held.max(r.held);
     }
+    let resume = replayed.iter().map(|r| r.resume).max().unwrap_or(0);
     // At least 1, so that time 0 is complete and a fresh read always has a time to read at.
-    let target = held.map_or(watermark, |h| watermark.max(h + 1)).max(1);
+    let target = held
+        .map_or(watermark, |h| watermark.max(h + 1))
+        .max(resume)
+        .max(1);
     let sealed = replayed.iter().map(|r| r.sealed).max().unwrap_or(0);
     let horizon = match batch_time {
         BatchTime::Single => sealed,
@@ -219,7 +287,7 @@ pub(super) fn plan(
         target,
         newest,
         cut: cap.map_or(watermark, |c| c.min(watermark)),
-        horizon,
+        horizon: horizon.max(resume),
     }
 }
 
@@ -234,6 +302,7 @@ mod tests {
             newest: Some(newest),
             latest: Some(latest),
             held: None,
+            resume: 0,
         }
     }
 
@@ -260,6 +329,7 @@ mod tests {
             newest: Some(watermark + 5),
             latest: None,
             held: None,
+            resume: 0,
         };
         let all = [
             capped(100, 100),

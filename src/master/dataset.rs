@@ -12,7 +12,7 @@ use tracing::{error, info};
 
 use super::format::{self, HEADER_BYTES, Layout, Marker, SealedSegment, io_at};
 use super::recover;
-use super::replay::{ReadStats, Reading};
+use super::replay::{Position, ReadStats, Reading};
 use super::storage::{Disk, Storage, StorageFile, StorageLock};
 use super::{AppendReceipt, Error, MasterCounters, MasterOptions, Recovery, Result};
 use crate::history::Share;
@@ -355,6 +355,7 @@ impl<E: Serialize + DeserializeOwned> MasterDataset<E> {
             dir: &self.dir,
             schema_version: self.options.schema_version,
             until: Some(end),
+            from: None,
         };
         reading.share(share, &AtomicU64::new(0), on_event)
     }
@@ -383,6 +384,7 @@ impl<E: Serialize + DeserializeOwned> MasterDataset<E> {
             dir: &self.dir,
             schema_version: self.options.schema_version,
             until: Some(mark.until),
+            from: None,
         };
         reading.share(share, progress, on_event)
     }
@@ -394,6 +396,17 @@ pub struct Mark {
     until: (u64, u64),
     /// The bytes of the records before it (for progress).
     pub bytes: u64,
+}
+
+impl Mark {
+    /// Where the mark is in the log: a replay from there reads what came after it
+    /// ([`read_share_from`](super::read_share_from)).
+    pub fn position(&self) -> Position {
+        Position {
+            segment: self.until.0,
+            offset: self.until.1,
+        }
+    }
 }
 
 impl<E> MasterDataset<E> {

@@ -129,8 +129,8 @@ pub use entry::{Entry, ImportMark};
 pub use format::{FRAME_BYTES, HEADER_BYTES, MARKER_BYTES, MAX_RECORD_BYTES};
 pub use recover::{Cut, Damage, RepairReport, repair, repair_with};
 pub use replay::{
-    ReadStats, VerifyReport, read_share, read_share_with, read_share_with_progress, verify,
-    verify_with,
+    Position, ReadStats, VerifyReport, read_share, read_share_from, read_share_until,
+    read_share_with, read_share_with_progress, verify, verify_with,
 };
 pub use storage::{Access, Disk, Storage, StorageFile, StorageLock};
 

@@ -5,9 +5,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use tracing::debug;
 
-use super::format::{self, FRAME_BYTES, Layout, corrupt};
+use super::format::{self, FRAME_BYTES, HEADER_BYTES, Layout, corrupt};
 use super::segment::{Frame, Group, GroupFrame, SegmentReader};
 use super::storage::{Disk, Storage};
 use super::{Error, MasterOptions, Result};
@@ -108,8 +109,61 @@ pub fn read_share_with<E: DeserializeOwned>(
         dir,
         schema_version,
         until: None,
+        from: None,
     };
     reading.share(share, progress, on_event)
+}
+
+/// [`read_share_with`], of the records from `from` on (a [`Mark`](super::Mark)'s
+/// [`position`](super::Mark::position)): what was appended after the mark. Share `i` of `n`
+/// takes the records at positions `i, i + n, ...` counted from there.
+pub fn read_share_from<E: DeserializeOwned>(
+    storage: &dyn Storage,
+    dir: &Path,
+    schema_version: u32,
+    from: Position,
+    share: Share,
+    progress: &AtomicU64,
+    on_event: impl FnMut(E),
+) -> Result<ReadStats> {
+    let reading = Reading {
+        storage,
+        dir,
+        schema_version,
+        until: None,
+        from: Some((from.segment, from.offset)),
+    };
+    reading.share(share, progress, on_event)
+}
+
+/// [`read_share_with`], of the records before `until` (a [`Mark`](super::Mark)'s
+/// [`position`](super::Mark::position)): what was there at the mark.
+pub fn read_share_until<E: DeserializeOwned>(
+    storage: &dyn Storage,
+    dir: &Path,
+    schema_version: u32,
+    until: Position,
+    share: Share,
+    progress: &AtomicU64,
+    on_event: impl FnMut(E),
+) -> Result<ReadStats> {
+    let reading = Reading {
+        storage,
+        dir,
+        schema_version,
+        until: Some((until.segment, until.offset)),
+        from: None,
+    };
+    reading.share(share, progress, on_event)
+}
+
+/// A point of the log between two groups: a segment and an offset in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Position {
+    /// The segment's id.
+    pub segment: u64,
+    /// The offset in it, in bytes.
+    pub offset: u64,
 }
 
 /// Checks every record and commit marker of the master dataset in `dir` (frames, checksums,
@@ -123,7 +177,7 @@ pub fn verify(dir: impl AsRef<Path>) -> Result<VerifyReport> {
 
 /// [`verify`] on any [`Storage`].
 pub fn verify_with(storage: &dyn Storage, dir: &Path) -> Result<VerifyReport> {
-    scan(storage, dir, None, |_, _, _| Ok(()))
+    scan(storage, dir, None, None, |_, _, _| Ok(()))
 }
 
 /// A replay's source: where, up to which schema version, and up to where in the log.
@@ -134,6 +188,9 @@ pub(super) struct Reading<'a> {
     /// The durable end of the log as its writer knows it (a segment id and a length in it),
     /// if known.
     pub until: Option<(u64, u64)>,
+    /// Where to start: the log from this point on (a segment id and an offset in it, at a
+    /// group's boundary), or all of it.
+    pub from: Option<(u64, u64)>,
 }
 
 impl Reading<'_> {
@@ -154,6 +211,7 @@ impl Reading<'_> {
             self.storage,
             self.dir,
             self.until,
+            self.from,
             |reader, group, first| {
                 // Skip the second pass over a group none of whose records is this share's.
                 let ahead = (index + count - first % count) % count;
@@ -195,13 +253,15 @@ impl Reading<'_> {
     }
 }
 
-/// Reads every committed group of every segment in order (up to `until`, a segment id and a
-/// length in it, if given), handing `on_group` the reader, the group and the position of its
-/// first record in the log; the reader may be moved, and is put after the group's marker again.
+/// Reads every committed group of every segment in order (from `from` and up to `until`, each
+/// a segment id and an offset in it, if given), handing `on_group` the reader, the group and
+/// the position of its first record among those read; the reader may be moved, and is put
+/// after the group's marker again.
 fn scan(
     storage: &dyn Storage,
     dir: &Path,
     until: Option<(u64, u64)>,
+    from: Option<(u64, u64)>,
     mut on_group: impl FnMut(&mut SegmentReader, &Group, u64) -> Result<()>,
 ) -> Result<VerifyReport> {
     let layout = Layout::read(storage, dir)?;
@@ -213,6 +273,9 @@ fn scan(
         .chain(layout.unsealed.iter().map(|&id| (id, None)));
     let last = layout.sealed.len() + layout.unsealed.len();
     for (n, (id, mut sealed)) in segments.enumerate() {
+        if from.is_some_and(|(from_id, _)| id < from_id) {
+            continue;
+        }
         let mut is_last = n + 1 == last;
         let mut end = sealed.map(|s| s.bytes);
         if let Some((until_id, until_bytes)) = until {
@@ -228,6 +291,13 @@ fn scan(
             }
         }
         let mut reader = SegmentReader::open(storage, dir, id, end)?;
+        if let Some((from_id, offset)) = from
+            && id == from_id
+        {
+            // The manifest's counts are of the whole segment: part of it is not checked.
+            sealed = None;
+            reader.seek(offset.clamp(HEADER_BYTES, reader.end()));
+        }
         report.segments += 1;
         report.sealed_segments += u64::from(sealed.is_some());
         report.file_bytes += reader.end();

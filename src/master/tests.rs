@@ -367,3 +367,41 @@ fn replay_through_the_dataset_stops_at_the_durable_end() {
     assert_eq!(read, evs(0..8));
     assert_eq!(read_all(dir.path()).expect("read").len(), 9);
 }
+
+#[test]
+fn a_replay_from_a_mark_reads_exactly_what_came_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Small segments, so the marks fall in different segments and at their ends.
+    let (master, _) = open_small(dir.path(), 100).expect("open");
+    let mut marks = vec![(0, master.mark().position())];
+    for chunk in 0..12u64 {
+        master
+            .append(&evs(chunk * 3..chunk * 3 + 3))
+            .expect("append");
+        marks.push((chunk * 3 + 3, master.mark().position()));
+    }
+    assert!(
+        marks.last().map(|m| m.1.segment) > marks.first().map(|m| m.1.segment),
+        "the test spans segments"
+    );
+    for (before, position) in marks {
+        for count in 1..=3 {
+            let mut read = Vec::new();
+            for index in 0..count {
+                let share = Share { index, count };
+                read_share_from(
+                    &Disk,
+                    dir.path(),
+                    MasterOptions::default().schema_version,
+                    position,
+                    share,
+                    &AtomicU64::new(0),
+                    |e: Ev| read.push(e),
+                )
+                .expect("read from the mark");
+            }
+            read.sort();
+            assert_eq!(read, evs(before..36), "from {position:?}, {count} shares");
+        }
+    }
+}

@@ -35,7 +35,8 @@ use tracing::{info, warn};
 
 use crate::cluster::Cluster;
 use crate::engine::{
-    Backfill, BackfillSource, Client, Engine, Flows, Hooks, OnSequenced, Pipeline, Settings,
+    Backfill, BackfillSource, Checkpointer, Checkpoints, Client, Engine, Flows, Hooks, OnSequenced,
+    Pipeline, Settings,
 };
 use crate::history::History;
 use crate::master::{Entry, Mark, MasterDataset, MasterOptions};
@@ -76,6 +77,13 @@ pub struct ServerConfig {
     /// SQL statements (`CREATE VIEW ...`) to start with, besides the catalog of the data
     /// directory (for servers with a SQL source: [`serve_sql`]).
     pub sql: Option<String>,
+    /// How often a checkpoint is taken (also one at a clean stop); `None`: none is (the
+    /// views then keep no copy of their state for them), though one already in the data
+    /// directory is still restored from. See [`checkpoint`](crate::checkpoint).
+    pub checkpoint_interval: Option<Duration>,
+    /// Whether to ignore the data directory's checkpoints and replay the whole master
+    /// dataset.
+    pub from_scratch: bool,
 }
 
 impl ServerConfig {
@@ -95,6 +103,8 @@ impl ServerConfig {
             max_future: FutureLimit::default(),
             max_ingest_requests: 64,
             sql: None,
+            checkpoint_interval: Some(Duration::from_secs(60)),
+            from_scratch: false,
         }
     }
 }
@@ -223,6 +233,10 @@ impl<E: crate::event::Event> Backfill<E> for Marked<E> {
         self.mark.bytes
     }
 
+    fn position(&self) -> Option<crate::master::Position> {
+        Some(self.mark.position())
+    }
+
     fn read(
         &self,
         share: crate::history::Share,
@@ -299,6 +313,11 @@ async fn serve_with<P: Pipeline>(
             master: master.clone(),
         })),
         on_sequenced: statements.as_ref().map(|(_, hook)| hook.clone()),
+        checkpoints: Some(Checkpoints {
+            store: crate::checkpoint::Store::in_data_dir(&config.data_dir),
+            restore: !config.from_scratch,
+            take: config.checkpoint_interval.is_some(),
+        }),
         ..Hooks::default()
     };
     let decoder = pipeline.decoder();
@@ -364,7 +383,9 @@ async fn serve_with<P: Pipeline>(
                     }
                     return;
                 }
-                if metrics.replayed.load(Ordering::Relaxed) {
+                if metrics.replayed.load(Ordering::Relaxed)
+                    && metrics.drops_reported.load(Ordering::Relaxed)
+                {
                     dead_letter.replayed();
                     break;
                 }
@@ -390,6 +411,15 @@ async fn serve_with<P: Pipeline>(
             }
         })
     };
+    let checkpointer = engine.checkpointer();
+    let periodic = match (&checkpointer, config.checkpoint_interval) {
+        (Some(checkpointer), Some(every)) => Some(tokio::spawn(take_checkpoints(
+            checkpointer.clone(),
+            metrics.clone(),
+            every,
+        ))),
+        _ => None,
+    };
     let stop = async move {
         tokio::select! {
             () = shutdown => {}
@@ -407,6 +437,22 @@ async fn serve_with<P: Pipeline>(
     .map_err(|e| format!("HTTP server failed: {e}"))?;
     drop(progress);
     forget.abort();
+    if let Some(periodic) = periodic {
+        periodic.abort();
+    }
+    // A clean stop leaves a checkpoint of everything, so the next start is quick.
+    if let Some(checkpointer) = checkpointer
+        && metrics.replayed.load(Ordering::Relaxed)
+        && failed.lock().is_ok_and(|f| f.is_none())
+    {
+        info!("taking a checkpoint before stopping");
+        let taken = tokio::task::spawn_blocking(move || checkpointer.take_within(STOP_CHECKPOINT))
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = taken {
+            warn!("no checkpoint at the stop: {e}");
+        }
+    }
     drop(state);
     info!("stopping: waiting for the workers (and the other processes) to finish");
     let joined = tokio::task::spawn_blocking(move || engine.join())
@@ -417,6 +463,30 @@ async fn serve_with<P: Pipeline>(
         return Err(reason);
     }
     joined
+}
+
+/// How long a stop waits for its checkpoint.
+const STOP_CHECKPOINT: Duration = Duration::from_secs(30);
+
+/// Takes a checkpoint every `every` once the views reflect the master dataset (a failure is
+/// logged, and the next one tried in time).
+async fn take_checkpoints<E: crate::event::Event>(
+    checkpointer: Checkpointer<E>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        if !metrics.replayed.load(Ordering::Relaxed) {
+            continue;
+        }
+        let checkpointer = checkpointer.clone();
+        match tokio::task::spawn_blocking(move || checkpointer.take()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn!("checkpoint failed: {e}"),
+            Err(e) => warn!("checkpoint failed: {e}"),
+        }
+    }
 }
 
 /// Writes a file of the data directory atomically: a temporary file, synced, renamed over the

@@ -273,6 +273,43 @@ impl<E: Send + Sync + 'static> Collector for Counters<E> {
             let labels = [("view", view)];
             ConstGauge::new(n as i64).encode(views.encode_family(&labels)?)?;
         }
+        counter(
+            &mut e,
+            "lambdaflow_checkpoints",
+            "checkpoints written by this process",
+            &m.checkpoints,
+        )?;
+        let at = Metrics::get(&m.checkpoint_at_ms);
+        let age = ConstGauge::new(if at == 0 {
+            f64::NAN
+        } else {
+            crate::live::wall_clock_ms().saturating_sub(at) as f64 / 1000.0
+        });
+        age.encode(e.encode_descriptor(
+            "lambdaflow_checkpoint_age_seconds",
+            "time since the last checkpoint was durable (NaN: none yet)",
+            None,
+            age.metric_type(),
+        )?)?;
+        let took = ConstGauge::new(Metrics::get(&m.checkpoint_micros) as f64 / 1e6);
+        took.encode(e.encode_descriptor(
+            "lambdaflow_checkpoint_duration_seconds",
+            "how long the last checkpoint took, from the request to its directory's fsync",
+            None,
+            took.metric_type(),
+        )?)?;
+        gauge(
+            &mut e,
+            "lambdaflow_checkpoint_bytes",
+            "the size of the last checkpoint on disk",
+            Metrics::get(&m.checkpoint_bytes) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "lambdaflow_restored",
+            "1 if the views were restored from a checkpoint when this process started",
+            i64::from(m.restored.load(std::sync::atomic::Ordering::Relaxed)),
+        )?;
         let l = self.master.counters();
         gauge(
             &mut e,

@@ -415,10 +415,12 @@ impl<E: SqlSource> SqlViews<E> {
         let mut inputs = render::Inputs {
             events,
             views: Vec::new(),
+            cutter: render::Cutter::new(views.cuts()),
         };
         let read_later: Vec<String> = self.views.iter().flat_map(|v| v.reads()).collect();
         for view in &self.views {
             let served = self.serve.as_ref().is_none_or(|s| *s == view.name);
+            inputs.cutter.start_view(&view.name, &view.sql);
             // A view that no later view reads is built only as it is served.
             let rows = register::register(
                 view,
@@ -439,6 +441,11 @@ impl<E: SqlSource> Pipeline for SqlViews<E> {
 
     fn build<'s>(&self, events: VecCollection<'s, Time, E>, views: &mut Views<'s>) {
         self.build_over(events, views);
+    }
+
+    /// Every read of a source is a cut (see `sql::render`).
+    fn checkpointed(&self) -> bool {
+        true
     }
 }
 
@@ -464,5 +471,9 @@ where
 
     fn decoder(&self) -> Arc<dyn crate::event::Decode<P::Event>> {
         self.pipeline.decoder()
+    }
+
+    fn checkpointed(&self) -> bool {
+        self.pipeline.checkpointed()
     }
 }

@@ -16,13 +16,21 @@
 //!
 //! A global aggregate (no `GROUP BY`) has a row even over no input, as in SQL: one extra
 //! record that holds no row keeps its group alive.
+//!
+//! Every read of a source is a **cut** for checkpoints ([`checkpoint`](crate::checkpoint)):
+//! what leaves the one operator that reads the events (the rows after their filters and
+//! projections, or their sums by group and time) is a function of the events without state,
+//! and every stateful operator comes after it. Its points are named after the view and
+//! fingerprinted with its SQL text, so a checkpoint only fits views defined the same way.
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
+use std::hash::Hash;
 use std::rc::Rc;
 
 use differential_dataflow::difference::Semigroup;
-use differential_dataflow::{AsCollection, VecCollection};
+use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use timely::dataflow::operators::ToStream;
 
 use super::SqlSource;
@@ -33,6 +41,7 @@ use super::key::Key;
 use super::plan::Plan;
 use super::types::{Datum, F64, Row, compare};
 use crate::aggregate::Sums;
+use crate::checkpoint::Cuts;
 use crate::event::Time;
 
 /// Rows of a relation in a dataflow.
@@ -44,6 +53,45 @@ pub struct Inputs<'s, E: 'static> {
     pub events: VecCollection<'s, Time, E>,
     /// The output rows of each view built so far.
     pub views: Vec<(String, Rows<'s>)>,
+    /// Cuts the reads of the sources.
+    pub cutter: Cutter,
+}
+
+/// Cuts every read of a source (see the module) for the view being built.
+#[derive(Clone)]
+pub struct Cutter {
+    cuts: Cuts,
+    /// The view's name and SQL text, and how many cuts it has so far.
+    view: Rc<RefCell<(String, String, usize)>>,
+}
+
+impl Cutter {
+    /// A cutter that adds its cuts to `cuts`.
+    pub(crate) fn new(cuts: Cuts) -> Cutter {
+        Cutter {
+            cuts,
+            view: Rc::default(),
+        }
+    }
+
+    /// The cuts from now on are view `name`'s, defined by `sql`.
+    pub fn start_view(&self, name: &str, sql: &str) {
+        *self.view.borrow_mut() = (name.to_string(), sql.to_string(), 0);
+    }
+
+    fn cut<'s, D, R>(
+        &self,
+        collection: VecCollection<'s, Time, D, R>,
+    ) -> VecCollection<'s, Time, D, R>
+    where
+        D: ExchangeData + Hash,
+        R: ExchangeData + Semigroup,
+    {
+        let mut view = self.view.borrow_mut();
+        view.2 += 1;
+        let name = format!("sql {} #{}", view.0, view.2);
+        self.cuts.cut(&name, &view.1, collection)
+    }
 }
 
 /// A filter or a projection still to apply to a source's rows.
@@ -59,27 +107,30 @@ enum Step {
 /// copied between the steps).
 enum Lazy<'s, E: 'static> {
     Rows(Rows<'s>),
-    Source(VecCollection<'s, Time, E>, usize, Rc<Vec<Step>>),
+    Source(VecCollection<'s, Time, E>, usize, Rc<Vec<Step>>, Cutter),
 }
 
 impl<'s, E: SqlSource> Lazy<'s, E> {
     /// The rows, each handed to `f` (which may keep it or not).
     fn explode<X, R, F>(self, mut f: F) -> VecCollection<'s, Time, X, R>
     where
-        X: differential_dataflow::Data,
-        R: Semigroup + differential_dataflow::difference::Multiply<isize, Output = R> + 'static,
+        X: ExchangeData + Hash,
+        R: ExchangeData
+            + Semigroup
+            + differential_dataflow::difference::Multiply<isize, Output = R>
+            + 'static,
         F: FnMut(&[Datum]) -> Option<(X, R)> + 'static,
     {
         match self {
             Lazy::Rows(rows) => rows.explode(move |row| f(&row)),
-            Lazy::Source(events, table, steps) => {
+            Lazy::Source(events, table, steps, cutter) => {
                 let mut buf: Row = Vec::new();
-                events.explode(move |event| {
+                cutter.cut(events.explode(move |event| {
                     if !source_row(&event, table, &steps, &mut buf) {
                         return None;
                     }
                     f(&buf)
-                })
+                }))
             }
         }
     }
@@ -89,7 +140,10 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
     /// no row or key is allocated per event, and one record per key and time leaves it.
     fn fold<R, F>(self, mut f: F) -> VecCollection<'s, Time, Key, R>
     where
-        R: Semigroup + differential_dataflow::difference::Multiply<isize, Output = R> + 'static,
+        R: ExchangeData
+            + Semigroup
+            + differential_dataflow::difference::Multiply<isize, Output = R>
+            + 'static,
         F: FnMut(&[Datum], &mut dyn FnMut(&[Datum], R)) + 'static,
     {
         match self {
@@ -98,14 +152,18 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
                     f(row, &mut |key, r: R| add(key, r.multiply(n)));
                 })
             }
-            Lazy::Source(events, table, steps) => {
+            Lazy::Source(events, table, steps, cutter) => {
                 let mut buf: Row = Vec::new();
-                crate::aggregate::fold_by_key(events, Key::of, move |event: &E, n: &isize, add| {
-                    if !source_row(event, table, &steps, &mut buf) {
-                        return;
-                    }
-                    f(&buf, &mut |key, r: R| add(key, r.multiply(n)));
-                })
+                cutter.cut(crate::aggregate::fold_by_key(
+                    events,
+                    Key::of,
+                    move |event: &E, n: &isize, add| {
+                        if !source_row(event, table, &steps, &mut buf) {
+                            return;
+                        }
+                        f(&buf, &mut |key, r: R| add(key, r.multiply(n)));
+                    },
+                ))
             }
         }
     }
@@ -120,10 +178,10 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
 
     fn then(self, step: Step) -> Lazy<'s, E> {
         match self {
-            Lazy::Source(events, table, steps) => {
+            Lazy::Source(events, table, steps, cutter) => {
                 let mut steps = (*steps).clone();
                 steps.push(step);
-                Lazy::Source(events, table, Rc::new(steps))
+                Lazy::Source(events, table, Rc::new(steps), cutter)
             }
             Lazy::Rows(rows) => Lazy::Rows(match step {
                 Step::Filter(p) => rows.filter(move |row| holds(&p, row)),
@@ -155,7 +213,12 @@ fn source_row<E: SqlSource>(event: &E, table: usize, steps: &[Step], buf: &mut R
 
 fn lazy<'s, E: SqlSource>(plan: &Plan, inputs: &Inputs<'s, E>) -> Lazy<'s, E> {
     match plan {
-        Plan::Scan(table) => Lazy::Source(inputs.events.clone(), *table, Rc::new(Vec::new())),
+        Plan::Scan(table) => Lazy::Source(
+            inputs.events.clone(),
+            *table,
+            Rc::new(Vec::new()),
+            inputs.cutter.clone(),
+        ),
         Plan::Filter(input, predicate) => lazy(input, inputs).then(Step::Filter(predicate.clone())),
         Plan::Project(input, exprs) => lazy(input, inputs).then(Step::Project(exprs.clone())),
         other => Lazy::Rows(render(other, inputs)),

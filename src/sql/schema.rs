@@ -259,6 +259,11 @@ impl Pipeline for Schema {
     fn decoder(&self) -> Arc<dyn Decode<Record>> {
         Arc::new(self.clone())
     }
+
+    /// No views, no state: the SQL views over it have their own cuts.
+    fn checkpointed(&self) -> bool {
+        true
+    }
 }
 
 /// One `CREATE SOURCE` statement, checked.

@@ -167,6 +167,24 @@ impl Server {
         visible
     }
 
+    /// The value of metric `name` (with its labels, as `/metrics` writes it).
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .expect("metrics")
+            .text()
+            .expect("text");
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .filter(|rest| rest.starts_with(' '))
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+    }
+
     /// Kills the process at once (SIGKILL).
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -204,6 +222,14 @@ pub fn start_pair(
         format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
     )
     .expect("hosts");
+    let servers = restart_pair(&dirs, args);
+    (servers, dirs)
+}
+
+/// Starts again the two processes of [`start_pair`] on their directories (the same hosts),
+/// both ready.
+pub fn restart_pair(dirs: &[tempfile::TempDir], args: &[&str]) -> [Server; 2] {
+    let hosts = dirs[0].path().join("hosts");
     let hosts = hosts.to_str().expect("path").to_string();
     let start = |p: usize| {
         let data = dirs[p].path().join("data");
@@ -219,6 +245,5 @@ pub fn start_pair(
         })
     };
     let (a, b) = (start(0), start(1));
-    let servers = [a.join().expect("process 0"), b.join().expect("process 1")];
-    (servers, dirs)
+    [a.join().expect("process 0"), b.join().expect("process 1")]
 }

@@ -35,7 +35,7 @@ use super::dead_letter::DeadLetter;
 use super::ingest::{self, FutureLimit};
 use super::prometheus::Exporter;
 use crate::changelog::Changelog;
-use crate::engine::{Client, Engine};
+use crate::engine::{Checkpointer, Client, Engine};
 use crate::event::{Decode, END_OF_TIME, Event, Time};
 use crate::live::{LiveSender, SendError, Verdicts};
 use crate::metrics::Metrics;
@@ -61,6 +61,8 @@ pub struct State<E: Event> {
     statements: Option<Arc<dyn crate::server::sql::Statements>>,
     /// Reads the lines of `POST /events` (and names the sources of `POST /events/{source}`).
     decoder: Arc<dyn Decode<E>>,
+    /// Takes `POST /checkpoint`'s checkpoints, unless they are off.
+    checkpointer: Option<Checkpointer<E>>,
 }
 
 impl<E: Event> State<E> {
@@ -93,6 +95,7 @@ impl<E: Event> State<E> {
             max_body_bytes: config.max_body_bytes,
             statements,
             decoder,
+            checkpointer: engine.checkpointer(),
         }
     }
 
@@ -127,6 +130,7 @@ pub fn router<E: Event>(state: Arc<State<E>>, max_body_bytes: usize) -> Router {
     Router::new()
         .merge(ingest)
         .route("/watermark", post(post_watermark::<E>))
+        .route("/checkpoint", post(post_checkpoint::<E>))
         .route("/sql", post(sql::post_sql::<E>))
         .route("/views", get(list_views::<E>))
         .route("/views/{view}", get(read::read_view::<E>))
@@ -493,6 +497,9 @@ async fn late<E: Event>(
     Json(json!({
         "dropped_total": state.dead_letter.total(),
         "recent": state.dead_letter.recent(limit),
+        // False while the drops recorded before this start are still being read (after a
+        // restore from a checkpoint, in the background).
+        "complete": state.ready() && state.metrics.drops_reported.load(Ordering::Relaxed),
     }))
     .into_response()
 }
@@ -500,6 +507,33 @@ async fn late<E: Event>(
 #[derive(Deserialize)]
 struct WatermarkBody {
     ts: Time,
+}
+
+/// Takes a checkpoint now and answers once it is durable.
+async fn post_checkpoint<E: Event>(Shared(state): AppState<E>) -> Response {
+    if !state.ready() {
+        return unavailable(
+            "replaying",
+            "replaying history; a checkpoint can be taken once /ready says so",
+            1,
+        );
+    }
+    let Some(checkpointer) = state.checkpointer.clone() else {
+        return error(
+            StatusCode::CONFLICT,
+            "checkpoints_off",
+            "this server takes no checkpoints (--checkpoint-interval off)",
+        );
+    };
+    match tokio::task::spawn_blocking(move || checkpointer.take()).await {
+        Ok(Ok(taken)) => Json(json!(taken)).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "checkpoint_failed", e),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "checkpoint_failed",
+            e.to_string(),
+        ),
+    }
 }
 
 async fn post_watermark<E: Event>(Shared(state): AppState<E>, body: Bytes) -> Response {

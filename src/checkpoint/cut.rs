@@ -1,0 +1,230 @@
+//! Cuts: the collections a checkpoint keeps, and the operator that keeps them.
+//!
+//! A cut passes its collection through unchanged, and beside it keeps the collection's
+//! consolidated contents: every update of a time its frontier has passed, summed by record
+//! (one entry per key of a sum), and the updates of later times by time. When a checkpoint at
+//! `H` is requested it stops absorbing at `H`, and once its frontier passes `H` it writes what
+//! it has: the contents at `H`. When the dataflow is restored, it first emits the contents it
+//! is given, at time 0, and keeps them as its own.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::hash::Hash;
+use std::rc::Rc;
+
+use differential_dataflow::difference::Semigroup;
+use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
+use rustc_hash::FxHashMap;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::scheduling::Activator;
+
+use super::{Checkpoint, Point};
+use crate::event::Time;
+
+/// The cuts of one dataflow on one worker, shared by their operators and the worker.
+#[derive(Clone)]
+pub(crate) struct Cuts(Rc<RefCell<Registry>>);
+
+#[derive(Default)]
+struct Registry {
+    /// Whether the cuts keep their contents (checkpoints are taken); if not, a cut is only a
+    /// point (restores still fill it).
+    keeping: bool,
+    points: Vec<Point>,
+    activators: Vec<Activator>,
+    /// For each cut, the states it starts from (when restoring).
+    restore: Vec<Vec<Vec<u8>>>,
+    /// The time of the checkpoint being taken, and each cut's state for it once it has it.
+    request: Option<(Time, Vec<Option<Vec<u8>>>)>,
+    /// Why a cut could not read the state it was given.
+    failure: Option<String>,
+}
+
+impl Cuts {
+    /// Cuts that keep their contents for checkpoints if `keeping`.
+    pub(crate) fn new(keeping: bool) -> Cuts {
+        Cuts(Rc::new(RefCell::new(Registry {
+            keeping,
+            ..Registry::default()
+        })))
+    }
+
+    /// The cuts built so far, in order.
+    pub(crate) fn points(&self) -> Vec<Point> {
+        self.0.borrow().points.clone()
+    }
+
+    /// Gives each cut its state in `checkpoint`: the parts of the workers whose local index is
+    /// `index` modulo `local` (so a restore may use another number of workers). Call it after
+    /// the dataflow is built and before it first runs, and only if its points are the cuts'.
+    pub(crate) fn restore_from(&self, checkpoint: &Checkpoint, index: usize, local: usize) {
+        let mut registry = self.0.borrow_mut();
+        let cuts = registry.points.len();
+        registry.restore = (0..cuts)
+            .map(|cut| {
+                checkpoint
+                    .workers
+                    .iter()
+                    .enumerate()
+                    .filter(|(worker, _)| worker % local == index)
+                    .filter_map(|(_, part)| part.states.get(cut).cloned())
+                    .collect()
+            })
+            .collect();
+    }
+
+    /// Asks every cut for its contents at `time` (at or after every time its frontier has
+    /// passed): see [`take`](Self::take).
+    pub(crate) fn request(&self, time: Time) {
+        let mut registry = self.0.borrow_mut();
+        let cuts = registry.points.len();
+        registry.request = Some((time, vec![None; cuts]));
+        for activator in &registry.activators {
+            activator.activate();
+        }
+    }
+
+    /// The contents every cut has written for the request, in order, once all have (and the
+    /// request is then done).
+    pub(crate) fn take(&self) -> Option<Vec<Vec<u8>>> {
+        let mut registry = self.0.borrow_mut();
+        let (_, states) = registry.request.as_ref()?;
+        if states.iter().any(Option::is_none) {
+            return None;
+        }
+        let (_, states) = registry.request.take()?;
+        Some(states.into_iter().flatten().collect())
+    }
+
+    /// Why a cut could not read the state it was given, if one could not.
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.0.borrow().failure.clone()
+    }
+
+    /// Cuts `collection` (see the module): `name` unique in the dataflow, `definition` what the
+    /// state depends on besides the types (a SQL view's text).
+    pub(crate) fn cut<'s, D, R>(
+        &self,
+        name: &str,
+        definition: &str,
+        collection: VecCollection<'s, Time, D, R>,
+    ) -> VecCollection<'s, Time, D, R>
+    where
+        D: ExchangeData + Hash,
+        R: ExchangeData + Semigroup,
+    {
+        let (index, keeping) = {
+            let mut registry = self.0.borrow_mut();
+            registry.points.push(Point {
+                name: name.to_string(),
+                fingerprint: format!(
+                    "{} {} {definition}",
+                    std::any::type_name::<D>(),
+                    std::any::type_name::<R>()
+                ),
+            });
+            (registry.points.len() - 1, registry.keeping)
+        };
+        let registry = self.0.clone();
+        let scope = collection.scope();
+        let name = name.to_string();
+        collection
+            .inner
+            .unary_frontier(Pipeline, "Checkpoint", move |capability, info| {
+                registry
+                    .borrow_mut()
+                    .activators
+                    .push(scope.activator_for(info.address.clone()));
+                let mut first = Some(capability);
+                // Everything before the frontier (or the request), and the rest by time.
+                let mut state: FxHashMap<D, R> = FxHashMap::default();
+                let mut later: BTreeMap<Time, FxHashMap<D, R>> = BTreeMap::new();
+                move |(input, frontier), output| {
+                    if let Some(capability) = first.take() {
+                        let given = registry
+                            .borrow_mut()
+                            .restore
+                            .get_mut(index)
+                            .map(std::mem::take)
+                            .unwrap_or_default();
+                        let mut session = output.session(&capability);
+                        for bytes in given {
+                            match rmp_serde::from_slice::<Vec<(D, R)>>(&bytes) {
+                                Ok(records) => {
+                                    for (record, diff) in records {
+                                        session.give((record.clone(), 0, diff.clone()));
+                                        if keeping {
+                                            add(&mut state, record, diff);
+                                        }
+                                    }
+                                }
+                                Err(e) => {
+                                    registry.borrow_mut().failure.get_or_insert_with(|| {
+                                        format!("cannot read checkpoint state of {name}: {e}")
+                                    });
+                                }
+                            }
+                        }
+                    }
+                    input.for_each(|capability, data| {
+                        for (record, time, diff) in data.iter().filter(|_| keeping) {
+                            add(
+                                later.entry(*time).or_default(),
+                                record.clone(),
+                                diff.clone(),
+                            );
+                        }
+                        output.session(&capability).give_container(data);
+                    });
+                    let complete = frontier.frontier().first().copied().unwrap_or(Time::MAX);
+                    let mut registry = registry.borrow_mut();
+                    let asked = match &registry.request {
+                        Some((time, states)) if states[index].is_none() => Some(*time),
+                        _ => None,
+                    };
+                    let limit = asked.map_or(complete, |t| t.min(complete));
+                    let rest = later.split_off(&limit);
+                    for (_, updates) in std::mem::replace(&mut later, rest) {
+                        for (record, diff) in updates {
+                            add(&mut state, record, diff);
+                        }
+                    }
+                    if let Some(time) = asked
+                        && complete >= time
+                    {
+                        let records: Vec<(&D, &R)> = state.iter().collect();
+                        let bytes = rmp_serde::to_vec(&records);
+                        match (bytes, registry.request.as_mut()) {
+                            (Ok(bytes), Some((_, states))) => states[index] = Some(bytes),
+                            (Err(e), _) => {
+                                registry.failure.get_or_insert_with(|| {
+                                    format!("cannot write checkpoint state of {name}: {e}")
+                                });
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            })
+            .as_collection()
+    }
+}
+
+/// Adds `diff` to `record`'s sum, keeping no zero.
+fn add<D: Hash + Eq, R: Semigroup>(sums: &mut FxHashMap<D, R>, record: D, diff: R) {
+    match sums.entry(record) {
+        Entry::Occupied(mut sum) => {
+            sum.get_mut().plus_equals(&diff);
+            if sum.get().is_zero() {
+                sum.remove();
+            }
+        }
+        Entry::Vacant(slot) => {
+            if !diff.is_zero() {
+                slot.insert(diff);
+            }
+        }
+    }
+}

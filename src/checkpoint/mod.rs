@@ -1,0 +1,105 @@
+//! Checkpoints: the state of every view at one time, so that a restart replays only what came
+//! after it instead of the whole master dataset.
+//!
+//! Timely and differential keep no state of their own on disk, so what a checkpoint holds is
+//! ours to choose. We cut each view where its state begins: a **cut**
+//! ([`Views::checkpoint`](crate::view::Views::checkpoint), and the one every
+//! [`Views::register`](crate::view::Views::register) puts after its pre-aggregation) is a
+//! collection that is a function of the events *without state* (maps, filters, window
+//! assignment, sums by key and time), with every stateful operator (arrangements, reduces,
+//! joins) after it. Its consolidated contents at a time `H` (one record per key for a sum)
+//! are then all that the operators after it need: fed back at the restored dataflow's first
+//! time, they rebuild the same arrangements, and the events applied at or after `H`, replayed
+//! through the same stateless code, add the same differences as before.
+//!
+//! Taking one ([`Engine::checkpoint`](crate::engine::Engine::checkpoint)) is sequenced with the
+//! live events like the creation of a view: once every accepted batch is journaled and
+//! released, the master dataset is marked and the lanes' target `H` noted, and every worker
+//! takes the request after every event before the mark and before every event after it. Each
+//! worker then keeps:
+//!
+//! * each cut's contents of everything applied before `H`, once its frontier passes `H`
+//!   (the cut keeps them consolidated as the frontier moves, so this costs a copy of the
+//!   state, not a pause of the dataflow);
+//! * the events it took that are applied at or after `H` (on time but not yet passed by the
+//!   watermark): they are before the mark, so no replay of what follows the mark has them.
+//!
+//! A restore ([`engine`](crate::engine)) feeds each cut its contents at time 0, the events kept
+//! at their times, and the master dataset from the mark on, with the judge resuming where it
+//! was: answers from `H` on equal a full replay's. A checkpoint is only used if its cuts are
+//! exactly the pipeline's (names, types and, for SQL views, their text); otherwise the engine
+//! replays everything. Checkpoints are per process (each has its own master dataset), and the
+//! cuts sit before any exchange, so each worker's state holds only its own events and processes
+//! need not agree on when they checkpoint.
+
+mod cut;
+mod file;
+
+use serde::{Deserialize, Serialize};
+
+pub(crate) use cut::Cuts;
+pub use file::Store;
+
+use crate::event::Time;
+use crate::master::Position;
+
+/// A checkpoint of one process: the state of its workers' cuts at one time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Checkpoint {
+    /// Its number: later checkpoints have higher ones.
+    pub id: u64,
+    /// The state is of everything applied before this time; later events are not in it.
+    pub time: Time,
+    /// The judge's watermark when it was taken.
+    pub watermark: Time,
+    /// The newest event time the judge had seen.
+    pub newest: Option<Time>,
+    /// The master dataset's end when it was taken: a restore replays what follows.
+    pub position: Position,
+    /// The bytes of the master dataset's records before `position` (for progress).
+    pub log_bytes: u64,
+    /// The event type's schema version.
+    pub schema_version: u32,
+    /// How many late drops the master dataset records before `position`.
+    pub drops: u64,
+    /// The cuts, in the order the dataflow builds them.
+    pub points: Vec<Point>,
+    /// Each worker's part, by local index.
+    pub workers: Vec<Part>,
+}
+
+/// A cut of the dataflow: its name and what it must be for a state to fit it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Point {
+    /// Unique in the dataflow (a view's name, and a suffix for its other cuts).
+    pub name: String,
+    /// Its record and difference types, and the definition behind it (a SQL view's text).
+    pub fingerprint: String,
+}
+
+/// One worker's part of a checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Part {
+    /// The events it had taken that are applied at or after the checkpoint's time, with
+    /// those times (MessagePack of `Vec<(E, Time)>`).
+    pub pending: Vec<u8>,
+    /// Each cut's consolidated contents (MessagePack of `Vec<(record, difference)>`), in the
+    /// order of [`Checkpoint::points`].
+    pub states: Vec<Vec<u8>>,
+}
+
+/// What [`Engine::checkpoint`](crate::engine::Engine::checkpoint) answers once a checkpoint is
+/// durable.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Taken {
+    /// Its number.
+    pub id: u64,
+    /// Everything applied before this time is in it.
+    pub as_of: Time,
+    /// Where in the master dataset a restore from it resumes.
+    pub log_position: Position,
+    /// Its size on disk.
+    pub bytes: u64,
+    /// How long it took, from the request to the directory's fsync.
+    pub seconds: f64,
+}

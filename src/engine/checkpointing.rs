@@ -1,0 +1,247 @@
+//! Taking checkpoints while the engine runs (see [`checkpoint`](crate::checkpoint)): the
+//! request sequenced with the live events, each worker's part gathered, and the file written
+//! off the workers.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::{BackfillSource, Shared};
+use crate::checkpoint::{Checkpoint, Part, Point, Store, Taken};
+use crate::event::Event;
+use crate::history::{History, Share};
+use crate::live::{Control, Inlet, LateDrop};
+use crate::master::Entry;
+use crate::metrics::Metrics;
+
+/// How long a checkpoint may take before its caller stops waiting (the workers' parts come once
+/// the frontier passes its time, which the lanes reach at their next tick).
+const TAKE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A checkpoint being taken: what every worker is asked for, and where its part goes.
+pub(crate) struct Request {
+    /// The checkpoint without its workers' parts.
+    pub header: Checkpoint,
+    started: Instant,
+    store: Store,
+    metrics: Arc<Metrics>,
+    parts: Mutex<Gathering>,
+}
+
+struct Gathering {
+    parts: Vec<Option<Part>>,
+    points: Vec<Point>,
+    failure: Option<String>,
+    reply: Option<Sender<Result<Taken, String>>>,
+}
+
+impl Request {
+    /// The part of local worker `index`; the last one to come writes the file (on a thread of
+    /// its own) and answers the caller.
+    /// Every worker's `points` are the same: the cuts of the same dataflow.
+    pub(crate) fn deliver(
+        self: &Arc<Self>,
+        index: usize,
+        points: Vec<Point>,
+        part: Result<Part, String>,
+    ) {
+        let mut gathering = self.parts.lock().unwrap_or_else(PoisonError::into_inner);
+        match part {
+            Ok(part) => {
+                if let Some(slot) = gathering.parts.get_mut(index) {
+                    *slot = Some(part);
+                }
+                gathering.points = points;
+            }
+            Err(e) => {
+                gathering.failure.get_or_insert(e);
+            }
+        }
+        let complete = gathering.parts.iter().all(Option::is_some);
+        if !complete && gathering.failure.is_none() {
+            return;
+        }
+        let Some(reply) = gathering.reply.take() else {
+            return;
+        };
+        if let Some(e) = gathering.failure.clone() {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let mut checkpoint = self.header.clone();
+        checkpoint.points = std::mem::take(&mut gathering.points);
+        checkpoint.workers = gathering.parts.iter_mut().flat_map(Option::take).collect();
+        drop(gathering);
+        let request = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || {
+                let written = request.store.write(&checkpoint).map_err(|e| {
+                    format!(
+                        "cannot write checkpoint {} in {}: {e}",
+                        checkpoint.id,
+                        request.store.dir().display()
+                    )
+                });
+                let taken = written.map(|bytes| Taken {
+                    id: checkpoint.id,
+                    as_of: checkpoint.time,
+                    log_position: checkpoint.position,
+                    bytes,
+                    seconds: request.started.elapsed().as_secs_f64(),
+                });
+                if let Ok(taken) = &taken {
+                    request.metrics.checkpoint_taken(taken);
+                    info!(
+                        id = taken.id,
+                        as_of = taken.as_of,
+                        bytes = taken.bytes,
+                        seconds = taken.seconds,
+                        "checkpoint written"
+                    );
+                }
+                let _ = reply.send(taken);
+            });
+        if let Err(e) = spawned {
+            warn!("cannot start the checkpoint writer: {e}");
+        }
+    }
+}
+
+/// Counts the late drops recorded before this start and sees that the late sink hears each:
+/// the replay hands it those it reads, and after a restore from `restored` a thread of its
+/// own reads the master dataset before the checkpoint for the others (the views need not
+/// wait for it); [`Metrics::drops_reported`] says when all are told.
+pub(super) fn report_drops<E: Event, P>(shared: &Shared<E, P>, restored: Option<&Checkpoint>) {
+    let metrics = shared.metrics.clone();
+    let Some(checkpoint) = restored else {
+        metrics.drops_reported.store(true, Ordering::Relaxed);
+        return;
+    };
+    Metrics::add(&metrics.drops_recorded, checkpoint.drops);
+    let (History::Master(dir), Some(sink)) = (&shared.history, &shared.hooks.on_late_drop) else {
+        metrics.drops_reported.store(true, Ordering::Relaxed);
+        return;
+    };
+    if checkpoint.drops == 0 {
+        metrics.drops_reported.store(true, Ordering::Relaxed);
+        return;
+    }
+    let (dir, sink, until) = (dir.clone(), sink.clone(), checkpoint.position);
+    let reader = std::thread::Builder::new()
+        .name("late-drops".into())
+        .spawn(move || {
+            let read = crate::master::read_share_until(
+                &crate::master::Disk,
+                &dir,
+                E::SCHEMA_VERSION,
+                until,
+                Share { index: 0, count: 1 },
+                &std::sync::atomic::AtomicU64::new(0),
+                |entry: Entry<E>| {
+                    if let Entry::Dropped {
+                        event,
+                        reason,
+                        watermark,
+                    } = entry
+                    {
+                        sink(&LateDrop {
+                            event: &event,
+                            reason,
+                            watermark,
+                            replayed: true,
+                        });
+                    }
+                },
+            );
+            if let Err(e) = read {
+                warn!("cannot read the late drops before the checkpoint: {e}");
+            }
+            metrics.drops_reported.store(true, Ordering::Relaxed);
+        });
+    if let Err(e) = reader {
+        warn!("cannot start reading the late drops before the checkpoint: {e}");
+        shared.metrics.drops_reported.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Takes checkpoints of a running engine; clone it freely.
+pub struct Checkpointer<E: Event> {
+    pub(super) store: Store,
+    pub(super) inlet: Arc<Inlet<E>>,
+    pub(super) source: Arc<dyn BackfillSource<E>>,
+    pub(super) local: usize,
+    pub(super) metrics: Arc<Metrics>,
+    /// One checkpoint at a time.
+    pub(super) busy: Arc<Mutex<()>>,
+}
+
+impl<E: Event> Clone for Checkpointer<E> {
+    fn clone(&self) -> Self {
+        Checkpointer {
+            store: self.store.clone(),
+            inlet: self.inlet.clone(),
+            source: self.source.clone(),
+            local: self.local,
+            metrics: self.metrics.clone(),
+            busy: self.busy.clone(),
+        }
+    }
+}
+
+impl<E: Event> Checkpointer<E> {
+    /// Takes a checkpoint now and returns once it is durable (waiting for one in progress
+    /// first).
+    pub fn take(&self) -> Result<Taken, String> {
+        self.take_within(TAKE_TIMEOUT)
+    }
+
+    /// Like [`take`](Self::take), giving up on waiting after `timeout` (the checkpoint may
+    /// still be written).
+    pub fn take_within(&self, timeout: Duration) -> Result<Taken, String> {
+        let _one = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        let started = Instant::now();
+        let (reply, answer) = mpsc::channel();
+        if self.source.mark().position().is_none() {
+            return Err("the history is not a master dataset: no checkpoint can follow it".into());
+        }
+        let id = self.store.next_id();
+        self.inlet
+            .sequence(|judge| {
+                let mark = self.source.mark();
+                // A source that marks positions marks them all (checked above).
+                let position = mark.position().unwrap_or_default();
+                let header = Checkpoint {
+                    id,
+                    time: judge.target(),
+                    watermark: judge.watermark(),
+                    newest: judge.newest(),
+                    position,
+                    log_bytes: mark.bytes(),
+                    schema_version: E::SCHEMA_VERSION,
+                    drops: Metrics::get(&self.metrics.drops_recorded),
+                    points: Vec::new(),
+                    workers: Vec::new(),
+                };
+                Control::Checkpoint(Arc::new(Request {
+                    header,
+                    started,
+                    store: self.store.clone(),
+                    metrics: self.metrics.clone(),
+                    parts: Mutex::new(Gathering {
+                        parts: vec![None; self.local],
+                        points: Vec::new(),
+                        failure: None,
+                        reply: Some(reply),
+                    }),
+                }))
+            })
+            .map_err(|e| format!("cannot take a checkpoint: {e}"))?;
+        answer
+            .recv_timeout(timeout)
+            .map_err(|_| "the checkpoint was not complete in time".to_string())?
+    }
+}

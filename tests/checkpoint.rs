@@ -1,0 +1,292 @@
+//! Restores from checkpoints are invisible: a live stream with checkpoints taken at random
+//! points and restarts (each with any number of workers) restoring from the newest one gives,
+//! after every restart and at the end, the views an independent fold of the stream implies, as
+//! a run without restarts does.
+//!
+//! The engine runs in this process over a real master dataset and a real checkpoint store in a
+//! temporary directory, stopped cleanly and started again on them. Besides the built-in views
+//! it serves SQL views of every stateful kind (sums, a reduce, a join, windows, sessions, a
+//! ranking over a view): at the end every view's rows equal those of a full replay of the same
+//! master dataset, which `tests/sql.rs` checks against DuckDB.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use lambdaflow::ecommerce::{EcommerceWithWindows, Kind, Order};
+use lambdaflow::engine::{Backfill, BackfillSource, Checkpoints, Hooks};
+use lambdaflow::history::Share;
+use lambdaflow::master::{Entry, Mark, MasterDataset, Position};
+use lambdaflow::prelude::*;
+use lambdaflow::sql::{SqlViews, WithSql};
+use proptest::prelude::*;
+use support::{LateModel, oracle};
+
+type Master = Arc<MasterDataset<Entry<Order>>>;
+
+/// SQL views beside the built-in ones: each kind of state a SQL view keeps.
+const SQL: &str = "
+CREATE VIEW s_spend AS SELECT customer, SUM(amount_cents) AS total, COUNT(*) AS n
+  FROM events WHERE kind = 'purchase' GROUP BY customer;
+CREATE VIEW s_extremes AS SELECT product, MIN(amount_cents) AS lo, MAX(ts) AS last,
+  COUNT(DISTINCT customer) AS buyers FROM events GROUP BY product;
+CREATE VIEW s_pairs AS SELECT a.customer, COUNT(*) AS n
+  FROM events a JOIN events b ON a.customer = b.customer AND a.product = b.product
+  WHERE a.kind = 'view' AND b.kind = 'purchase' GROUP BY a.customer;
+CREATE VIEW s_minutes AS SELECT window_start, window_end, COUNT(*) AS n
+  FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+  GROUP BY window_start, window_end;
+CREATE VIEW s_sessions AS SELECT customer, window_start, COUNT(*) AS n
+  FROM TABLE(SESSION(TABLE events PARTITION BY customer, DESCRIPTOR(ts), INTERVAL '2' MINUTE))
+  GROUP BY customer, window_start;
+CREATE VIEW s_kinds AS SELECT DISTINCT kind, product FROM events;
+CREATE VIEW s_top AS SELECT customer, total FROM s_spend ORDER BY total DESC, customer LIMIT 3;
+";
+
+type Served = WithSql<EcommerceWithWindows>;
+
+fn pipeline() -> Served {
+    WithSql {
+        pipeline: EcommerceWithWindows,
+        sql: SqlViews::new(SQL).expect("the SQL plans"),
+    }
+}
+
+/// Backfills (and marks checkpoints) from the master dataset, as the server does.
+struct Source(Master);
+
+struct Marked(Master, Mark);
+
+impl BackfillSource<Order> for Source {
+    fn mark(&self) -> Arc<dyn Backfill<Order>> {
+        Arc::new(Marked(self.0.clone(), self.0.mark()))
+    }
+}
+
+impl Backfill<Order> for Marked {
+    fn bytes(&self) -> u64 {
+        self.1.bytes
+    }
+
+    fn position(&self) -> Option<Position> {
+        Some(self.1.position())
+    }
+
+    fn read(
+        &self,
+        share: Share,
+        progress: &AtomicU64,
+        on_entry: &mut dyn FnMut(Entry<Order>),
+    ) -> Result<(), String> {
+        self.0
+            .read_mark(&self.1, share, progress, on_entry)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Send(Order),
+    Declare(u64),
+    Checkpoint,
+    Restart(usize),
+}
+
+fn order() -> impl Strategy<Value = Order> {
+    (
+        0u64..600_000,
+        prop_oneof![Just(Kind::Purchase), Just(Kind::Refund), Just(Kind::View)],
+        0u64..5,
+        0u64..8,
+        1u64..6,
+    )
+        .prop_map(|(ts, kind, customer, product, amount)| Order {
+            ts: 1_000_000 + ts,
+            kind,
+            customer,
+            product,
+            amount_cents: amount * 100,
+            amount_missing: false,
+        })
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        8 => order().prop_map(Step::Send),
+        1 => (0u64..200_000).prop_map(Step::Declare),
+        2 => Just(Step::Checkpoint),
+        1 => (1usize..=3).prop_map(Step::Restart),
+    ]
+}
+
+fn start(dir: &std::path::Path, workers: usize, settings: &Settings) -> (Engine<Order>, Master) {
+    start_with(dir, workers, settings, true)
+}
+
+/// The engine over `dir`'s master dataset, restoring from its checkpoints if `restore` (and
+/// then taking them too).
+fn start_with(
+    dir: &std::path::Path,
+    workers: usize,
+    settings: &Settings,
+    restore: bool,
+) -> (Engine<Order>, Master) {
+    let (master, _) = MasterDataset::<Entry<Order>>::open(dir, support::master_options())
+        .expect("the master dataset opens");
+    let master = Arc::new(master);
+    let journal = master.clone();
+    let hooks = Hooks {
+        journal: Some(Arc::new(move |entries: &[Entry<Order>]| {
+            journal.append(entries).map(drop).map_err(|e| e.to_string())
+        })),
+        backfill: Some(Arc::new(Source(master.clone()))),
+        checkpoints: Some(Checkpoints {
+            store: lambdaflow::checkpoint::Store::in_data_dir(dir),
+            restore,
+            take: restore,
+        }),
+        ..Hooks::default()
+    };
+    let engine = Engine::start_with(
+        &Cluster::threads(workers),
+        settings.clone(),
+        History::Master(dir.to_path_buf()),
+        pipeline(),
+        hooks,
+    )
+    .expect("engine starts");
+    (engine, master)
+}
+
+/// How many restarts restored from a checkpoint, over every case: the test must exercise them.
+static RESTORED: AtomicU64 = AtomicU64::new(0);
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_restore_from_a_checkpoint_answers_as_a_full_replay(
+        history in prop::collection::vec(order(), 0..40),
+        steps in prop::collection::vec(step(), 0..80),
+        first_workers in 1usize..=3,
+        lateness in prop_oneof![Just(0u64), Just(5_000), Just(60_000)],
+        drop_late in any::<bool>(),
+        max_lateness in prop::option::of(prop_oneof![Just(0u64), Just(30_000)]),
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (master, _) = MasterDataset::<Entry<Order>>::open(dir.path(), support::master_options())
+                .expect("opens");
+            let entries: Vec<Entry<Order>> = history.iter().cloned().map(Entry::Event).collect();
+            master.append(&entries).expect("history imported");
+        }
+        let settings = Settings {
+            allowed_lateness: Duration::from_millis(lateness),
+            late_policy: if drop_late { LatePolicy::Drop } else { LatePolicy::Correct },
+            max_lateness: max_lateness.map(Duration::from_millis),
+            idle_timeout: None,
+            tick: Duration::from_millis(2),
+            ..Settings::default()
+        };
+        let mut model = LateModel::new(&history, lateness, drop_late, max_lateness);
+        let (mut engine, mut master) = start(dir.path(), first_workers, &settings);
+        let mut live = engine.live().expect("live");
+        engine.end_live();
+        let mut newest = history.iter().map(|e| e.ts).max().unwrap_or(0);
+        for step in &steps {
+            match step {
+                Step::Send(e) => {
+                    live.send(e.clone()).expect("sent");
+                    model.send(e);
+                    newest = newest.max(e.ts);
+                }
+                Step::Declare(behind) => {
+                    let declared = newest.saturating_sub(*behind);
+                    live.watermark(declared).expect("declared");
+                    model.declare(declared);
+                }
+                Step::Checkpoint => {
+                    let taken = engine.checkpoint();
+                    prop_assert!(taken.is_ok(), "checkpoint: {:?}", taken);
+                }
+                Step::Restart(workers) => {
+                    drop(live);
+                    engine.join().expect("workers finish");
+                    drop(master);
+                    (engine, master) = start(dir.path(), *workers, &settings);
+                    if engine.metrics().restored.load(Ordering::Relaxed) {
+                        RESTORED.fetch_add(1, Ordering::Relaxed);
+                    }
+                    live = engine.live().expect("live");
+                    engine.end_live();
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    engine.client().ask(Query::all("customer_spend"), None, Box::new(move |a| drop(tx.send(a)))).expect("asked");
+                    let answer = rx.recv_timeout(Duration::from_secs(10));
+                    prop_assert!(answer.is_ok(), "a fresh read after a restart is answered");
+                    let answer = answer.expect("answered");
+                    let seen: Vec<Order> = history
+                        .iter()
+                        .chain(&model.kept)
+                        .filter(|e| e.ts < answer.as_of || model.corrected.contains(e))
+                        .cloned()
+                        .collect();
+                    prop_assert_eq!(answer.to_json(), oracle(&seen)["customer_spend"].clone(), "as of {} after a restart", answer.as_of);
+                }
+            }
+        }
+        drop(live);
+        let client = engine.client();
+        let views = support::final_views(&client);
+        let sessions = client.query_final(Query::all("customer_sessions")).expect("sessions").to_json();
+        drop(client);
+        let rows = support::final_sql_rows(engine);
+        let mut all = history.clone();
+        all.extend(model.kept.iter().cloned());
+        prop_assert_eq!(views, oracle(&all));
+        prop_assert_eq!(sessions, sessions_oracle(&all));
+        drop(master);
+        let (mut replayed, master) = start_with(dir.path(), 2, &settings, false);
+        replayed.end_live();
+        prop_assert_eq!(rows, support::final_sql_rows(replayed), "every view equals a full replay's");
+        drop(master);
+    }
+}
+
+/// Each customer's sessions (events less than 30 minutes apart), folded independently.
+fn sessions_oracle(events: &[Order]) -> serde_json::Value {
+    let mut by_customer: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+    for e in events {
+        by_customer.entry(e.customer).or_default().push(e.ts);
+    }
+    let mut rows = serde_json::Map::new();
+    for (customer, mut times) in by_customer {
+        times.sort_unstable();
+        let mut sessions: Vec<serde_json::Value> = Vec::new();
+        let mut start = 0;
+        for i in 1..=times.len() {
+            if i == times.len() || times[i] - times[i - 1] >= 30 * 60_000 {
+                sessions.push(serde_json::json!({
+                    "start": times[start], "end": times[i - 1], "events": i - start
+                }));
+                start = i;
+            }
+        }
+        rows.insert(customer.to_string(), serde_json::Value::Array(sessions));
+    }
+    serde_json::Value::Object(rows)
+}
+
+/// The test above restores from checkpoints (so that it checks something): run after it in
+/// the same process, or on its own it runs the property first.
+#[test]
+fn restarts_restore_from_checkpoints() {
+    a_restore_from_a_checkpoint_answers_as_a_full_replay();
+    assert!(
+        RESTORED.load(Ordering::Relaxed) > 5,
+        "only {} restarts restored from a checkpoint",
+        RESTORED.load(Ordering::Relaxed)
+    );
+}
