@@ -20,7 +20,11 @@
 //! record's own difference, so any aggregate a view computes (counts, [`Sums`](crate::aggregate::Sums),
 //! a `reduce`) can follow, keyed by `(key, start)` or by `start` alone. Sessions depend on
 //! every event of their key, so [`Sessions::sessions`] is a `reduce` over `(key, ts)` and
-//! yields one row per session: its start, its end and its event count.
+//! yields one row per session: its start, its end and its event count; its state holds every
+//! event time. When events are only ever added (the lanes never retract one), a key's
+//! sessions are also a *difference*: [`SessionSet`] adds two sets of sessions by merging
+//! them, so differential consolidates a key's events into its sessions as it goes, and every
+//! operator after [`Sessions::of`] keeps one set of sessions per key, not its events.
 //!
 //! Window widths are checked when a window is made, not when it is used: the constructors
 //! return a [`WindowError`] for a zero width, slide or gap, or a width that is not a multiple
@@ -41,7 +45,7 @@
 
 use std::hash::Hash;
 
-use differential_dataflow::difference::Semigroup;
+use differential_dataflow::difference::{IsZero, Monoid, Multiply, Semigroup};
 use differential_dataflow::{ExchangeData, VecCollection};
 use serde::{Deserialize, Serialize};
 
@@ -300,6 +304,20 @@ impl Sessions {
         sessions
     }
 
+    /// The sessions of one event at `ts`, as a difference ([`SessionSet`]): one session of
+    /// one event. Summed (by differential, as it consolidates) with the others of its key,
+    /// they give the key's sessions.
+    pub fn of(&self, ts: Time) -> SessionSet {
+        SessionSet {
+            gap: self.gap,
+            sessions: vec![Session {
+                start: ts,
+                end: ts,
+                events: 1,
+            }],
+        }
+    }
+
     /// The sessions of every key of a collection of `(key, event time)`, as `(key, session)`
     /// rows, maintained by a differential `reduce`: when a (late) event changes a key's
     /// sessions, the rows that no longer hold are retracted and the new ones added.
@@ -347,5 +365,121 @@ impl Sessions {
                 .map(|(ts, n)| (**ts, u64::try_from(*n).unwrap_or(0)));
             output.extend(self.split(counted).into_iter().map(|s| (s, 1)));
         })
+    }
+}
+
+/// A key's sessions as a difference: adding two sets merges them (sessions that overlap or lie
+/// less than the gap apart become one, their events counted together), which is associative
+/// and commutative, so differential may add a key's events in any grouping and order.
+///
+/// Sessions only grow: a set cannot be subtracted, and a multiple `n` of a set counts each
+/// event `n` times (`n <= 0` gives the empty set). Use it where events are only added, as the
+/// lanes add them.
+///
+/// ```
+/// use differential_dataflow::difference::Semigroup;
+///
+/// let half_minute = lambdaflow::window::session(30_000)?;
+/// let mut sessions = half_minute.of(0);
+/// sessions.plus_equals(&half_minute.of(40_000));
+/// assert_eq!(sessions.sessions().len(), 2);
+/// // a late event at 20 s joins them
+/// sessions.plus_equals(&half_minute.of(20_000));
+/// let joined = sessions.sessions();
+/// assert_eq!((joined.len(), joined[0].start, joined[0].end, joined[0].events), (1, 0, 40_000, 3));
+/// # Ok::<(), lambdaflow::window::WindowError>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SessionSet {
+    gap: Time,
+    /// By start, none within the gap of the next.
+    sessions: Vec<Session>,
+}
+
+impl SessionSet {
+    /// The sessions, by start.
+    pub fn sessions(&self) -> &[Session] {
+        &self.sessions
+    }
+}
+
+impl IsZero for SessionSet {
+    fn is_zero(&self) -> bool {
+        self.sessions.is_empty()
+    }
+}
+
+impl Semigroup for SessionSet {
+    fn plus_equals(&mut self, rhs: &Self) {
+        if rhs.sessions.is_empty() {
+            return;
+        }
+        self.gap = self.gap.max(rhs.gap);
+        let mut all = std::mem::take(&mut self.sessions);
+        all.extend_from_slice(&rhs.sessions);
+        all.sort_unstable();
+        for next in all {
+            match self.sessions.last_mut() {
+                Some(open) if next.start < open.end.saturating_add(self.gap) => {
+                    open.end = open.end.max(next.end);
+                    open.events = open.events.saturating_add(next.events);
+                }
+                _ => self.sessions.push(next),
+            }
+        }
+    }
+}
+
+impl Monoid for SessionSet {
+    fn zero() -> Self {
+        SessionSet::default()
+    }
+}
+
+impl Multiply<isize> for SessionSet {
+    type Output = SessionSet;
+
+    fn multiply(mut self, rhs: &isize) -> SessionSet {
+        let n = u64::try_from(*rhs).unwrap_or(0);
+        if n == 0 {
+            self.sessions.clear();
+        }
+        for session in &mut self.sessions {
+            session.events = session.events.saturating_mul(n);
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod session_set_tests {
+    use differential_dataflow::difference::Semigroup;
+    use proptest::prelude::*;
+
+    use super::{SessionSet, session};
+
+    proptest! {
+        /// Adding the events one set at a time, in any order and grouping, gives the sessions
+        /// that splitting all their times at once gives.
+        #[test]
+        fn merged_sets_are_the_sessions_of_all_their_events(
+            times in prop::collection::vec(0u64..10_000, 0..40),
+            gap in 1u64..2_000,
+            split in 0usize..40,
+        ) {
+            let sessions = session(gap).expect("a gap");
+            let split = split.min(times.len());
+            let mut left = SessionSet::default();
+            for t in &times[..split] {
+                left.plus_equals(&sessions.of(*t));
+            }
+            let mut right = SessionSet::default();
+            for t in times[split..].iter().rev() {
+                right.plus_equals(&sessions.of(*t));
+            }
+            right.plus_equals(&left);
+            let expected = sessions.split(times.iter().map(|t| (*t, 1)));
+            prop_assert_eq!(right.sessions(), expected.as_slice());
+        }
     }
 }

@@ -45,13 +45,50 @@ CREATE VIEW s_kinds AS SELECT DISTINCT kind, product FROM events;
 CREATE VIEW s_top AS SELECT customer, total FROM s_spend ORDER BY total DESC, customer LIMIT 3;
 ";
 
-type Served = WithSql<EcommerceWithWindows>;
+/// The built-in views, the SQL ones, and sessions the other way: a reduce over every event
+/// time, its input cut with `Views::checkpoint` and the view registered with
+/// `register_derived` (as an embedder writes a view over stateful operators).
+struct Served(WithSql<EcommerceWithWindows>);
+
+impl Pipeline for Served {
+    type Event = Order;
+
+    fn build<'s>(
+        &self,
+        events: differential_dataflow::VecCollection<'s, Time, Order>,
+        views: &mut Views<'s>,
+    ) {
+        self.0.build(events.clone(), views);
+        let visits = views.checkpoint(
+            "reduced_sessions.events",
+            events.map(|o| (o.customer, o.ts)),
+        );
+        let sessions = lambdaflow::window::session(30 * 60_000).expect("a gap");
+        views.register_derived(
+            "reduced_sessions",
+            "customer_sessions by a reduce",
+            sessions.sessions(visits),
+            |_, rows| {
+                let list: Vec<serde_json::Value> = rows
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(s, _)| serde_json::json!({"start": s.start, "end": s.end, "events": s.events}))
+                    .collect();
+                (!list.is_empty()).then_some(serde_json::Value::Array(list))
+            },
+        );
+    }
+
+    fn checkpointed(&self) -> bool {
+        true
+    }
+}
 
 fn pipeline() -> Served {
-    WithSql {
+    Served(WithSql {
         pipeline: EcommerceWithWindows,
         sql: SqlViews::new(SQL).expect("the SQL plans"),
-    }
+    })
 }
 
 /// Backfills (and marks checkpoints) from the master dataset, as the server does.
@@ -241,12 +278,14 @@ proptest! {
         let client = engine.client();
         let views = support::final_views(&client);
         let sessions = client.query_final(Query::all("customer_sessions")).expect("sessions").to_json();
+        let reduced = client.query_final(Query::all("reduced_sessions")).expect("sessions").to_json();
         drop(client);
         let rows = support::final_sql_rows(engine);
         let mut all = history.clone();
         all.extend(model.kept.iter().cloned());
         prop_assert_eq!(views, oracle(&all));
         prop_assert_eq!(sessions, sessions_oracle(&all));
+        prop_assert_eq!(reduced, sessions_oracle(&all));
         drop(master);
         let (mut replayed, master) = start_with(dir.path(), 2, &settings, false);
         replayed.end_live();
