@@ -267,6 +267,12 @@ struct Gen {
     out: Option<PathBuf>,
 }
 
+/// mimalloc (Microsoft's allocator, maintained, thread-local free lists): the dataflow
+/// allocates and frees many small buffers on every worker at once, and glibc's allocator spent
+/// a third of a 10M-event replay in `malloc`, `free` and their arena locks (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -48,6 +48,7 @@ use std::hash::Hash;
 use differential_dataflow::difference::{IsZero, Monoid, Multiply, Semigroup};
 use differential_dataflow::{ExchangeData, VecCollection};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::event::Time;
 
@@ -310,7 +311,7 @@ impl Sessions {
     pub fn of(&self, ts: Time) -> SessionSet {
         SessionSet {
             gap: self.gap,
-            sessions: vec![Session {
+            sessions: smallvec::smallvec![Session {
                 start: ts,
                 end: ts,
                 events: 1,
@@ -392,8 +393,9 @@ impl Sessions {
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionSet {
     gap: Time,
-    /// By start, none within the gap of the next.
-    sessions: Vec<Session>,
+    /// By start, none within the gap of the next. Inline when one (`smallvec`): every event
+    /// starts as a set of one, so consolidating events allocates only for keys of several sessions.
+    sessions: SmallVec<[Session; 1]>,
 }
 
 impl SessionSet {

@@ -3,8 +3,9 @@
 //! A cut passes its collection through unchanged, and beside it keeps the collection's
 //! consolidated contents: every update of a time its frontier has passed, summed by record
 //! (one entry per key of a sum), and the updates of later times by time. When a checkpoint at
-//! `H` is requested it stops absorbing at `H`, and once its frontier passes `H` it writes what
-//! it has: the contents at `H`. When the dataflow is restored, it first emits the contents it
+//! `H` is requested it stops absorbing at `H`, and once its frontier passes `H` it hands over
+//! what it has, the contents at `H`: a copy, encoded later off the worker ([`Encode`]), so
+//! that the worker goes on at once. When the dataflow is restored, it first emits the contents it
 //! is given, at time 0, and keeps them as its own.
 
 use std::cell::RefCell;
@@ -23,6 +24,9 @@ use timely::scheduling::Activator;
 use super::{Checkpoint, Point};
 use crate::event::Time;
 
+/// A cut's contents for a checkpoint, encoded when called (on the thread that writes it).
+pub(crate) type Encode = Box<dyn FnOnce() -> Result<Vec<u8>, String> + Send>;
+
 /// The cuts of one dataflow on one worker, shared by their operators and the worker.
 #[derive(Clone)]
 pub(crate) struct Cuts(Rc<RefCell<Registry>>);
@@ -37,7 +41,7 @@ struct Registry {
     /// For each cut, the states it starts from (when restoring).
     restore: Vec<Vec<Vec<u8>>>,
     /// The time of the checkpoint being taken, and each cut's state for it once it has it.
-    request: Option<(Time, Vec<Option<Vec<u8>>>)>,
+    request: Option<(Time, Vec<Option<Encode>>)>,
     /// Why a cut could not read the state it was given.
     failure: Option<String>,
 }
@@ -69,7 +73,7 @@ impl Cuts {
                     .iter()
                     .enumerate()
                     .filter(|(worker, _)| worker % local == index)
-                    .filter_map(|(_, part)| part.states.get(cut).cloned())
+                    .filter_map(|(_, part)| part.states.get(cut).map(|b| b.0.clone()))
                     .collect()
             })
             .collect();
@@ -80,7 +84,7 @@ impl Cuts {
     pub(crate) fn request(&self, time: Time) {
         let mut registry = self.0.borrow_mut();
         let cuts = registry.points.len();
-        registry.request = Some((time, vec![None; cuts]));
+        registry.request = Some((time, (0..cuts).map(|_| None).collect()));
         for activator in &registry.activators {
             activator.activate();
         }
@@ -88,7 +92,7 @@ impl Cuts {
 
     /// The contents every cut has written for the request, in order, once all have (and the
     /// request is then done).
-    pub(crate) fn take(&self) -> Option<Vec<Vec<u8>>> {
+    pub(crate) fn take(&self) -> Option<Vec<Encode>> {
         let mut registry = self.0.borrow_mut();
         let (_, states) = registry.request.as_ref()?;
         if states.iter().any(Option::is_none) {
@@ -193,18 +197,16 @@ impl Cuts {
                     }
                     if let Some(time) = asked
                         && complete >= time
+                        && let Some((_, states)) = registry.request.as_mut()
                     {
-                        let records: Vec<(&D, &R)> = state.iter().collect();
-                        let bytes = rmp_serde::to_vec(&records);
-                        match (bytes, registry.request.as_mut()) {
-                            (Ok(bytes), Some((_, states))) => states[index] = Some(bytes),
-                            (Err(e), _) => {
-                                registry.failure.get_or_insert_with(|| {
-                                    format!("cannot write checkpoint state of {name}: {e}")
-                                });
-                            }
-                            _ => {}
-                        }
+                        let records: Vec<(D, R)> =
+                            state.iter().map(|(d, r)| (d.clone(), r.clone())).collect();
+                        let name = name.clone();
+                        states[index] = Some(Box::new(move || {
+                            rmp_serde::to_vec(&records).map_err(|e| {
+                                format!("cannot write checkpoint state of {name}: {e}")
+                            })
+                        }));
                     }
                 }
             })

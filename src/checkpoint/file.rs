@@ -182,7 +182,7 @@ mod tests {
             }],
             workers: vec![Part {
                 pending: vec![1, 2, 3],
-                states: vec![vec![id as u8; 100]],
+                states: vec![super::super::Blob(vec![id as u8; 100])],
             }],
         }
     }

@@ -37,7 +37,7 @@ mod file;
 
 use serde::{Deserialize, Serialize};
 
-pub(crate) use cut::Cuts;
+pub(crate) use cut::{Cuts, Encode};
 pub use file::Store;
 
 use crate::event::Time;
@@ -82,11 +82,17 @@ pub(crate) struct Point {
 pub(crate) struct Part {
     /// The events it had taken that are applied at or after the checkpoint's time, with
     /// those times (MessagePack of `Vec<(E, Time)>`).
+    #[serde(with = "serde_bytes")]
     pub pending: Vec<u8>,
     /// Each cut's consolidated contents (MessagePack of `Vec<(record, difference)>`), in the
     /// order of [`Checkpoint::points`].
-    pub states: Vec<Vec<u8>>,
+    pub states: Vec<Blob>,
 }
+
+/// Bytes stored as one MessagePack `bin` (not an array of numbers: `serde_bytes`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Blob(#[serde(with = "serde_bytes")] pub Vec<u8>);
 
 /// What [`Engine::checkpoint`](crate::engine::Engine::checkpoint) answers once a checkpoint is
 /// durable.

@@ -7,10 +7,10 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{BackfillSource, Shared};
-use crate::checkpoint::{Checkpoint, Part, Point, Store, Taken};
+use crate::checkpoint::{Blob, Checkpoint, Encode, Part, Point, Store, Taken};
 use crate::event::Event;
 use crate::history::{History, Share};
 use crate::live::{Control, Inlet, LateDrop};
@@ -31,8 +31,30 @@ pub(crate) struct Request {
     parts: Mutex<Gathering>,
 }
 
+/// A worker's part before it is encoded: its kept events, and each cut's contents to encode.
+pub(crate) struct Unwritten {
+    /// The events kept for the checkpoint (see [`Part::pending`]).
+    pub pending: Vec<u8>,
+    /// Each cut's contents, encoded by the writer.
+    pub states: Vec<Encode>,
+}
+
+impl Unwritten {
+    fn encode(self) -> Result<Part, String> {
+        let states = self
+            .states
+            .into_iter()
+            .map(|encode| encode().map(Blob))
+            .collect::<Result<_, _>>()?;
+        Ok(Part {
+            pending: self.pending,
+            states,
+        })
+    }
+}
+
 struct Gathering {
-    parts: Vec<Option<Part>>,
+    parts: Vec<Option<Unwritten>>,
     points: Vec<Point>,
     failure: Option<String>,
     reply: Option<Sender<Result<Taken, String>>>,
@@ -46,7 +68,7 @@ impl Request {
         self: &Arc<Self>,
         index: usize,
         points: Vec<Point>,
-        part: Result<Part, String>,
+        part: Result<Unwritten, String>,
     ) {
         let mut gathering = self.parts.lock().unwrap_or_else(PoisonError::into_inner);
         match part {
@@ -73,20 +95,26 @@ impl Request {
         }
         let mut checkpoint = self.header.clone();
         checkpoint.points = std::mem::take(&mut gathering.points);
-        checkpoint.workers = gathering.parts.iter_mut().flat_map(Option::take).collect();
+        let parts: Vec<Unwritten> = gathering.parts.iter_mut().flat_map(Option::take).collect();
         drop(gathering);
         let request = self.clone();
         let spawned = std::thread::Builder::new()
             .name("checkpoint".into())
             .spawn(move || {
-                let written = request.store.write(&checkpoint).map_err(|e| {
-                    format!(
-                        "cannot write checkpoint {} in {}: {e}",
-                        checkpoint.id,
-                        request.store.dir().display()
-                    )
+                let encoded: Result<Vec<Part>, String> =
+                    parts.into_iter().map(Unwritten::encode).collect();
+                let taken = encoded.and_then(|parts| {
+                    checkpoint.workers = parts;
+                    log_sizes(&checkpoint);
+                    request.store.write(&checkpoint).map_err(|e| {
+                        format!(
+                            "cannot write checkpoint {} in {}: {e}",
+                            checkpoint.id,
+                            request.store.dir().display()
+                        )
+                    })
                 });
-                let taken = written.map(|bytes| Taken {
+                let taken = taken.map(|bytes| Taken {
                     id: checkpoint.id,
                     as_of: checkpoint.time,
                     log_position: checkpoint.position,
@@ -109,6 +137,25 @@ impl Request {
             warn!("cannot start the checkpoint writer: {e}");
         }
     }
+}
+
+/// Logs (at debug) the size of each cut's state and of the kept events.
+fn log_sizes(checkpoint: &Checkpoint) {
+    for (i, point) in checkpoint.points.iter().enumerate() {
+        let bytes: usize = checkpoint
+            .workers
+            .iter()
+            .filter_map(|w| w.states.get(i))
+            .map(|b| b.0.len())
+            .sum();
+        debug!(id = checkpoint.id, cut = %point.name, bytes, "checkpoint state");
+    }
+    let pending: usize = checkpoint.workers.iter().map(|w| w.pending.len()).sum();
+    debug!(
+        id = checkpoint.id,
+        bytes = pending,
+        "checkpoint's pending events"
+    );
 }
 
 /// Counts the late drops recorded before this start and sees that the late sink hears each:
@@ -232,7 +279,7 @@ impl<E: Event> Checkpointer<E> {
                     store: self.store.clone(),
                     metrics: self.metrics.clone(),
                     parts: Mutex::new(Gathering {
-                        parts: vec![None; self.local],
+                        parts: (0..self.local).map(|_| None).collect(),
                         points: Vec::new(),
                         failure: None,
                         reply: Some(reply),

@@ -815,7 +815,7 @@ where
             && let Some(states) = cuts.take()
             && let Some((request, pending)) = checkpointing.take()
         {
-            let part = crate::checkpoint::Part { pending, states };
+            let part = checkpointing::Unwritten { pending, states };
             request.deliver(local_index, cuts.points(), Ok(part));
         }
 
