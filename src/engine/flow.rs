@@ -18,6 +18,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use differential_dataflow::input::{Input, InputSession};
 use timely::dataflow::ProbeHandle;
@@ -25,13 +26,14 @@ use timely::worker::Worker;
 use tracing::error;
 
 use super::Pipeline;
-use super::catalog::Progress;
+use super::catalog::{Catalog, Progress};
 use super::client::ReadTimes;
 use crate::answer::Replies;
 use crate::changelog::Changelog;
 use crate::event::{END_OF_TIME, Event, Time};
 use crate::history::Share;
 use crate::lane::{BatchTime, SpeedLane};
+use crate::live::{Control, Inlet};
 use crate::master::Entry;
 use crate::metrics::Metrics;
 use crate::serve::QueryMsg;
@@ -322,5 +324,87 @@ fn run_backfill<E: Event>(
     let rest = chunk.into_inner().unwrap_or_default();
     if !rest.is_empty() {
         let _ = tx.send(rest);
+    }
+}
+
+/// Builds dataflows while the engine runs and drops views; clone it freely.
+pub struct Flows<E: Event> {
+    pub(super) catalog: Arc<Catalog>,
+    pub(super) backfill: Option<Arc<dyn BackfillSource<E>>>,
+    pub(super) inlet: Arc<Inlet<E>>,
+    pub(super) next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<E: Event> Clone for Flows<E> {
+    fn clone(&self) -> Self {
+        Flows {
+            catalog: self.catalog.clone(),
+            backfill: self.backfill.clone(),
+            inlet: self.inlet.clone(),
+            next: self.next.clone(),
+        }
+    }
+}
+
+impl<E: Event> Flows<E> {
+    /// Builds a dataflow for `pipeline`'s views while the engine runs: backfilled from the
+    /// master dataset, then fed live, every event exactly once (see `engine::flow`). Its views are
+    /// listed as backfilling until they reflect everything, then they answer, replacing views
+    /// of the same names in one step. Returns the dataflow's id once every worker of this
+    /// process has it in its stream (see [`wait_listed`](Self::wait_listed)).
+    pub fn create(&self, pipeline: Arc<dyn Pipeline<Event = E>>) -> Result<u64, String> {
+        self.build(pipeline, false)
+    }
+
+    /// Like [`create`](Self::create), for views that are not listed (nor waited for by
+    /// readiness): an ad-hoc query's, read once and dropped.
+    pub fn create_hidden(&self, pipeline: Arc<dyn Pipeline<Event = E>>) -> Result<u64, String> {
+        self.build(pipeline, true)
+    }
+
+    fn build(&self, pipeline: Arc<dyn Pipeline<Event = E>>, hidden: bool) -> Result<u64, String> {
+        let source = self
+            .backfill
+            .as_ref()
+            .ok_or("this engine has no master dataset to backfill new views from")?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let progress = Arc::new(Progress::default());
+        self.inlet
+            .sequence(|judge| {
+                Control::Build(Arc::new(FlowSpec {
+                    id,
+                    pipeline,
+                    horizon: judge.target(),
+                    backfill: source.mark(),
+                    progress,
+                    hidden,
+                }))
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(id)
+    }
+
+    /// Waits until dataflow `flow`'s views are listed (backfilling or ready): each worker builds
+    /// it as it takes it from its stream, so not on a worker thread. `false` if they are not
+    /// within `timeout`.
+    pub fn wait_listed(&self, flow: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.catalog.has_flow(flow) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    }
+
+    /// Removes a view (every version of it); a dataflow left serving nothing winds down.
+    pub fn drop_view(&self, name: &str) -> bool {
+        self.catalog.drop_view(name)
+    }
+
+    /// Whether every view of dataflow `flow` answers (false until it is built).
+    pub fn ready(&self, flow: u64) -> bool {
+        self.catalog.flow_ready(flow)
     }
 }

@@ -13,6 +13,7 @@ mod checkpointing;
 mod client;
 mod flow;
 mod replay;
+mod settings;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -35,21 +36,19 @@ pub use catalog::{Listed, ViewState};
 pub use checkpointing::Checkpointer;
 pub(crate) use checkpointing::Request as CheckpointRequest;
 pub use client::{Client, QueryError, Ticket};
-pub use flow::{Backfill, BackfillSource, FlowSpec};
+pub use flow::{Backfill, BackfillSource, FlowSpec, Flows};
+pub use settings::{Checkpoints, Hooks, OnSequenced, Settings};
 
 use crate::answer::Replies;
 use crate::changelog::Changelog;
 use crate::cluster::Cluster;
-use crate::event::{Decode, END_OF_TIME, Event, Parse, Reject, Time};
+use crate::event::{Decode, END_OF_TIME, Event, Parse, Time};
 use crate::history::History;
-use crate::lane::{BatchLane, BatchTime, Replayed, SpeedLane};
-use crate::live::{
-    BacklogLimits, Control, Inbox, Inlet, Journal, LateSink, LiveSender, Taken, wall_clock_ms,
-};
+use crate::lane::{BatchLane, Replayed, SpeedLane};
+use crate::live::{Control, Inbox, Inlet, LiveSender, Taken, wall_clock_ms};
 use crate::metrics::Metrics;
 use crate::serve::QueryMsg;
 use crate::view::Views;
-use crate::watermark::{LatePolicy, LateRules};
 use catalog::{Catalog, Progress};
 use client::{ReadTimes, Request, mailboxes, take_inbox};
 use flow::Flow;
@@ -75,115 +74,6 @@ pub trait Pipeline: Send + Sync + 'static {
     /// without it, no checkpoint is taken and a restart replays the whole master dataset.
     fn checkpointed(&self) -> bool {
         false
-    }
-}
-
-/// How the engine treats time.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// How far behind the newest event the live watermark trails.
-    pub allowed_lateness: Duration,
-    /// What happens to events behind the watermark.
-    pub late_policy: LatePolicy,
-    /// The timestamps history is replayed at.
-    pub batch_time: BatchTime,
-    /// How often (processing time) the speed lanes advance to the watermark: the micro-batch
-    /// trade-off between latency and throughput.
-    pub tick: Duration,
-    /// Beyond this far behind the watermark even `Correct` drops a late event (so state for
-    /// old windows can be compacted); `None`: no horizon.
-    pub max_lateness: Option<Duration>,
-    /// A process whose live input has taken nothing for this long (processing time) stops
-    /// holding the watermark back: it follows the newest event any process has seen (minus the
-    /// allowed lateness), and once every process is idle, the watermark passes the newest event
-    /// seen, so a quiet stream still finalizes its windows. `None`: never.
-    pub idle_timeout: Option<Duration>,
-    /// Whether to keep every view's changelog (for subscriptions and sinks; see
-    /// [`changelog`](crate::changelog)): it costs a copy of each view's state.
-    pub changelog: bool,
-    /// How much live input may wait for each worker (see [`live`](crate::live)).
-    pub backlog: BacklogLimits,
-    /// How long a page's time stays readable after the page (the next page of a scan reads the
-    /// same time; see [`serve`](crate::serve)).
-    pub page_hold: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            allowed_lateness: Duration::from_secs(5),
-            late_policy: LatePolicy::Correct,
-            batch_time: BatchTime::Single,
-            tick: Duration::from_millis(10),
-            max_lateness: None,
-            idle_timeout: Some(Duration::from_secs(5)),
-            changelog: false,
-            backlog: BacklogLimits::default(),
-            page_hold: crate::serve::PAGE_HOLD,
-        }
-    }
-}
-
-impl Settings {
-    fn rules(&self) -> LateRules {
-        LateRules {
-            allowed_lateness: self.allowed_lateness.as_millis() as Time,
-            policy: self.late_policy,
-            max_lateness: self.max_lateness.map(|d| d.as_millis() as Time),
-        }
-    }
-}
-
-/// Callbacks for what the engine leaves out, and where it stores live verdicts.
-pub struct Hooks<E> {
-    /// Every history line that was rejected.
-    pub on_reject: Option<Arc<dyn Fn(Reject) + Send + Sync>>,
-    /// Every late event left out (policy `drop`, or beyond the maximum lateness), and, when
-    /// replaying a master dataset, every one left out before.
-    pub on_late_drop: Option<LateSink<E>>,
-    /// Stores each live batch with its verdicts before it becomes visible (the server's master
-    /// dataset); see [`Journal`].
-    pub journal: Option<Journal<E>>,
-    /// Where dataflows created while the engine runs read what came before them (the
-    /// journal's master dataset); without it, [`Flows::create`] is refused.
-    pub backfill: Option<Arc<dyn BackfillSource<E>>>,
-    /// Hears every item of the log all processes read in one order ([`Client::sequence`]),
-    /// on this process's first worker; `false` leaves the item (and those after it) to be
-    /// heard again later.
-    pub on_sequenced: Option<OnSequenced>,
-    /// Where checkpoints are kept (with a master dataset as the history and a
-    /// [`backfill`](Self::backfill) source of it, for a pipeline that is
-    /// [`checkpointed`](Pipeline::checkpointed)); see [`checkpoint`](crate::checkpoint).
-    pub checkpoints: Option<Checkpoints>,
-}
-
-/// Where checkpoints are kept, and whether to start from them.
-#[derive(Clone, Debug)]
-pub struct Checkpoints {
-    /// The store.
-    pub store: crate::checkpoint::Store,
-    /// Whether to restore the views from the newest checkpoint that fits them (else the
-    /// history is replayed in full: `run --from-scratch`).
-    pub restore: bool,
-    /// Whether checkpoints are taken (then the views keep a copy of their state's inputs for
-    /// them, and the speed lanes their pending events); if not, one already stored can still
-    /// be restored from.
-    pub take: bool,
-}
-
-/// Hears an item of the log all processes read in one order; `false`: not yet.
-pub type OnSequenced = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
-
-impl<E> Default for Hooks<E> {
-    fn default() -> Self {
-        Hooks {
-            on_reject: None,
-            on_late_drop: None,
-            journal: None,
-            backfill: None,
-            on_sequenced: None,
-            checkpoints: None,
-        }
     }
 }
 
@@ -419,88 +309,6 @@ impl<E: Event> Engine<E> {
         } else {
             Err(errors.join("; "))
         }
-    }
-}
-
-/// Builds dataflows while the engine runs and drops views; clone it freely.
-pub struct Flows<E: Event> {
-    catalog: Arc<Catalog>,
-    backfill: Option<Arc<dyn BackfillSource<E>>>,
-    inlet: Arc<Inlet<E>>,
-    next: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl<E: Event> Clone for Flows<E> {
-    fn clone(&self) -> Self {
-        Flows {
-            catalog: self.catalog.clone(),
-            backfill: self.backfill.clone(),
-            inlet: self.inlet.clone(),
-            next: self.next.clone(),
-        }
-    }
-}
-
-impl<E: Event> Flows<E> {
-    /// Builds a dataflow for `pipeline`'s views while the engine runs: backfilled from the
-    /// master dataset, then fed live, every event exactly once (see `engine::flow`). Its views are
-    /// listed as backfilling until they reflect everything, then they answer, replacing views
-    /// of the same names in one step. Returns the dataflow's id once every worker of this
-    /// process has it in its stream (see [`wait_listed`](Self::wait_listed)).
-    pub fn create(&self, pipeline: Arc<dyn Pipeline<Event = E>>) -> Result<u64, String> {
-        self.build(pipeline, false)
-    }
-
-    /// Like [`create`](Self::create), for views that are not listed (nor waited for by
-    /// readiness): an ad-hoc query's, read once and dropped.
-    pub fn create_hidden(&self, pipeline: Arc<dyn Pipeline<Event = E>>) -> Result<u64, String> {
-        self.build(pipeline, true)
-    }
-
-    fn build(&self, pipeline: Arc<dyn Pipeline<Event = E>>, hidden: bool) -> Result<u64, String> {
-        let source = self
-            .backfill
-            .as_ref()
-            .ok_or("this engine has no master dataset to backfill new views from")?;
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let progress = Arc::new(Progress::default());
-        self.inlet
-            .sequence(|judge| {
-                Control::Build(Arc::new(FlowSpec {
-                    id,
-                    pipeline,
-                    horizon: judge.target(),
-                    backfill: source.mark(),
-                    progress,
-                    hidden,
-                }))
-            })
-            .map_err(|e| e.to_string())?;
-        Ok(id)
-    }
-
-    /// Waits until dataflow `flow`'s views are listed (backfilling or ready): each worker builds
-    /// it as it takes it from its stream, so not on a worker thread. `false` if they are not
-    /// within `timeout`.
-    pub fn wait_listed(&self, flow: u64, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while !self.catalog.has_flow(flow) {
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        true
-    }
-
-    /// Removes a view (every version of it); a dataflow left serving nothing winds down.
-    pub fn drop_view(&self, name: &str) -> bool {
-        self.catalog.drop_view(name)
-    }
-
-    /// Whether every view of dataflow `flow` answers (false until it is built).
-    pub fn ready(&self, flow: u64) -> bool {
-        self.catalog.flow_ready(flow)
     }
 }
 
