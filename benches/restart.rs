@@ -16,12 +16,12 @@
 mod process;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use lambdaflow::ecommerce::generate::{GenConfig, Generator, push_json_line};
+use process::load::{import, ingest, query};
 
 struct Args {
     history: PathBuf,
@@ -58,111 +58,6 @@ fn parse_args() -> Result<Args, String> {
         workers,
         rate,
     })
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-/// Latencies (ms) of one kind of request: outside a checkpoint and while one is taken.
-#[derive(Default)]
-struct Phases {
-    outside: Vec<f64>,
-    during: Vec<f64>,
-}
-
-impl Phases {
-    fn report(&mut self, what: &str) {
-        for (phase, values) in [("outside", &mut self.outside), ("during", &mut self.during)] {
-            values.sort_by(|a, b| a.total_cmp(b));
-            println!(
-                "{what:>12} {phase} a checkpoint: n={:<6} p50={:.2} ms p99={:.2} ms",
-                values.len(),
-                percentile(values, 0.5),
-                percentile(values, 0.99)
-            );
-        }
-    }
-
-    fn record(&mut self, checkpointing: &AtomicU8, ms: f64) {
-        match checkpointing.load(Ordering::Relaxed) {
-            0 => self.outside.push(ms),
-            1 => self.during.push(ms),
-            _ => {}
-        }
-    }
-}
-
-/// Posts `rate` events/s (one POST every 20 ms) until `stop`.
-fn ingest(base: String, rate: u64, checkpointing: Arc<AtomicU8>, stop: Arc<AtomicBool>) -> Phases {
-    let http = reqwest::blocking::Client::new();
-    let config = GenConfig {
-        seed: 99,
-        events: u64::MAX / 2_000_000,
-        start_ts: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-        events_per_second: rate,
-        ..GenConfig::default()
-    };
-    let mut events = Generator::new(config).expect("a generator");
-    let per_batch = (rate / 50).max(1) as usize;
-    let (mut body, mut phases, mut next) = (Vec::new(), Phases::default(), Instant::now());
-    while !stop.load(Ordering::Relaxed) {
-        body.clear();
-        for order in events.by_ref().take(per_batch) {
-            push_json_line(&mut body, &order);
-        }
-        let sent = Instant::now();
-        let ok = http
-            .post(format!("{base}/events"))
-            .header("content-type", "application/x-ndjson")
-            .body(body.clone())
-            .send()
-            .is_ok_and(|r| r.status().is_success());
-        if ok {
-            phases.record(&checkpointing, sent.elapsed().as_secs_f64() * 1e3);
-        }
-        next += Duration::from_millis(20);
-        if let Some(wait) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-    }
-    phases
-}
-
-/// Asks `GET /views/product_stats/{id}` every 2 ms until `stop`.
-fn query(base: String, checkpointing: Arc<AtomicU8>, stop: Arc<AtomicBool>) -> Phases {
-    let http = reqwest::blocking::Client::new();
-    let (mut phases, mut product) = (Phases::default(), 0u64);
-    while !stop.load(Ordering::Relaxed) {
-        product = (product * 7 + 13) % 1000;
-        let sent = Instant::now();
-        let ok = http
-            .get(format!("{base}/views/product_stats/{product}"))
-            .send()
-            .is_ok_and(|r| r.status().is_success() || r.status().as_u16() == 404);
-        if ok {
-            phases.record(&checkpointing, sent.elapsed().as_secs_f64() * 1e3);
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    phases
-}
-
-fn import(data: &Path, history: &Path) -> Result<(), String> {
-    let status = Command::new(process::lambdaflow())
-        .arg("import")
-        .arg("--data-dir")
-        .arg(data)
-        .arg(history)
-        .stdout(Stdio::null())
-        .status()
-        .map_err(|e| e.to_string())?;
-    status.success().then_some(()).ok_or("import failed".into())
 }
 
 fn metrics(server: &process::Server) -> Result<String, String> {
@@ -277,8 +172,9 @@ fn run() -> Result<(), String> {
         replay / restore
     );
     println!("serving peak RSS {peak_serving:.0} MiB");
-    ingested.report("ingest POST");
-    queried.report("point query");
+    let phases = ["outside a checkpoint", "during a checkpoint"];
+    ingested.report("ingest POST", phases);
+    queried.report("point query", phases);
     Ok(())
 }
 

@@ -9,13 +9,13 @@
 
 mod process;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use lambdaflow::ecommerce::generate::{GenConfig, Generator, push_json_line};
+use process::load::{import, ingest, query};
 
 /// The view created while serving.
 const VIEW: &str = "CREATE VIEW spend_sql AS
@@ -52,115 +52,6 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-/// Latencies (ms) of one kind of request, by phase.
-#[derive(Default)]
-struct Phases {
-    before: Vec<f64>,
-    during: Vec<f64>,
-}
-
-impl Phases {
-    fn report(&mut self, what: &str) {
-        for (phase, values) in [("before", &mut self.before), ("during", &mut self.during)] {
-            values.sort_by(|a, b| a.total_cmp(b));
-            println!(
-                "{what:>12} {phase}: n={:<7} p50={:.2} ms p99={:.2} ms",
-                values.len(),
-                percentile(values, 0.5),
-                percentile(values, 0.99)
-            );
-        }
-    }
-}
-
-/// 0 before the view is created, 1 while it backfills, 2 after.
-struct Clock {
-    phase: std::sync::atomic::AtomicU8,
-}
-
-fn ingest(base: String, rate: u64, clock: Arc<Clock>, stop: Arc<AtomicBool>) -> Phases {
-    let http = reqwest::blocking::Client::new();
-    let config = GenConfig {
-        seed: 99,
-        events: u64::MAX / 2_000_000,
-        start_ts: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-        events_per_second: rate,
-        ..GenConfig::default()
-    };
-    let mut events = Generator::new(config).expect("a generator");
-    let per_batch = (rate / 50).max(1);
-    let mut body = Vec::new();
-    let mut phases = Phases::default();
-    let mut next = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        body.clear();
-        for order in events.by_ref().take(per_batch as usize) {
-            push_json_line(&mut body, &order);
-        }
-        let sent = Instant::now();
-        let ok = http
-            .post(format!("{base}/events"))
-            .header("content-type", "application/x-ndjson")
-            .body(body.clone())
-            .send()
-            .is_ok_and(|r| r.status().is_success());
-        let ms = sent.elapsed().as_secs_f64() * 1e3;
-        match (ok, clock.phase.load(Ordering::Relaxed)) {
-            (true, 0) => phases.before.push(ms),
-            (true, 1) => phases.during.push(ms),
-            _ => {}
-        }
-        next += Duration::from_millis(20);
-        if let Some(wait) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-    }
-    phases
-}
-
-fn query(base: String, clock: Arc<Clock>, stop: Arc<AtomicBool>) -> Phases {
-    let http = reqwest::blocking::Client::new();
-    let mut phases = Phases::default();
-    let mut product = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        product = (product * 7 + 13) % 1000;
-        let sent = Instant::now();
-        let ok = http
-            .get(format!("{base}/views/product_stats/{product}"))
-            .send()
-            .is_ok_and(|r| r.status().is_success() || r.status().as_u16() == 404);
-        let ms = sent.elapsed().as_secs_f64() * 1e3;
-        match (ok, clock.phase.load(Ordering::Relaxed)) {
-            (true, 0) => phases.before.push(ms),
-            (true, 1) => phases.during.push(ms),
-            _ => {}
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    phases
-}
-
-fn import(data: &Path, history: &Path) -> Result<(), String> {
-    let status = Command::new(process::lambdaflow())
-        .arg("import")
-        .arg("--data-dir")
-        .arg(data)
-        .arg(history)
-        .stdout(Stdio::null())
-        .status()
-        .map_err(|e| e.to_string())?;
-    status.success().then_some(()).ok_or("import failed".into())
-}
-
 fn run() -> Result<(), String> {
     let args = parse_args()?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -194,9 +85,8 @@ fn run() -> Result<(), String> {
 
     // The server that gets the view while it ingests.
     let server = process::Server::start(&data, &flags, &scratch.join("server.log"))?;
-    let clock = Arc::new(Clock {
-        phase: std::sync::atomic::AtomicU8::new(0),
-    });
+    // 0 before the view is created, 1 while it backfills, 2 after.
+    let clock = Arc::new(AtomicU8::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let ingesting = {
         let (base, clock, stop) = (server.base.clone(), clock.clone(), stop.clone());
@@ -209,7 +99,7 @@ fn run() -> Result<(), String> {
     };
     std::thread::sleep(Duration::from_secs(10));
     let http = reqwest::blocking::Client::new();
-    clock.phase.store(1, Ordering::Relaxed);
+    clock.store(1, Ordering::Relaxed);
     let created = Instant::now();
     let posted = http
         .post(format!("{}/sql", server.base))
@@ -237,7 +127,7 @@ fn run() -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let backfill = created.elapsed().as_secs_f64();
-    clock.phase.store(2, Ordering::Relaxed);
+    clock.store(2, Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
     let mut ingested = ingesting.join().map_err(|_| "the ingest thread failed")?;
@@ -253,8 +143,9 @@ fn run() -> Result<(), String> {
     );
     println!("backfill of the view while ingesting: {backfill:.2} s from POST /sql to ready");
     println!("server peak RSS {:.0} MiB", server.peak_mib());
-    ingested.report("ingest POST");
-    queried.report("point query");
+    let phases = ["before", "during"];
+    ingested.report("ingest POST", phases);
+    queried.report("point query", phases);
     Ok(())
 }
 

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod load;
+
 #[path = "../../tests/support/binaries.rs"]
 mod binaries;
 #[path = "../../tests/support/ports.rs"]
