@@ -214,20 +214,8 @@ proptest! {
         max_lateness in prop::option::of(prop_oneof![Just(0u64), Just(30_000)]),
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let (master, _) = MasterDataset::<Entry<Order>>::open(dir.path(), support::master_options())
-                .expect("opens");
-            let entries: Vec<Entry<Order>> = history.iter().cloned().map(Entry::Event).collect();
-            master.append(&entries).expect("history imported");
-        }
-        let settings = Settings {
-            allowed_lateness: Duration::from_millis(lateness),
-            late_policy: if drop_late { LatePolicy::Drop } else { LatePolicy::Correct },
-            max_lateness: max_lateness.map(Duration::from_millis),
-            idle_timeout: None,
-            tick: Duration::from_millis(2),
-            ..Settings::default()
-        };
+        support::import_master(dir.path(), &history);
+        let settings = support::stream_settings(lateness, drop_late, max_lateness);
         let mut model = LateModel::new(&history, lateness, drop_late, max_lateness);
         let (mut engine, mut master) = start(dir.path(), first_workers, &settings);
         let mut live = engine.live().expect("live");

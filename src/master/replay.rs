@@ -104,14 +104,15 @@ pub fn read_share_with<E: DeserializeOwned>(
     progress: &AtomicU64,
     on_event: impl FnMut(E),
 ) -> Result<ReadStats> {
-    let reading = Reading {
+    read_between(
         storage,
         dir,
         schema_version,
-        until: None,
-        from: None,
-    };
-    reading.share(share, progress, on_event)
+        (None, None),
+        share,
+        progress,
+        on_event,
+    )
 }
 
 /// [`read_share_with`], of the records from `from` on (a [`Mark`](super::Mark)'s
@@ -126,14 +127,16 @@ pub fn read_share_from<E: DeserializeOwned>(
     progress: &AtomicU64,
     on_event: impl FnMut(E),
 ) -> Result<ReadStats> {
-    let reading = Reading {
+    let at = Some((from.segment, from.offset));
+    read_between(
         storage,
         dir,
         schema_version,
-        until: None,
-        from: Some((from.segment, from.offset)),
-    };
-    reading.share(share, progress, on_event)
+        (at, None),
+        share,
+        progress,
+        on_event,
+    )
 }
 
 /// [`read_share_with`], of the records before `until` (a [`Mark`](super::Mark)'s
@@ -147,12 +150,37 @@ pub fn read_share_until<E: DeserializeOwned>(
     progress: &AtomicU64,
     on_event: impl FnMut(E),
 ) -> Result<ReadStats> {
+    let at = Some((until.segment, until.offset));
+    read_between(
+        storage,
+        dir,
+        schema_version,
+        (None, at),
+        share,
+        progress,
+        on_event,
+    )
+}
+
+/// A point of the log as `Reading` takes it: a segment and an offset.
+type At = Option<(u64, u64)>;
+
+/// The records between two points of the log (`None`: its start, its end).
+fn read_between<E: DeserializeOwned>(
+    storage: &dyn Storage,
+    dir: &Path,
+    schema_version: u32,
+    (from, until): (At, At),
+    share: Share,
+    progress: &AtomicU64,
+    on_event: impl FnMut(E),
+) -> Result<ReadStats> {
     let reading = Reading {
         storage,
         dir,
         schema_version,
-        until: Some((until.segment, until.offset)),
-        from: None,
+        until,
+        from,
     };
     reading.share(share, progress, on_event)
 }

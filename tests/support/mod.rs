@@ -239,6 +239,31 @@ impl LateModel {
 }
 
 /// Options to open a master dataset of orders as the server writes it (their schema version).
+/// Appends `history` to a new master dataset in `dir`, as imported events.
+pub fn import_master(dir: &std::path::Path, history: &[Order]) {
+    use lambdaflow::master::{Entry, MasterDataset};
+    let (master, _) =
+        MasterDataset::<Entry<Order>>::open(dir, master_options()).expect("the master opens");
+    let entries: Vec<Entry<Order>> = history.iter().cloned().map(Entry::Event).collect();
+    master.append(&entries).expect("history imported");
+}
+
+/// The settings of a stream test: its late rules, no idleness (processing time), a 2 ms tick.
+pub fn stream_settings(lateness: u64, drop_late: bool, max_lateness: Option<u64>) -> Settings {
+    Settings {
+        allowed_lateness: std::time::Duration::from_millis(lateness),
+        late_policy: if drop_late {
+            LatePolicy::Drop
+        } else {
+            LatePolicy::Correct
+        },
+        max_lateness: max_lateness.map(std::time::Duration::from_millis),
+        idle_timeout: None,
+        tick: std::time::Duration::from_millis(2),
+        ..Settings::default()
+    }
+}
+
 pub fn master_options() -> lambdaflow::master::MasterOptions {
     lambdaflow::master::MasterOptions {
         schema_version: <Order as Event>::SCHEMA_VERSION,
