@@ -145,9 +145,21 @@ impl<E: Event> BatchLane<E> {
         self.sealed = self.watermark.min(self.cap);
     }
 
+    /// Replays one event of the history a restored checkpoint covers, at time 0 (where the
+    /// restored states are): only the cuts the checkpoint lacks take it (see
+    /// [`checkpoint`](crate::checkpoint)). Call it before [`resume`](Self::resume).
+    pub(crate) fn rebuild(&mut self, event: E) {
+        self.unreported += 1;
+        self.input.update_at(event, 0, 1);
+    }
+
     /// Resumes where a checkpoint of time `time` left off: its judge's `watermark` and
-    /// `newest` event, as if the history before it had been replayed.
+    /// `newest` event, as if the history before it had been replayed. The lane goes on from
+    /// time 1: time 0 is the restored states'.
     pub fn resume(&mut self, time: Time, watermark: Time, newest: Option<Time>) {
+        if *self.input.time() < 1 {
+            self.input.advance_to(1);
+        }
         self.seal(watermark);
         self.newest = self.newest.max(newest);
         self.resume = self.resume.max(time);

@@ -62,6 +62,11 @@ pub struct Metrics {
     pub checkpoint_bytes: AtomicU64,
     /// Whether the views were restored from a checkpoint when the process started.
     pub restored: AtomicBool,
+    /// How many cuts that restore started from their states in the checkpoint.
+    pub restored_cuts: AtomicU64,
+    /// How many cuts it rebuilt from the history the checkpoint covers (their views were
+    /// defined or changed since).
+    pub rebuilt_cuts: AtomicU64,
     /// Each local worker's speed-lane time (its watermark), by worker index.
     worker_watermarks: Mutex<BTreeMap<usize, u64>>,
     /// Queries each local worker has taken and not yet answered, by worker index.

@@ -7,7 +7,9 @@
 //! temporary directory, stopped cleanly and started again on them. Besides the built-in views
 //! it serves SQL views of every stateful kind (sums, a reduce, a join, windows, sessions, a
 //! ranking over a view): at the end every view's rows equal those of a full replay of the same
-//! master dataset, which `tests/sql.rs` checks against DuckDB.
+//! master dataset, which `tests/sql.rs` checks against DuckDB. A restart may also change the
+//! SQL views (one changed, one new, one gone): the views the checkpoint has are restored and
+//! the others rebuilt from the master dataset it covers.
 
 mod support;
 
@@ -44,6 +46,20 @@ CREATE VIEW s_sessions AS SELECT customer, window_start, COUNT(*) AS n
 CREATE VIEW s_kinds AS SELECT DISTINCT kind, product FROM events;
 CREATE VIEW s_top AS SELECT customer, total FROM s_spend ORDER BY total DESC, customer LIMIT 3;
 ";
+
+/// The SQL views a restart may change to: `s_spend` changed, `s_kinds` gone, `s_products`
+/// new, the others as in [`SQL`].
+fn changed_sql() -> String {
+    SQL.replace(
+        "SUM(amount_cents) AS total, COUNT(*) AS n",
+        "SUM(amount_cents) AS total, COUNT(*) AS n, MAX(ts) AS last",
+    )
+    .replace(
+        "CREATE VIEW s_kinds AS SELECT DISTINCT kind, product FROM events;",
+        "CREATE VIEW s_products AS SELECT product, SUM(amount_cents) AS total, COUNT(*) AS n
+           FROM events WHERE kind <> 'view' GROUP BY product;",
+    )
+}
 
 /// The built-in views, the SQL ones, and sessions the other way: a reduce over every event
 /// time, its input cut with `Views::checkpoint` and the view registered with
@@ -84,10 +100,16 @@ impl Pipeline for Served {
     }
 }
 
-fn pipeline() -> Served {
+/// The views with the SQL of [`SQL`], or [`changed_sql`] if `changed`.
+fn pipeline(changed: bool) -> Served {
+    let sql = if changed {
+        changed_sql()
+    } else {
+        SQL.to_string()
+    };
     Served(WithSql {
         pipeline: EcommerceWithWindows,
-        sql: SqlViews::new(SQL).expect("the SQL plans"),
+        sql: SqlViews::new(&sql).expect("the SQL plans"),
     })
 }
 
@@ -129,7 +151,8 @@ enum Step {
     Send(Order),
     Declare(u64),
     Checkpoint,
-    Restart(usize),
+    /// With this many workers, and the changed SQL views if set.
+    Restart(usize, bool),
 }
 
 fn order() -> impl Strategy<Value = Order> {
@@ -155,21 +178,27 @@ fn step() -> impl Strategy<Value = Step> {
         8 => order().prop_map(Step::Send),
         1 => (0u64..200_000).prop_map(Step::Declare),
         2 => Just(Step::Checkpoint),
-        1 => (1usize..=3).prop_map(Step::Restart),
+        1 => (1usize..=3, any::<bool>()).prop_map(|(w, changed)| Step::Restart(w, changed)),
     ]
 }
 
-fn start(dir: &std::path::Path, workers: usize, settings: &Settings) -> (Engine<Order>, Master) {
-    start_with(dir, workers, settings, true)
+fn start(
+    dir: &std::path::Path,
+    workers: usize,
+    settings: &Settings,
+    changed: bool,
+) -> (Engine<Order>, Master) {
+    start_with(dir, workers, settings, true, changed)
 }
 
 /// The engine over `dir`'s master dataset, restoring from its checkpoints if `restore` (and
-/// then taking them too).
+/// then taking them too), with the changed SQL views if `changed`.
 fn start_with(
     dir: &std::path::Path,
     workers: usize,
     settings: &Settings,
     restore: bool,
+    changed: bool,
 ) -> (Engine<Order>, Master) {
     let (master, _) = MasterDataset::<Entry<Order>>::open(dir, support::master_options())
         .expect("the master dataset opens");
@@ -191,7 +220,7 @@ fn start_with(
         &Cluster::threads(workers),
         settings.clone(),
         History::Master(dir.to_path_buf()),
-        pipeline(),
+        pipeline(changed),
         hooks,
     )
     .expect("engine starts");
@@ -200,6 +229,9 @@ fn start_with(
 
 /// How many restarts restored from a checkpoint, over every case: the test must exercise them.
 static RESTORED: AtomicU64 = AtomicU64::new(0);
+
+/// How many of them rebuilt the views the checkpoint lacked while restoring the others.
+static REBUILT: AtomicU64 = AtomicU64::new(0);
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
@@ -217,7 +249,10 @@ proptest! {
         support::import_master(dir.path(), &history);
         let settings = support::stream_settings(lateness, drop_late, max_lateness);
         let mut model = LateModel::new(&history, lateness, drop_late, max_lateness);
-        let (mut engine, mut master) = start(dir.path(), first_workers, &settings);
+        let mut changed = false;
+        // The SQL views of the engine that took the newest checkpoint.
+        let mut checkpointed = None;
+        let (mut engine, mut master) = start(dir.path(), first_workers, &settings, changed);
         let mut live = engine.live().expect("live");
         engine.end_live();
         let mut newest = history.iter().map(|e| e.ts).max().unwrap_or(0);
@@ -236,14 +271,27 @@ proptest! {
                 Step::Checkpoint => {
                     let taken = engine.checkpoint();
                     prop_assert!(taken.is_ok(), "checkpoint: {:?}", taken);
+                    checkpointed = Some(changed);
                 }
-                Step::Restart(workers) => {
+                Step::Restart(workers, now) => {
                     drop(live);
                     engine.join().expect("workers finish");
                     drop(master);
-                    (engine, master) = start(dir.path(), *workers, &settings);
-                    if engine.metrics().restored.load(Ordering::Relaxed) {
+                    changed = *now;
+                    (engine, master) = start(dir.path(), *workers, &settings, changed);
+                    let metrics = engine.metrics();
+                    let restored = metrics.restored.load(Ordering::Relaxed);
+                    prop_assert_eq!(restored, checkpointed.is_some(), "restores from the newest checkpoint");
+                    let rebuilt = metrics.rebuilt_cuts.load(Ordering::Relaxed);
+                    if let Some(then) = checkpointed {
                         RESTORED.fetch_add(1, Ordering::Relaxed);
+                        prop_assert!(metrics.restored_cuts.load(Ordering::Relaxed) > 0);
+                        // Only s_spend's cuts, and s_kinds' or s_products' (a cut or two each).
+                        prop_assert_eq!(rebuilt > 0, then != changed, "rebuilt cuts: {}", rebuilt);
+                        prop_assert!(rebuilt <= 3, "rebuilt {} cuts", rebuilt);
+                        if rebuilt > 0 {
+                            REBUILT.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     live = engine.live().expect("live");
                     engine.end_live();
@@ -275,7 +323,7 @@ proptest! {
         prop_assert_eq!(sessions, sessions_oracle(&all));
         prop_assert_eq!(reduced, sessions_oracle(&all));
         drop(master);
-        let (mut replayed, master) = start_with(dir.path(), 2, &settings, false);
+        let (mut replayed, master) = start_with(dir.path(), 2, &settings, false, changed);
         replayed.end_live();
         prop_assert_eq!(rows, support::final_sql_rows(replayed), "every view equals a full replay's");
         drop(master);
@@ -315,5 +363,10 @@ fn restarts_restore_from_checkpoints() {
         RESTORED.load(Ordering::Relaxed) > 5,
         "only {} restarts restored from a checkpoint",
         RESTORED.load(Ordering::Relaxed)
+    );
+    assert!(
+        REBUILT.load(Ordering::Relaxed) > 2,
+        "only {} restores rebuilt a changed view",
+        REBUILT.load(Ordering::Relaxed)
     );
 }

@@ -1,7 +1,7 @@
 //! SQL views on the real server: created while it ingests (backfilled from the master dataset,
 //! every event counted once across the backfill/live boundary, equal to DuckDB), replaced
 //! under concurrent reads (every answer one version's), dropped, refused with reasons, and
-//! back after kill -9.
+//! back after kill -9, from a checkpoint that lacks them or an older version of one.
 
 mod support;
 
@@ -53,9 +53,14 @@ fn rows_of(server: &Server, view: &str, as_of: u64) -> Vec<Value> {
 
 /// The SQL views equal DuckDB over `events`.
 fn check_against_duckdb(server: &Server, events: &std::path::Path, as_of: u64) {
+    check_views_against_duckdb(server, VIEWS, events, as_of);
+}
+
+/// The views `views` defines equal DuckDB over `events`.
+fn check_views_against_duckdb(server: &Server, views: &str, events: &std::path::Path, as_of: u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let sql = dir.path().join("views.sql");
-    std::fs::write(&sql, VIEWS).expect("sql written");
+    std::fs::write(&sql, views).expect("sql written");
     let duck = support::duckdb::views(events, &sql);
     for (name, rows) in duck.as_object().expect("views") {
         let ours = rows_of(server, name, as_of);
@@ -127,6 +132,84 @@ fn views_created_during_ingest_count_every_event_once_and_survive_kill_9() {
     );
     wait_ready(&server);
     check_against_duckdb(&server, &events, visible);
+}
+
+/// Views created after the newest checkpoint, and a view replaced after it: a restart restores
+/// what the checkpoint has and rebuilds only those views from the master dataset, and every
+/// view equals DuckDB.
+#[test]
+fn a_restore_rebuilds_only_the_views_its_checkpoint_lacks() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    import(&data, &[golden("history.jsonl")]);
+    let args = ["-w", "2", "--idle-timeout", "off"];
+    let live = read_orders(&golden("live.jsonl"));
+    let history = read_orders(&golden("history.jsonl"));
+    let newest = live.iter().chain(&history).map(|e| e.ts).max().unwrap_or(0);
+    let (first, rest) = live.split_at(live.len() / 3);
+    let (second, third) = rest.split_at(rest.len() / 2);
+    let post = |server: &Server, events: &[lambdaflow::ecommerce::Order]| {
+        for chunk in events.chunks(150) {
+            let (status, answer) = server.post("/events", "application/x-ndjson", jsonl(chunk));
+            assert_eq!(status, 200, "{answer}");
+        }
+    };
+    let checkpoint = |server: &Server| {
+        let (status, taken) = server.post("/checkpoint", "application/json", Vec::new());
+        assert_eq!(status, 200, "{taken}");
+    };
+
+    // A checkpoint of the built-in views only, then the SQL views and more events.
+    let server = Server::start(&data, free_port(), &args, true);
+    post(&server, first);
+    checkpoint(&server);
+    let (status, answer) = post_sql(&server, VIEWS);
+    assert_eq!(status, 200, "{answer}");
+    post(&server, second);
+    wait_ready(&server);
+    server.kill();
+
+    let server = Server::start(&data, free_port(), &args, true);
+    assert_eq!(server.metric("lambdaflow_restored"), 1.0);
+    assert!(server.metric("lambdaflow_restored_cuts") > 0.0);
+    let rebuilt = server.metric("lambdaflow_rebuilt_cuts");
+    assert!(rebuilt > 0.0, "the SQL views are rebuilt");
+
+    // A checkpoint with them, then one view replaced.
+    checkpoint(&server);
+    let replaced = "CREATE OR REPLACE VIEW per_minute AS
+      SELECT ts - ts % 120000 AS minute, kind, COUNT(*) AS n FROM events GROUP BY minute, kind;";
+    let (status, answer) = post_sql(&server, replaced);
+    assert_eq!(status, 200, "{answer}");
+    post(&server, third);
+    wait_ready(&server);
+    server.kill();
+
+    let server = Server::start(&data, free_port(), &args, true);
+    assert_eq!(server.metric("lambdaflow_restored"), 1.0);
+    let again = server.metric("lambdaflow_rebuilt_cuts");
+    assert!(
+        again > 0.0 && again < rebuilt,
+        "only per_minute is rebuilt: {again} cuts of {rebuilt}"
+    );
+    let visible = server.declare(newest + 1);
+    let events = dir.path().join("all.jsonl");
+    let mut all = std::fs::read(golden("history.jsonl")).expect("history");
+    all.extend(jsonl(&live));
+    std::fs::write(&events, all).expect("events written");
+    let views = VIEWS.replace(
+        "SELECT ts - ts % 60000 AS minute",
+        "SELECT ts - ts % 120000 AS minute",
+    );
+    check_views_against_duckdb(&server, &views, &events, visible);
+    assert_eq!(
+        server.views(visible),
+        serde_json::from_slice::<Value>(
+            &std::fs::read(golden("expected.json")).expect("expected.json")
+        )
+        .expect("JSON"),
+        "the restored built-in views"
+    );
 }
 
 #[test]

@@ -5,8 +5,13 @@
 //! (one entry per key of a sum), and the updates of later times by time. When a checkpoint at
 //! `H` is requested it stops absorbing at `H`, and once its frontier passes `H` it hands over
 //! what it has, the contents at `H`: a copy, encoded later off the worker ([`Encode`]), so
-//! that the worker goes on at once. When the dataflow is restored, it first emits the contents it
-//! is given, at time 0, and keeps them as its own.
+//! that the worker goes on at once.
+//!
+//! When the dataflow is restored, each cut the checkpoint has (the same name and fingerprint)
+//! first emits the contents it is given, at time 0, keeps them as its own, and drops what its
+//! input brings at time 0. A cut the checkpoint lacks (a view defined or changed since) is
+//! *rebuilt*: it passes its input at time 0 as at every time, and the engine replays at time 0
+//! the history the checkpoint covers (see [`checkpoint`](super)), which only such cuts take.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -27,6 +32,27 @@ use crate::event::Time;
 /// A cut's contents for a checkpoint, encoded when called (on the thread that writes it).
 pub(crate) type Encode = Box<dyn FnOnce() -> Result<Vec<u8>, String> + Send>;
 
+/// How a cut starts.
+#[derive(Default)]
+enum Start {
+    /// From nothing: no checkpoint is restored.
+    #[default]
+    Empty,
+    /// From these states (encoded), ignoring its input at time 0.
+    Restored(Vec<Vec<u8>>),
+    /// From its input at time 0 (the history the checkpoint covers).
+    Rebuilt,
+}
+
+/// What a restore does with a dataflow's cuts: how many it restores and which it rebuilds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Restore {
+    /// How many cuts start from their states in the checkpoint.
+    pub restored: usize,
+    /// The cuts the checkpoint lacks, which start from the history it covers.
+    pub rebuilt: Vec<String>,
+}
+
 /// The cuts of one dataflow on one worker, shared by their operators and the worker.
 #[derive(Clone)]
 pub(crate) struct Cuts(Rc<RefCell<Registry>>);
@@ -38,8 +64,8 @@ struct Registry {
     keeping: bool,
     points: Vec<Point>,
     activators: Vec<Activator>,
-    /// For each cut, the states it starts from (when restoring).
-    restore: Vec<Vec<Vec<u8>>>,
+    /// For each cut, how it starts.
+    starts: Vec<Start>,
     /// The time of the checkpoint being taken, and each cut's state for it once it has it.
     request: Option<(Time, Vec<Option<Encode>>)>,
     /// Why a cut could not read the state it was given.
@@ -60,21 +86,42 @@ impl Cuts {
         self.0.borrow().points.clone()
     }
 
-    /// Gives each cut its state in `checkpoint`: the parts of the workers whose local index is
-    /// `index` modulo `local` (so a restore may use another number of workers). Call it after
-    /// the dataflow is built and before it first runs, and only if its points are the cuts'.
+    /// What [`restore_from`](Self::restore_from) would do with `checkpoint`: it restores the
+    /// cuts it has (the same name and fingerprint) and rebuilds the others.
+    pub(crate) fn plan(&self, checkpoint: &Checkpoint) -> Restore {
+        let registry = self.0.borrow();
+        let (restored, rebuilt): (Vec<&Point>, Vec<&Point>) = registry
+            .points
+            .iter()
+            .partition(|point| checkpoint.points.contains(point));
+        Restore {
+            restored: restored.len(),
+            rebuilt: rebuilt.into_iter().map(|p| p.name.clone()).collect(),
+        }
+    }
+
+    /// Gives each cut its state in `checkpoint` (the parts of the workers whose local index is
+    /// `index` modulo `local`, so that a restore may use another number of workers), or marks
+    /// it rebuilt if the checkpoint has no state for it (see [`plan`](Self::plan)). Call it
+    /// after the dataflow is built and before it first runs.
     pub(crate) fn restore_from(&self, checkpoint: &Checkpoint, index: usize, local: usize) {
         let mut registry = self.0.borrow_mut();
-        let cuts = registry.points.len();
-        registry.restore = (0..cuts)
-            .map(|cut| {
-                checkpoint
-                    .workers
-                    .iter()
-                    .enumerate()
-                    .filter(|(worker, _)| worker % local == index)
-                    .filter_map(|(_, part)| part.states.get(cut).map(|b| b.0.clone()))
-                    .collect()
+        registry.starts = registry
+            .points
+            .iter()
+            .map(|point| {
+                let Some(cut) = checkpoint.points.iter().position(|p| p == point) else {
+                    return Start::Rebuilt;
+                };
+                Start::Restored(
+                    checkpoint
+                        .workers
+                        .iter()
+                        .enumerate()
+                        .filter(|(worker, _)| worker % local == index)
+                        .filter_map(|(_, part)| part.states.get(cut).map(|b| b.0.clone()))
+                        .collect(),
+                )
             })
             .collect();
     }
@@ -142,37 +189,45 @@ impl Cuts {
                     .activators
                     .push(scope.activator_for(info.address.clone()));
                 let mut first = Some(capability);
+                // Whether its input at time 0 is the history a restored state holds already.
+                let mut restored = false;
                 // Everything before the frontier (or the request), and the rest by time.
                 let mut state: FxHashMap<D, R> = FxHashMap::default();
                 let mut later: BTreeMap<Time, FxHashMap<D, R>> = BTreeMap::new();
                 move |(input, frontier), output| {
                     if let Some(capability) = first.take() {
-                        let given = registry
+                        let start = registry
                             .borrow_mut()
-                            .restore
+                            .starts
                             .get_mut(index)
                             .map(std::mem::take)
                             .unwrap_or_default();
-                        let mut session = output.session(&capability);
-                        for bytes in given {
-                            match rmp_serde::from_slice::<Vec<(D, R)>>(&bytes) {
-                                Ok(records) => {
-                                    for (record, diff) in records {
-                                        session.give((record.clone(), 0, diff.clone()));
-                                        if keeping {
-                                            add(&mut state, record, diff);
+                        if let Start::Restored(given) = start {
+                            restored = true;
+                            let mut session = output.session(&capability);
+                            for bytes in given {
+                                match rmp_serde::from_slice::<Vec<(D, R)>>(&bytes) {
+                                    Ok(records) => {
+                                        for (record, diff) in records {
+                                            session.give((record.clone(), 0, diff.clone()));
+                                            if keeping {
+                                                add(&mut state, record, diff);
+                                            }
                                         }
                                     }
-                                }
-                                Err(e) => {
-                                    registry.borrow_mut().failure.get_or_insert_with(|| {
-                                        format!("cannot read checkpoint state of {name}: {e}")
-                                    });
+                                    Err(e) => {
+                                        registry.borrow_mut().failure.get_or_insert_with(|| {
+                                            format!("cannot read checkpoint state of {name}: {e}")
+                                        });
+                                    }
                                 }
                             }
                         }
                     }
                     input.for_each(|capability, data| {
+                        if restored {
+                            data.retain(|(_, time, _)| *time != 0);
+                        }
                         for (record, time, diff) in data.iter().filter(|_| keeping) {
                             add(
                                 later.entry(*time).or_default(),

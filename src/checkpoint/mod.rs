@@ -26,9 +26,12 @@
 //!
 //! A restore ([`engine`](crate::engine)) feeds each cut its contents at time 0, the events kept
 //! at their times, and the master dataset from the mark on, with the judge resuming where it
-//! was: answers from `H` on equal a full replay's. A checkpoint is only used if its cuts are
-//! exactly the pipeline's (names, types and, for SQL views, their text); otherwise the engine
-//! replays everything. Checkpoints are per process (each has its own master dataset), and the
+//! was: answers from `H` on equal a full replay's. A cut restores only a state of the same
+//! name and fingerprint (types and, for SQL views, their text). A cut the checkpoint lacks (a
+//! view defined or changed since) is rebuilt: the master dataset before the mark is replayed
+//! at time 0, where restored cuts drop their input, less one copy of each kept event (those
+//! come again at their own times); its contents at time 0 are then those it would have had.
+//! Checkpoints are per process (each has its own master dataset), and the
 //! cuts sit before any exchange, so each worker's state holds only its own events and processes
 //! need not agree on when they checkpoint.
 

@@ -178,6 +178,7 @@ impl<E: Event> Engine<E> {
             catalog: catalog.clone(),
             checkpoints: checkpointer.is_some(),
             candidates,
+            kept: std::sync::OnceLock::new(),
         });
 
         let config = timely::WorkerConfig::default();
@@ -326,8 +327,12 @@ struct Shared<E: Event, P> {
     catalog: Arc<Catalog>,
     /// Whether checkpoints are taken (the speed lanes keep their pending events).
     checkpoints: bool,
-    /// The checkpoints to restore from, newest first: the first whose cuts are the dataflow's.
+    /// The checkpoints to restore from, newest first: the first with a state for one of the
+    /// dataflow's cuts.
     candidates: Vec<crate::checkpoint::Checkpoint>,
+    /// The events the restored checkpoint kept, when its history is replayed to rebuild the
+    /// cuts it lacks (made by the first worker that needs them).
+    kept: std::sync::OnceLock<Result<replay::Kept<E>, String>>,
 }
 
 impl<E: Event, P> Shared<E, P> {
@@ -406,21 +411,39 @@ where
     let (lanes, cuts) = lanes;
     let names: Vec<String> = catalog.iter().map(|v| v.name.clone()).collect();
     let leader = worker.index().is_multiple_of(shared.local);
-    let points = cuts.points();
-    let restored = shared.candidates.iter().find(|c| c.points == points);
-    if let Some(checkpoint) = restored {
+    // The newest checkpoint with a state for at least one cut; the cuts it lacks are rebuilt.
+    let restored = shared
+        .candidates
+        .iter()
+        .map(|c| (c, cuts.plan(c)))
+        .find(|(_, plan)| plan.restored > 0);
+    let rebuild = restored
+        .as_ref()
+        .is_some_and(|(_, plan)| !plan.rebuilt.is_empty());
+    if let Some((checkpoint, plan)) = &restored {
         cuts.restore_from(checkpoint, worker.index() % shared.local, shared.local);
         if leader {
             info!(
                 id = checkpoint.id,
                 as_of = checkpoint.time,
+                restored = plan.restored,
                 "restoring the views from a checkpoint; replaying the master dataset after it"
             );
+            if rebuild {
+                info!(
+                    cuts = ?plan.rebuilt,
+                    "the checkpoint lacks these cuts (their views are new or changed): \
+                     rebuilding them from the master dataset before it"
+                );
+            }
             metrics.restored.store(true, Ordering::Relaxed);
+            Metrics::add(&metrics.restored_cuts, plan.restored as u64);
+            Metrics::add(&metrics.rebuilt_cuts, plan.rebuilt.len() as u64);
         }
     } else if leader && !shared.candidates.is_empty() {
         info!("no checkpoint fits the views (they changed): replaying the whole master dataset");
     }
+    let restored = restored.map(|(c, _)| c);
     if leader {
         checkpointing::report_drops(shared, restored);
         shared
@@ -479,8 +502,13 @@ where
         outcome = own.map(|_| 0);
     }
     drop(cap_input);
-    let outcome =
-        outcome.and_then(|_| replay::replay(worker, shared, &mut batch, &mut speed, restored));
+    let outcome = outcome.and_then(|_| {
+        let restore = restored.map(|checkpoint| replay::Restore {
+            checkpoint,
+            rebuild,
+        });
+        replay::replay(worker, shared, &mut batch, &mut speed, restore)
+    });
 
     // Every worker tells every other what it replayed, and all compute the same plan.
     summary_input.send((worker.index(), batch.replayed()));

@@ -7,6 +7,9 @@
 //! the same [`Plan`]: the watermark the live judge resumes from, where the open tail of history
 //! is cut off into the speed lane, and the horizon from which reads are exact.
 
+use std::sync::{Mutex, PoisonError};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use timely::worker::Worker;
 use tracing::warn;
 
@@ -22,16 +25,70 @@ use crate::metrics::Metrics;
 /// How many history events a worker replays between steps of its dataflow.
 const REPLAY_CHUNK: u64 = 64 * 1024;
 
+/// What a restore from a checkpoint replays.
+#[derive(Clone, Copy)]
+pub(super) struct Restore<'c> {
+    /// The checkpoint the views are restored from.
+    pub checkpoint: &'c Checkpoint,
+    /// Whether some cuts lack a state in it: the history it covers is then replayed at time 0
+    /// for them (see [`checkpoint`](crate::checkpoint)).
+    pub rebuild: bool,
+}
+
+/// The events a checkpoint kept (see [`Part::pending`](crate::checkpoint::Part)), which the
+/// history it covers holds too. The cuts rebuilt from that history must have them once, at
+/// their own times, like the restored ones: the replay at time 0 leaves out one copy of each.
+/// Equal events are alike, so it does not matter which worker's share holds the copy it leaves
+/// out; the count is shared by this process's workers.
+pub(super) struct Kept<E> {
+    events: FxHashSet<E>,
+    left: Mutex<FxHashMap<E, usize>>,
+}
+
+impl<E: Event> Kept<E> {
+    fn new(kept: Vec<(E, Time)>) -> Self {
+        let mut left: FxHashMap<E, usize> = FxHashMap::default();
+        for (event, _) in kept {
+            *left.entry(event).or_default() += 1;
+        }
+        Kept {
+            events: left.keys().cloned().collect(),
+            left: Mutex::new(left),
+        }
+    }
+
+    /// Whether `event` is one of the kept events not yet left out (it is then left out).
+    fn leave_out(&self, event: &E) -> bool {
+        if !self.events.contains(event) {
+            return false;
+        }
+        let mut left = self.left.lock().unwrap_or_else(PoisonError::into_inner);
+        match left.get_mut(event) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Replays this worker's share of the history into `batch`; returns how many events it took.
-/// With a checkpoint the views were `restored` from, the master dataset is replayed from the
-/// checkpoint's position on, after the events it kept (see [`checkpoint`](crate::checkpoint)).
+/// With a checkpoint the views are restored from, the master dataset is replayed from the
+/// checkpoint's position on, after the events it kept (see [`checkpoint`](crate::checkpoint)),
+/// and before them, if some cuts are rebuilt, what precedes that position.
 pub(super) fn replay<E: Event, P: super::Pipeline<Event = E>>(
     worker: &mut Worker,
     shared: &Shared<E, P>,
     batch: &mut BatchLane<E>,
     speed: &mut SpeedLane<E>,
-    restored: Option<&Checkpoint>,
+    restore: Option<Restore<'_>>,
 ) -> Result<u64, String> {
+    let restored = restore.map(|r| r.checkpoint);
+    if restored.is_some() {
+        // Time 0 is the restored states' (see `BatchLane::resume`).
+        speed.advance_to(1);
+    }
     let metrics = &shared.metrics;
     let mut replayed = 0u64;
     let mut since_step = 0u64;
@@ -87,15 +144,44 @@ pub(super) fn replay<E: Event, P: super::Pipeline<Event = E>>(
                 count: shared.local,
             };
             let on_drop = shared.hooks.on_late_drop.clone();
-            if let Some(checkpoint) = restored {
+            if let Some(Restore {
+                checkpoint,
+                rebuild,
+            }) = restore
+            {
+                if rebuild {
+                    let kept = shared.kept.get_or_init(|| {
+                        kept_events::<E>(checkpoint, Share { index: 0, count: 1 }).map(Kept::new)
+                    });
+                    let kept = kept.as_ref().map_err(Clone::clone)?;
+                    crate::master::read_share_until(
+                        &crate::master::Disk,
+                        dir,
+                        E::SCHEMA_VERSION,
+                        checkpoint.position,
+                        local,
+                        &metrics.history_bytes,
+                        |entry: Entry<E>| {
+                            if let Entry::Event(event)
+                            | Entry::Corrected { event, .. }
+                            | Entry::Held { event, .. } = entry
+                                && !kept.leave_out(&event)
+                            {
+                                batch.rebuild(event);
+                                replayed += 1;
+                                chunked(batch, worker);
+                            }
+                        },
+                    )
+                    .map_err(|e| format!("cannot replay the master dataset: {e}"))?;
+                } else if local.index == 0 {
+                    Metrics::add(&metrics.history_bytes, checkpoint.log_bytes);
+                }
                 for (event, at) in kept_events::<E>(checkpoint, local)? {
                     batch.push(event, at);
                     replayed += 1;
                 }
                 batch.resume(checkpoint.time, checkpoint.watermark, checkpoint.newest);
-                if local.index == 0 {
-                    Metrics::add(&metrics.history_bytes, checkpoint.log_bytes);
-                }
             }
             read_master(
                 dir,

@@ -310,6 +310,18 @@ impl<E: Send + Sync + 'static> Collector for Counters<E> {
             "1 if the views were restored from a checkpoint when this process started",
             i64::from(m.restored.load(std::sync::atomic::Ordering::Relaxed)),
         )?;
+        gauge(
+            &mut e,
+            "lambdaflow_restored_cuts",
+            "state cuts restored from the checkpoint when this process started",
+            Metrics::get(&m.restored_cuts) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "lambdaflow_rebuilt_cuts",
+            "state cuts the checkpoint lacked (views defined or changed since), rebuilt from the master dataset when this process started",
+            Metrics::get(&m.rebuilt_cuts) as i64,
+        )?;
         let l = self.master.counters();
         gauge(
             &mut e,
