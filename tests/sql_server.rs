@@ -154,20 +154,21 @@ fn a_restore_rebuilds_only_the_views_its_checkpoint_lacks() {
             assert_eq!(status, 200, "{answer}");
         }
     };
-    let checkpoint = |server: &Server| {
+    // A checkpoint, then `sql` posted and `events` after it; then kill -9.
+    let checkpoint_then = |server: Server, sql: &str, events: &[lambdaflow::ecommerce::Order]| {
         let (status, taken) = server.post("/checkpoint", "application/json", Vec::new());
         assert_eq!(status, 200, "{taken}");
+        let (status, answer) = post_sql(&server, sql);
+        assert_eq!(status, 200, "{answer}");
+        post(&server, events);
+        wait_ready(&server);
+        server.kill();
     };
 
     // A checkpoint of the built-in views only, then the SQL views and more events.
     let server = Server::start(&data, free_port(), &args, true);
     post(&server, first);
-    checkpoint(&server);
-    let (status, answer) = post_sql(&server, VIEWS);
-    assert_eq!(status, 200, "{answer}");
-    post(&server, second);
-    wait_ready(&server);
-    server.kill();
+    checkpoint_then(server, VIEWS, second);
 
     let server = Server::start(&data, free_port(), &args, true);
     assert_eq!(server.metric("lambdaflow_restored"), 1.0);
@@ -176,14 +177,9 @@ fn a_restore_rebuilds_only_the_views_its_checkpoint_lacks() {
     assert!(rebuilt > 0.0, "the SQL views are rebuilt");
 
     // A checkpoint with them, then one view replaced.
-    checkpoint(&server);
     let replaced = "CREATE OR REPLACE VIEW per_minute AS
       SELECT ts - ts % 120000 AS minute, kind, COUNT(*) AS n FROM events GROUP BY minute, kind;";
-    let (status, answer) = post_sql(&server, replaced);
-    assert_eq!(status, 200, "{answer}");
-    post(&server, third);
-    wait_ready(&server);
-    server.kill();
+    checkpoint_then(server, replaced, third);
 
     let server = Server::start(&data, free_port(), &args, true);
     assert_eq!(server.metric("lambdaflow_restored"), 1.0);
