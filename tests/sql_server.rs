@@ -33,11 +33,20 @@ fn post_sql(server: &Server, sql: &str) -> (u16, Value) {
 
 /// Waits until every view is ready.
 fn wait_ready(server: &Server) {
+    wait_ready_with(server, &[]);
+}
+
+/// Waits until every view is ready and `names` are among them (a `POST /sql` may answer
+/// before the workers have listed its views).
+fn wait_ready_with(server: &Server, names: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (_, list) = server.get("/views");
         let views = list["views"].as_array().cloned().unwrap_or_default();
-        if !views.is_empty() && views.iter().all(|v| v["state"] == "ready") {
+        let listed = names
+            .iter()
+            .all(|n| views.iter().any(|v| v["name"].as_str() == Some(n)));
+        if listed && !views.is_empty() && views.iter().all(|v| v["state"] == "ready") {
             return;
         }
         assert!(Instant::now() < deadline, "views never got ready: {list}");
@@ -218,7 +227,7 @@ fn a_replaced_view_switches_at_once_and_reads_never_mix_versions() {
         "CREATE VIEW kinds AS SELECT kind, COUNT(*) AS n, 1 AS version FROM events GROUP BY kind";
     let v2 = "CREATE OR REPLACE VIEW kinds AS SELECT kind, COUNT(*) AS n, 2 AS version FROM events GROUP BY kind";
     assert_eq!(post_sql(&server, v1).0, 200);
-    wait_ready(&server);
+    wait_ready_with(&server, &["kinds"]);
 
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {
