@@ -266,7 +266,25 @@ fn a_replaced_view_switches_at_once_and_reads_never_mix_versions() {
     };
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(post_sql(&server, v2).0, 200);
-    wait_ready(&server);
+    // The old version is listed (ready) until the switch: wait for the new one's text.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, list) = server.get("/views");
+        let switched = list["views"].as_array().is_some_and(|views| {
+            views.iter().any(|v| {
+                v["name"] == "kinds"
+                    && v["state"] == "ready"
+                    && v["sql"]
+                        .as_str()
+                        .is_some_and(|s| s.contains("2 AS version"))
+            })
+        });
+        if switched {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never switched: {list}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
     let seen = reader.join().expect("reader");
