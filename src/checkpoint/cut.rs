@@ -46,7 +46,7 @@ enum Start {
 
 /// What a restore does with a dataflow's cuts: how many it restores and which it rebuilds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Restore {
+pub(crate) struct Fit {
     /// How many cuts start from their states in the checkpoint.
     pub restored: usize,
     /// The cuts the checkpoint lacks, which start from the history it covers.
@@ -88,13 +88,13 @@ impl Cuts {
 
     /// What [`restore_from`](Self::restore_from) would do with `checkpoint`: it restores the
     /// cuts it has (the same name and fingerprint) and rebuilds the others.
-    pub(crate) fn plan(&self, checkpoint: &Checkpoint) -> Restore {
+    pub(crate) fn fit(&self, checkpoint: &Checkpoint) -> Fit {
         let registry = self.0.borrow();
         let (restored, rebuilt): (Vec<&Point>, Vec<&Point>) = registry
             .points
             .iter()
             .partition(|point| checkpoint.points.contains(point));
-        Restore {
+        Fit {
             restored: restored.len(),
             rebuilt: rebuilt.into_iter().map(|p| p.name.clone()).collect(),
         }
@@ -102,7 +102,7 @@ impl Cuts {
 
     /// Gives each cut its state in `checkpoint` (the parts of the workers whose local index is
     /// `index` modulo `local`, so that a restore may use another number of workers), or marks
-    /// it rebuilt if the checkpoint has no state for it (see [`plan`](Self::plan)). Call it
+    /// it rebuilt if the checkpoint has no state for it (see [`fit`](Self::fit)). Call it
     /// after the dataflow is built and before it first runs.
     pub(crate) fn restore_from(&self, checkpoint: &Checkpoint, index: usize, local: usize) {
         let mut registry = self.0.borrow_mut();

@@ -415,30 +415,30 @@ where
     let restored = shared
         .candidates
         .iter()
-        .map(|c| (c, cuts.plan(c)))
-        .find(|(_, plan)| plan.restored > 0);
+        .map(|c| (c, cuts.fit(c)))
+        .find(|(_, fit)| fit.restored > 0);
     let rebuild = restored
         .as_ref()
-        .is_some_and(|(_, plan)| !plan.rebuilt.is_empty());
-    if let Some((checkpoint, plan)) = &restored {
+        .is_some_and(|(_, fit)| !fit.rebuilt.is_empty());
+    if let Some((checkpoint, fit)) = &restored {
         cuts.restore_from(checkpoint, worker.index() % shared.local, shared.local);
         if leader {
             info!(
                 id = checkpoint.id,
                 as_of = checkpoint.time,
-                restored = plan.restored,
+                restored = fit.restored,
                 "restoring the views from a checkpoint; replaying the master dataset after it"
             );
             if rebuild {
                 info!(
-                    cuts = ?plan.rebuilt,
+                    cuts = ?fit.rebuilt,
                     "the checkpoint lacks these cuts (their views are new or changed): \
                      rebuilding them from the master dataset before it"
                 );
             }
             metrics.restored.store(true, Ordering::Relaxed);
-            Metrics::add(&metrics.restored_cuts, plan.restored as u64);
-            Metrics::add(&metrics.rebuilt_cuts, plan.rebuilt.len() as u64);
+            Metrics::add(&metrics.restored_cuts, fit.restored as u64);
+            Metrics::add(&metrics.rebuilt_cuts, fit.rebuilt.len() as u64);
         }
     } else if leader && !shared.candidates.is_empty() {
         info!("no checkpoint fits the views (they changed): replaying the whole master dataset");

@@ -7,9 +7,9 @@
 //! the same [`Plan`]: the watermark the live judge resumes from, where the open tail of history
 //! is cut off into the speed lane, and the horizon from which reads are exact.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use timely::worker::Worker;
 use tracing::warn;
 
@@ -41,35 +41,26 @@ pub(super) struct Restore<'c> {
 /// Equal events are alike, so it does not matter which worker's share holds the copy it leaves
 /// out; the count is shared by this process's workers.
 pub(super) struct Kept<E> {
-    events: FxHashSet<E>,
-    left: Mutex<FxHashMap<E, usize>>,
+    /// How many copies of each are still to leave out (shared without a lock: the replay asks
+    /// for every event, and most are not kept).
+    left: FxHashMap<E, AtomicUsize>,
 }
 
 impl<E: Event> Kept<E> {
     fn new(kept: Vec<(E, Time)>) -> Self {
-        let mut left: FxHashMap<E, usize> = FxHashMap::default();
+        let mut left: FxHashMap<E, AtomicUsize> = FxHashMap::default();
         for (event, _) in kept {
-            *left.entry(event).or_default() += 1;
+            *left.entry(event).or_default().get_mut() += 1;
         }
-        Kept {
-            events: left.keys().cloned().collect(),
-            left: Mutex::new(left),
-        }
+        Kept { left }
     }
 
     /// Whether `event` is one of the kept events not yet left out (it is then left out).
     fn leave_out(&self, event: &E) -> bool {
-        if !self.events.contains(event) {
-            return false;
-        }
-        let mut left = self.left.lock().unwrap_or_else(PoisonError::into_inner);
-        match left.get_mut(event) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                true
-            }
-            _ => false,
-        }
+        self.left.get(event).is_some_and(|n| {
+            n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        })
     }
 }
 
