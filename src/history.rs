@@ -25,6 +25,42 @@ pub enum History<E> {
     /// This process's master dataset (a directory), shared among this process's workers only:
     /// every process of a computation has its own.
     Master(PathBuf),
+    /// Events made on demand, such as by a seeded generator: each worker replays the share it
+    /// asks for, without a file or a copy in memory.
+    Generated(Generated<E>),
+}
+
+/// A source of events made on demand: given a share, the events of that share, each below
+/// [`END_OF_TIME`](crate::event::END_OF_TIME). The shares of one count together make the
+/// whole history, whatever the count.
+pub struct Generated<E>(Arc<ShareFn<E>>);
+
+type ShareFn<E> = dyn Fn(Share) -> Box<dyn Iterator<Item = E>> + Send + Sync;
+
+impl<E> Generated<E> {
+    /// A source whose share `s` is `share(s)`.
+    pub fn new(
+        share: impl Fn(Share) -> Box<dyn Iterator<Item = E>> + Send + Sync + 'static,
+    ) -> Self {
+        Generated(Arc::new(share))
+    }
+
+    /// The events of one share.
+    pub fn share(&self, share: Share) -> Box<dyn Iterator<Item = E>> {
+        (self.0)(share)
+    }
+}
+
+impl<E> Clone for Generated<E> {
+    fn clone(&self) -> Self {
+        Generated(self.0.clone())
+    }
+}
+
+impl<E> std::fmt::Debug for Generated<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Generated")
+    }
 }
 
 impl<E> Default for History<E> {

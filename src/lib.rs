@@ -21,7 +21,8 @@
 //! * [`checkpoint`]: the views' state at one time, so a restart replays only what followed;
 //! * [`sql`]: views written in SQL (DuckDB's dialect), planned and rendered to the same
 //!   operators;
-//! * [`ecommerce`]: the built-in reference pipeline (see `docs/REFERENCE.md`).
+//! * [`ecommerce`]: the built-in reference pipeline (see `docs/REFERENCE.md`);
+//! * [`nexmark`]: the NEXMark benchmark's events, generator and queries q0-q8.
 //!
 //! ```no_run
 //! use lambdaflow::prelude::*;
@@ -49,6 +50,7 @@ pub mod lane;
 pub mod live;
 pub mod master;
 pub mod metrics;
+pub mod nexmark;
 pub mod progress;
 pub mod serve;
 pub mod server;

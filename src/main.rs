@@ -20,6 +20,7 @@ use lambdaflow::event::{Decode, Event, Parse};
 use lambdaflow::lane::BatchTime;
 use lambdaflow::live::BacklogLimits;
 use lambdaflow::master::{self, Entry, MasterDataset, MasterOptions, RepairReport, VerifyReport};
+use lambdaflow::nexmark::generate::{self as nexmark, NexmarkConfig};
 use lambdaflow::server::import::{ImportOptions, import};
 use lambdaflow::server::ingest::FutureLimit;
 use lambdaflow::server::schema;
@@ -60,9 +61,10 @@ enum Command {
         #[command(flatten)]
         rules: ImportRules,
     },
-    /// Generate synthetic e-commerce events as JSON Lines (seeded, Zipf products, out of order).
+    /// Generate synthetic events as JSON Lines: e-commerce (seeded, Zipf products, out of
+    /// order) or, with --nexmark, NEXMark's persons, auctions and bids.
     #[command(
-        after_help = "Example:\n  lambdaflow gen --events 1000000 --seed 7 --out history.jsonl"
+        after_help = "Examples:\n  lambdaflow gen --events 1000000 --seed 7 --out history.jsonl\n  lambdaflow gen --nexmark --events 10000000 --out-of-order 100 --out nexmark.jsonl"
     )]
     Gen(Gen),
     /// Run SQL statements (CREATE VIEW, CREATE OR REPLACE VIEW, DROP VIEW) on a running server.
@@ -256,12 +258,21 @@ struct Gen {
     /// The seed (equal seeds give equal events).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// The share of events that arrive out of order.
-    #[arg(long, default_value_t = 0.02)]
+    /// The share of events that arrive out of order (e-commerce).
+    #[arg(long, default_value_t = 0.02, conflicts_with = "nexmark")]
     late_fraction: f64,
-    /// How far back (ms) an out-of-order event goes at most.
-    #[arg(long, default_value_t = 10_000)]
+    /// How far back (ms) an out-of-order event goes at most (e-commerce).
+    #[arg(long, default_value_t = 10_000, conflicts_with = "nexmark")]
     max_lateness: u64,
+    /// NEXMark events (the suite's model and JSON shape) instead of e-commerce ones.
+    #[arg(long)]
+    nexmark: bool,
+    /// NEXMark: events per second of event time.
+    #[arg(long, default_value_t = 10_000, requires = "nexmark")]
+    rate: u64,
+    /// NEXMark: permute events within groups of this many (the suite's outOfOrderGroupSize).
+    #[arg(long, default_value_t = 1, requires = "nexmark")]
+    out_of_order: u64,
     /// Write to this file instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -574,6 +585,9 @@ fn describe_repair(report: &RepairReport) -> String {
 }
 
 fn generate(args: Gen) -> Result<(), String> {
+    if args.nexmark {
+        return generate_nexmark(args);
+    }
     let events = Generator::new(GenConfig {
         seed: args.seed,
         events: args.events,
@@ -588,6 +602,25 @@ fn generate(args: Gen) -> Result<(), String> {
             write_jsonl(events, file)
         }
         None => write_jsonl(events, std::io::stdout().lock()),
+    };
+    written.map(drop).map_err(|e| e.to_string())
+}
+
+fn generate_nexmark(args: Gen) -> Result<(), String> {
+    let config = NexmarkConfig {
+        seed: args.seed,
+        events: args.events,
+        rate: args.rate,
+        out_of_order: args.out_of_order,
+        ..NexmarkConfig::default()
+    };
+    let written = match args.out {
+        Some(path) => {
+            let file = std::fs::File::create(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+            nexmark::write_jsonl(&config, file)
+        }
+        None => nexmark::write_jsonl(&config, std::io::stdout().lock()),
     };
     written.map(drop).map_err(|e| e.to_string())
 }

@@ -15,7 +15,7 @@ use tracing::warn;
 
 use super::Shared;
 use crate::checkpoint::Checkpoint;
-use crate::event::{Event, Time};
+use crate::event::{END_OF_TIME, Event, Time};
 use crate::history::{History, Share, read_share_checked};
 use crate::lane::{BatchLane, BatchTime, Replayed, SpeedLane};
 use crate::live::LateDrop;
@@ -124,6 +124,23 @@ pub(super) fn replay<E: Event, P: super::Pipeline<Event = E>>(
         History::Events(events) => {
             for event in events.iter().skip(share.index).step_by(share.count) {
                 batch.push(event.clone(), event.time());
+                chunked(batch, worker);
+                replayed += 1;
+            }
+            Ok(())
+        }
+        History::Generated(source) => {
+            for event in source.share(share) {
+                let ts = event.time();
+                if ts >= END_OF_TIME {
+                    warn!(
+                        ts,
+                        "a generated event at or after the end of time is left out"
+                    );
+                    Metrics::add(&metrics.rejected, 1);
+                    continue;
+                }
+                batch.push(event, ts);
                 chunked(batch, worker);
                 replayed += 1;
             }
