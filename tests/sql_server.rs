@@ -368,6 +368,8 @@ fn an_ad_hoc_select_is_answered_once_as_duckdb_would() {
     // Over a view, with a limit; nothing of it stays behind.
     let view = "CREATE VIEW kinds AS SELECT kind, COUNT(*) AS n FROM events GROUP BY kind";
     assert_eq!(post_sql(&server, view).0, 200);
+    // A view answers ad-hoc queries once its backfill is done.
+    wait_ready_with(&server, &["kinds"]);
     let (status, answer) = server.post(
         "/sql?limit=1",
         "application/sql",

@@ -13,23 +13,51 @@ use super::plan::{Ctes, Plan, Planner, Relation};
 use super::types::{Column, Datum, Type};
 
 impl Planner<'_, '_> {
+    /// The relation of a `FROM` list, and the conjuncts of `selection` (`WHERE`) still to
+    /// filter it by. A comma join is an inner join whose keys are the `WHERE` equalities
+    /// between its two sides (`FROM a, b WHERE a.x = b.y`): they become its keys and leave
+    /// the filter.
     pub(super) fn from<'q>(
         &mut self,
         from: &'q [ast::TableWithJoins],
         ctes: &Ctes<'q>,
-    ) -> Result<Relation, SqlError> {
-        match from {
-            [] => Err(SqlError::new(
+        selection: Option<&'q ast::Expr>,
+    ) -> Result<(Relation, Vec<&'q ast::Expr>), SqlError> {
+        let mut filters = Vec::new();
+        if let Some(selection) = selection {
+            split_and(selection, &mut filters);
+        }
+        let Some((first, others)) = from.split_first() else {
+            return Err(SqlError::new(
                 "a SQL view needs FROM: a source or a view",
                 0,
                 0,
-            )),
-            [one] => self.joined(one, ctes),
-            [_, second, ..] => Err(error_at(
-                &second.relation,
-                "a comma join (cross join) is not supported: use JOIN ... ON a.x = b.y",
-            )),
+            ));
+        };
+        let mut left = self.joined(first, ctes)?;
+        for item in others {
+            let right = self.joined(item, ctes)?;
+            let (keys, rest): (Vec<&ast::Expr>, Vec<&ast::Expr>) = filters
+                .into_iter()
+                .partition(|c| joins_sides(c, &left.columns, &right.columns));
+            let Some(on) = keys
+                .into_iter()
+                .cloned()
+                .reduce(|a, b| ast::Expr::BinaryOp {
+                    left: Box::new(a),
+                    op: ast::BinaryOperator::And,
+                    right: Box::new(b),
+                })
+            else {
+                return Err(error_at(
+                    &item.relation,
+                    "a comma join needs an equality between its sides in WHERE (a.x = b.y): cross joins are not supported",
+                ));
+            };
+            left = self.join(left, right, &on, false)?;
+            filters = rest;
         }
+        Ok((left, filters))
     }
 
     fn joined<'q>(
@@ -417,6 +445,20 @@ fn windowed(input: Relation, plan: impl FnOnce(Box<Plan>) -> Plan) -> Relation {
         plan: plan(Box::new(input.plan)),
         columns,
     }
+}
+
+/// Whether `c` is an equality between a column expression of `left` and one of `right`.
+fn joins_sides(c: &ast::Expr, left: &[Column], right: &[Column]) -> bool {
+    let ast::Expr::BinaryOp {
+        left: a,
+        op: ast::BinaryOperator::Eq,
+        right: b,
+    } = c
+    else {
+        return false;
+    };
+    let binds = |x: &ast::Expr, columns: &[Column]| Binder::plain(columns, "WHERE").bind(x).is_ok();
+    (binds(a, left) && binds(b, right)) || (binds(b, left) && binds(a, right))
 }
 
 fn split_and<'e>(e: &'e ast::Expr, into: &mut Vec<&'e ast::Expr>) {

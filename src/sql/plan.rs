@@ -347,11 +347,18 @@ impl Planner<'_, '_> {
         ctes: &Ctes<'q>,
     ) -> Result<(Relation, Keys), SqlError> {
         refuse_extras(select)?;
-        let input = self.from(&select.from, ctes)?;
+        let (input, filters) = self.from(&select.from, ctes, select.selection.as_ref())?;
         let mut plan = input.plan;
         let columns = input.columns;
-        if let Some(predicate) = &select.selection {
-            let predicate = Binder::plain(&columns, "WHERE").predicate(predicate)?;
+        let mut predicate = None;
+        for filter in filters {
+            let filter = Binder::plain(&columns, "WHERE").predicate(filter)?;
+            predicate = Some(match predicate {
+                None => filter,
+                Some(before) => Expr::And(Box::new(before), Box::new(filter)),
+            });
+        }
+        if let Some(predicate) = predicate {
             plan = Plan::Filter(Box::new(plan), predicate);
         }
 

@@ -10,8 +10,10 @@
 //!
 //! (`CREATE TABLE` is read the same way.) Each source is a table of [`Record`]s: its rows, in
 //! the order of its columns, and which source it belongs to. Column types are `BIGINT` (any
-//! integer type), `DOUBLE` (any floating or decimal type), `VARCHAR` and `BOOLEAN`; the
-//! `event_time` column is a `BIGINT` of milliseconds since the epoch, required. A column is
+//! integer type), `DOUBLE` (any floating or decimal type), `VARCHAR`, `BOOLEAN` and
+//! `TIMESTAMP` (any precision, as Flink's `TIMESTAMP(3)`), given in JSON as an integer of
+//! milliseconds since the epoch; the `event_time` column is a `BIGINT` of milliseconds or a
+//! `TIMESTAMP`, required. A column is
 //! `NULL` when a line leaves it out or gives `null`, unless it is `NOT NULL` (then the line is
 //! rejected).
 //!
@@ -200,6 +202,17 @@ fn record(index: usize, source: &SourceDef, values: Row) -> Result<Record, Strin
     let column = &source.columns[source.event_time].name;
     let ts = match values[source.event_time] {
         Datum::Int(ms) if (0..END_OF_TIME as i64).contains(&ms) => ms as Time,
+        Datum::Timestamp(us)
+            if (0..END_OF_TIME as i64).contains(&(us / 1000)) && us % 1000 == 0 =>
+        {
+            (us / 1000) as Time
+        }
+        Datum::Timestamp(us) => {
+            return Err(format!(
+                "{column} {} is not an event time (whole milliseconds from 0 to 2^53)",
+                super::time::timestamp_text(us)
+            ));
+        }
         Datum::Int(ms) => {
             return Err(format!(
                 "{column} {ms} is not an event time (milliseconds from 0 to 2^53)"
@@ -286,12 +299,12 @@ fn source(table: &ast::CreateTable) -> Result<SourceDef, SqlError> {
         let ty = cast_type(&def.data_type, def)?;
         if !matches!(
             ty,
-            Type::BigInt | Type::Double | Type::Varchar | Type::Boolean
+            Type::BigInt | Type::Double | Type::Varchar | Type::Boolean | Type::Timestamp
         ) {
             return Err(error_at(
                 def,
                 format!(
-                    "the column {} has type {}: a source's columns are BIGINT, DOUBLE, VARCHAR or BOOLEAN (times are BIGINT milliseconds: epoch_ms(column) makes them timestamps)",
+                    "the column {} has type {}: a source's columns are BIGINT, DOUBLE, VARCHAR, BOOLEAN or TIMESTAMP (milliseconds since the epoch)",
                     def.name.value, def.data_type
                 ),
             ));
@@ -322,11 +335,11 @@ fn source(table: &ast::CreateTable) -> Result<SourceDef, SqlError> {
             format!("the event_time column {event_time} is not a column of {name}"),
         ));
     };
-    if columns[at].ty != Type::BigInt {
+    if !matches!(columns[at].ty, Type::BigInt | Type::Timestamp) {
         return Err(error_at(
             &table.name,
             format!(
-                "the event_time column {event_time} must be BIGINT (milliseconds since the epoch)"
+                "the event_time column {event_time} must be BIGINT or TIMESTAMP (milliseconds since the epoch)"
             ),
         ));
     }
@@ -482,6 +495,13 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
                     .next_value::<Option<bool>>()
                     .map_err(wrong)?
                     .map(Datum::Bool),
+                // Milliseconds since the epoch, as NEXMark's times are; held in microseconds.
+                Type::Timestamp => match map.next_value::<Option<i64>>().map_err(wrong)? {
+                    Some(ms) => Some(Datum::Timestamp(ms.checked_mul(1000).ok_or_else(|| {
+                        A::Error::custom(format!("{} {ms} is out of range", column.name))
+                    })?)),
+                    None => None,
+                },
                 _ => return Err(A::Error::custom("unsupported column type")),
             }
             .unwrap_or(Datum::Null);
@@ -579,6 +599,29 @@ mod tests {
         assert_eq!(bid.columns[2].ty, Type::Double);
         let table = Schema::parse("CREATE TABLE r (ts BIGINT) WITH (event_time = 'ts')");
         assert!(table.is_ok(), "CREATE TABLE reads as CREATE SOURCE");
+    }
+
+    #[test]
+    fn timestamps_are_read_as_milliseconds_and_may_be_the_event_time() {
+        let schema = Schema::parse(
+            "CREATE SOURCE r (at TIMESTAMP(3), until TIMESTAMP) WITH (event_time = 'at')",
+        )
+        .expect("a schema");
+        let record = schema
+            .decode(br#"{"at": 1500, "until": null}"#, Format::JsonLines)
+            .expect("read");
+        assert_eq!(record.ts, 1500);
+        assert_eq!(record.values, [Datum::Timestamp(1_500_000), Datum::Null]);
+        for bad in [
+            r#"{"at": "noon"}"#,
+            r#"{"at": -1}"#,
+            r#"{"at": 9223372036854775807}"#,
+        ] {
+            assert!(
+                schema.decode(bad.as_bytes(), Format::JsonLines).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -663,3 +663,11 @@ CREATE VIEW top_refund_minutes AS
   SELECT ts - ts % 60000 AS minute, COUNT(*) FILTER (WHERE kind = 'refund') AS refunds, COUNT(*) AS n
   FROM events GROUP BY minute HAVING COUNT(*) FILTER (WHERE kind = 'refund') > 0
   ORDER BY refunds DESC, n DESC, minute ASC LIMIT 8;
+-- mod() as DuckDB has it, and a comma join whose WHERE equality is its key (NEXMark q4's form)
+CREATE VIEW product_mod AS
+  SELECT mod(product, 7) AS m, COUNT(*) AS n FROM events WHERE mod(customer, 3) = 1 GROUP BY m;
+CREATE VIEW comma_join AS
+  SELECT p.customer, COUNT(*) AS n
+  FROM events AS p, events AS r
+  WHERE p.customer = r.customer AND p.kind = 'purchase' AND r.kind = 'refund' AND r.ts >= p.ts
+  GROUP BY p.customer;

@@ -50,3 +50,5 @@ CREATE VIEW e49 AS SELECT window_start AS w FROM TABLE(SESSION(TABLE events, DES
 CREATE VIEW e50 AS SELECT window_start AS w FROM TABLE(HOP(TABLE events, DESCRIPTOR(ts), INTERVAL '1' MINUTE)); -- expect: wrong number of arguments
 CREATE VIEW e51 AS SELECT window_start AS w FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(kind), INTERVAL '1' MINUTE)); -- expect: not varchar
 CREATE VIEW e52 AS SELECT window_start AS w FROM TABLE(HOP(TABLE events, DESCRIPTOR(ts), INTERVAL '2' MINUTE, INTERVAL '5' MINUTE)); -- expect: whole number of slides
+CREATE VIEW e53 AS SELECT a.ts AS t FROM events AS a, events AS b WHERE a.ts > b.ts; -- expect: comma join needs an equality
+CREATE VIEW e54 AS SELECT mod(ts) AS m FROM events; -- expect: wrong number of arguments
