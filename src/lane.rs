@@ -95,6 +95,9 @@ pub struct Replayed {
     /// The time of the checkpoint the views were restored from (0 without one): the lanes
     /// resume there, and reads are exact from there.
     pub resume: Time,
+    /// The live input had ended (taking nothing) when the replay did, and no checkpoint is
+    /// taken: the history is all there will be.
+    pub live_over: bool,
 }
 
 impl<E: Event> BatchLane<E> {
@@ -221,6 +224,7 @@ impl<E: Event> BatchLane<E> {
             latest: self.latest,
             held: self.held,
             resume: self.resume,
+            live_over: false,
         }
     }
 

@@ -296,6 +296,11 @@ impl<E: Event> Inlet<E> {
         self.opened.notify_all();
     }
 
+    /// Whether the live input has ended: every sender is gone and all they sent is out.
+    pub(crate) fn ended(&self) -> bool {
+        lock(&self.release).ended
+    }
+
     /// Refuses every producer from now on (the engine failed or stopped).
     pub(crate) fn stop(&self) {
         lock(&self.gate).stopped = true;

@@ -511,7 +511,12 @@ where
     });
 
     // Every worker tells every other what it replayed, and all compute the same plan.
-    summary_input.send((worker.index(), batch.replayed()));
+    // Before the live input opens, it can only have ended by taking nothing.
+    let replayed = Replayed {
+        live_over: !shared.checkpoints && shared.inlet.ended(),
+        ..batch.replayed()
+    };
+    summary_input.send((worker.index(), replayed));
     summary_input.flush();
     while summaries.borrow().iter().any(Option::is_none) {
         worker.step_or_park(Some(settings.tick));

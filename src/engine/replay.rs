@@ -342,7 +342,8 @@ pub(super) struct Plan {
 /// [`Replayed`]. With `per_process` (each process replays its own master dataset, its own live
 /// stream), a process resumes its own watermark; otherwise (shared history files) the
 /// watermark is the same everywhere. `cap`: how far history was sealed at most (see
-/// [`seal_cap`]).
+/// [`seal_cap`]). When every worker found the live input over, the whole history stays in the
+/// batch lane.
 pub(super) fn plan(
     replayed: &[Replayed],
     me: usize,
@@ -376,11 +377,30 @@ pub(super) fn plan(
             latest.max(tail).map_or(0, |t| t + 1)
         }
     };
+    let cut = cap.map_or(watermark, |c| c.min(watermark));
+    // With no live input anywhere the history is final: its open tail need not wait for a
+    // watermark, so it joins the batch lane at coarse times rather than each event at its own
+    // (the price of a time is paid per operator, per distinct time). Reads are exact only past
+    // its last event then.
+    if replayed.iter().all(|r| r.live_over) {
+        let last = replayed.iter().filter_map(|r| r.newest.max(r.held)).max();
+        let tail = last.map_or(0, |t| match batch_time {
+            BatchTime::Single => t.saturating_add(1),
+            BatchTime::Every(_) => batch_time.time_of(t).saturating_add(1),
+        });
+        return Plan {
+            watermark,
+            target,
+            newest,
+            cut: END_OF_TIME,
+            horizon: horizon.max(tail).max(resume),
+        };
+    }
     Plan {
         watermark,
         target,
         newest,
-        cut: cap.map_or(watermark, |c| c.min(watermark)),
+        cut,
         horizon: horizon.max(resume),
     }
 }
@@ -397,6 +417,7 @@ mod tests {
             latest: Some(latest),
             held: None,
             resume: 0,
+            live_over: false,
         }
     }
 
@@ -424,6 +445,7 @@ mod tests {
             latest: None,
             held: None,
             resume: 0,
+            live_over: false,
         };
         let all = [
             capped(100, 100),
@@ -444,6 +466,30 @@ mod tests {
         assert_eq!(
             p.horizon, 1_100,
             "the tail before 1050 lands in the bucket ending 1099"
+        );
+    }
+
+    #[test]
+    fn without_live_input_the_whole_history_stays_in_the_batch_lane() {
+        let over = |r: Replayed| Replayed {
+            live_over: true,
+            ..r
+        };
+        let all = [over(r(100, 105, 0)), over(r(90, 120, 0))];
+        let p = plan(&all, 0, 1, false, BatchTime::Single, None);
+        assert_eq!(
+            (p.cut, p.horizon),
+            (END_OF_TIME, 121),
+            "exact past the newest event"
+        );
+        let p = plan(&all, 0, 1, false, BatchTime::Every(100), None);
+        assert_eq!(p.horizon, 200, "past the bucket of the newest event");
+        let some = [over(r(100, 105, 0)), r(90, 120, 0)];
+        let p = plan(&some, 0, 1, false, BatchTime::Single, None);
+        assert_eq!(
+            (p.cut, p.horizon),
+            (100, 100),
+            "one live input open: the tail waits"
         );
     }
 }

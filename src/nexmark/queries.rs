@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use smol_str::SmolStr;
 
 use super::{Auction, Bid, Nexmark, Person};
-use crate::aggregate::Sums;
+use crate::aggregate::{Sums, fold_by_key};
 use crate::engine::Pipeline;
 use crate::event::Time;
 use crate::view::Views;
@@ -270,10 +270,18 @@ impl Pipeline for Queries {
                     );
                 }
                 Query::Q5 => {
-                    let counts = HOPPING
-                        .assign(bids, |b| b.date_time)
-                        .map(|(start, b)| (start, b.auction))
-                        .count();
+                    // Bids counted per window and auction as they arrive, before any
+                    // arrangement: five windows per bid become one record per auction.
+                    let counts = fold_by_key(
+                        bids,
+                        |key: &(Time, u64)| *key,
+                        |b: &Bid, diff: &isize, add| {
+                            for start in HOPPING.starts(b.date_time) {
+                                add(&(start, b.auction), *diff);
+                            }
+                        },
+                    )
+                    .count();
                     let hottest = counts
                         .map(|((start, auction), n)| (start, (n, auction)))
                         .reduce_named("Hottest", |_start, counts, out| {
