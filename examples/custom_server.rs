@@ -1,7 +1,8 @@
 //! Your own events and views behind lambdaflow's server: the same HTTP API, master dataset,
 //! metrics and multi-process scale-out as the built-in e-commerce pipeline.
 //!
-//! Teaches: implementing `Event` and `Pipeline` for your own types, and calling `server::serve`.
+//! Teaches: implementing `Event` and `Pipeline` for your own types, and calling `server::serve`
+//! with every option of `lambdaflow run` (`server::args::RunArgs`, flattened into the command line).
 //!
 //! ```text
 //! cargo run --release --example custom_server -- --data-dir /tmp/sensors
@@ -9,12 +10,11 @@
 //! curl localhost:8080/views/sensor_stats/7
 //! ```
 
-use std::path::PathBuf;
-
 use clap::Parser;
 use differential_dataflow::VecCollection;
 use lambdaflow::prelude::*;
-use lambdaflow::server::{ServerConfig, serve};
+use lambdaflow::server::args::RunArgs;
+use lambdaflow::server::serve;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -63,20 +63,13 @@ impl Pipeline for Sensors {
     }
 }
 
+/// Every option of `lambdaflow run`, from the library (its `--history`, `--sql` and `--schema`
+/// are for the built-in events: this server leaves them unread).
 #[derive(Parser)]
-#[command(disable_help_flag = true)]
+#[command(disable_help_flag = true)] // `-h` names the hostfile
 struct Args {
-    /// Where the master dataset lives.
-    #[arg(long)]
-    data_dir: PathBuf,
     #[command(flatten)]
-    cluster: Cluster,
-    /// The HTTP address.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: std::net::SocketAddr,
-    /// Print help.
-    #[arg(long, action = clap::ArgAction::Help)]
-    help: Option<bool>,
+    run: RunArgs,
 }
 
 fn main() -> Result<(), String> {
@@ -86,12 +79,7 @@ fn main() -> Result<(), String> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let args = Args::parse();
-    let config = ServerConfig {
-        listen: args.listen,
-        cluster: args.cluster,
-        ..ServerConfig::new(args.data_dir)
-    };
+    let config = Args::parse().run.config()?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     runtime.block_on(serve(config, Sensors, |_| {}, async {
         let _ = tokio::signal::ctrl_c().await;

@@ -151,7 +151,7 @@ fn main() -> Result<(), String> {
 /// Prints an answer as one JSON line: a word's count, or the top words.
 fn print(answer: &Answer) -> Result<(), String> {
     let line = match &answer.value {
-        AnswerValue::Row { key, value } => {
+        AnswerValue::Row { key, value, .. } => {
             let count = value.clone().unwrap_or(json!(0));
             json!({"word": key, "count": count, "as_of": answer.as_of})
         }

@@ -95,6 +95,8 @@ pub trait RenderRows: Send {
     }
     /// The text of the last key read.
     fn last_key(&self) -> Option<String>;
+    /// The rows themselves, for reading them in their own types ([`Rows::typed`]).
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// Hands each value to `out` as JSON text, an array as its elements (`null`s left out).
@@ -107,6 +109,9 @@ pub(crate) fn write_values(values: Vec<Value>, out: &mut dyn FnMut(&[u8])) {
         }
     }
 }
+
+/// Rows in a view's own types: each key with its values and their differences, in key order.
+pub type KeyedValues<K, V, R> = Vec<(K, Vec<(V, R)>)>;
 
 /// The rows of an answer (see [`RenderRows`]); cheap to clone.
 #[derive(Clone)]
@@ -152,6 +157,17 @@ impl Rows {
     pub fn last_key(&self) -> Option<String> {
         self.with(|r| r.last_key())
     }
+
+    /// The rows in the view's own types: each key with its values and their differences, in
+    /// key order (no JSON on the way). `None` if the view's types are not `K`, `V` and `R`.
+    pub fn typed<K, V, R>(&self) -> Option<KeyedValues<K, V, R>>
+    where
+        K: crate::view::ViewKey,
+        V: differential_dataflow::ExchangeData,
+        R: differential_dataflow::ExchangeData + differential_dataflow::difference::Semigroup,
+    {
+        self.with(|r| crate::view::typed_rows(r.as_any()))
+    }
 }
 
 impl PartialEq for Rows {
@@ -175,6 +191,8 @@ pub enum AnswerValue {
         key: String,
         /// Its value.
         value: Option<Value>,
+        /// The key's row in the view's own types (none or one key; see [`Rows::typed`]).
+        rows: Rows,
     },
     /// Rows in key order: every row, or one page.
     Rows(Rows),
@@ -267,9 +285,10 @@ impl Replies {
             let key = query.key;
             let mut next = None;
             let value = match combined {
-                Combined::Row(value) => AnswerValue::Row {
+                Combined::Row(value, rows) => AnswerValue::Row {
                     key: key.unwrap_or_default(),
                     value,
+                    rows,
                 },
                 Combined::Rows(rows) => AnswerValue::Rows(rows),
                 Combined::Page(rows, full) => {
@@ -295,8 +314,8 @@ impl Replies {
 
 /// What a view makes of all the parts of one answer.
 pub enum Combined {
-    /// One key's value.
-    Row(Option<Value>),
+    /// One key's value, rendered and in its own types.
+    Row(Option<Value>, Rows),
     /// Every row, in key order.
     Rows(Rows),
     /// One page of rows in key order, and whether it is full (more may follow).

@@ -14,6 +14,7 @@
 //! * [`lane`], [`live`], [`watermark`]: the two lanes, the live input and its one judge of
 //!   lateness per process;
 //! * [`aggregate`], [`view`]: views as arranged collections, sums as differences;
+//! * [`rank`]: per-key minima, maxima, argmax and top-k;
 //! * [`window`]: tumbling, sliding and session windows over event time, for any view;
 //! * [`serve`], [`answer`]: queries answered inside the dataflow, by key, scattered and
 //!   gathered, or a page at a time;
@@ -22,7 +23,10 @@
 //! * [`sql`]: views written in SQL (DuckDB's dialect), planned and rendered to the same
 //!   operators;
 //! * [`ecommerce`]: the built-in reference pipeline (see `docs/REFERENCE.md`);
-//! * [`nexmark`]: the NEXMark benchmark's events, generator and queries q0-q8.
+//! * [`nexmark`]: the NEXMark benchmark's events, generator and queries q0-q8;
+//! * `server` (the cargo feature of that name, on by default): the HTTP server over the master
+//!   dataset, and the `lambdaflow` binary. An embedder that only runs pipelines in its own
+//!   process turns default features off and builds without axum, tokio's runtime or reqwest.
 //!
 //! ```no_run
 //! use lambdaflow::prelude::*;
@@ -52,7 +56,9 @@ pub mod master;
 pub mod metrics;
 pub mod nexmark;
 pub mod progress;
+pub mod rank;
 pub mod serve;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod sql;
 pub mod view;
@@ -70,6 +76,7 @@ pub mod prelude {
     pub use crate::history::History;
     pub use crate::lane::BatchTime;
     pub use crate::live::{LiveSender, SendError, Verdicts};
+    pub use crate::rank::Rank;
     pub use crate::view::{ViewKey, Views};
     pub use crate::watermark::LatePolicy;
 }

@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,18 +14,15 @@ use clap::{Parser, Subcommand};
 use lambdaflow::cluster::Cluster;
 use lambdaflow::ecommerce::generate::{GenConfig, Generator, push_json_line, write_jsonl};
 use lambdaflow::ecommerce::{EcommerceWithWindows, Order};
-use lambdaflow::engine::Settings;
 use lambdaflow::event::{Decode, Event, Parse};
-use lambdaflow::lane::BatchTime;
-use lambdaflow::live::BacklogLimits;
 use lambdaflow::master::{self, Entry, MasterDataset, MasterOptions, RepairReport, VerifyReport};
 use lambdaflow::nexmark::generate::{self as nexmark, NexmarkConfig};
+use lambdaflow::nexmark::{Nexmark, Queries};
+use lambdaflow::server::args::{ImportRules, RunArgs};
 use lambdaflow::server::import::{ImportOptions, import};
-use lambdaflow::server::ingest::FutureLimit;
 use lambdaflow::server::schema;
-use lambdaflow::server::{ServerConfig, serve_sources, serve_sql};
-use lambdaflow::sql::{Record, Schema};
-use lambdaflow::watermark::LatePolicy;
+use lambdaflow::server::{ServerConfig, serve, serve_sources, serve_sql};
+use lambdaflow::sql::Record;
 use tracing::info;
 
 #[derive(Parser)]
@@ -133,121 +129,15 @@ enum Command {
     },
 }
 
-/// How imported history is checked.
-#[derive(clap::Args)]
-struct ImportRules {
-    /// Refuse lines whose ts is more than this far ahead of this machine's clock ("off": no
-    /// limit, for synthetic future data).
-    #[arg(long, default_value = "1h", value_parser = parse_optional_duration)]
-    max_future: Limit,
-    /// Append a history file that changed since it was imported: the lines it gained, if it
-    /// only grew, else the whole file as new history (without it, a changed file is an error).
-    #[arg(long)]
-    append_changed: bool,
-    /// Seal a segment of the master dataset once it holds this many bytes.
-    #[arg(long, default_value_t = MasterOptions::default().segment_bytes)]
-    segment_bytes: u64,
-}
-
-impl ImportRules {
-    fn options(&self) -> ImportOptions {
-        ImportOptions {
-            limit: FutureLimit {
-                max_future: self.max_future.0,
-            },
-            append_changed: self.append_changed,
-            ..ImportOptions::default()
-        }
-    }
-}
-
+/// `lambdaflow run`: the server's options, and which views it serves.
 #[derive(clap::Args)]
 struct Run {
-    /// The data directory of the master dataset.
-    #[arg(long)]
-    data_dir: PathBuf,
-    /// History to append to the master dataset before the replay (repeatable); a file already
-    /// imported is skipped.
-    #[arg(long)]
-    history: Vec<PathBuf>,
-    /// SQL views to serve (`CREATE VIEW name AS SELECT ... FROM events ...;`), besides those
-    /// the data directory's catalog keeps (see docs/SQL.md).
-    #[arg(long)]
-    sql: Option<PathBuf>,
-    /// Sources to read instead of the built-in `events`, declared in SQL
-    /// (`CREATE SOURCE name (columns) WITH (event_time = 'column');`, see docs/SQL.md): the
-    /// server then serves SQL views only. The data directory keeps the schema: a later start
-    /// may leave this out, or add sources.
-    #[arg(long)]
-    schema: Option<PathBuf>,
+    /// Serve NEXMark instead of the e-commerce pipeline: the suite's events (`POST /events`
+    /// takes its JSON lines) and the views q0-q8 (see src/nexmark).
+    #[arg(long, conflicts_with_all = ["schema", "sql"])]
+    nexmark: bool,
     #[command(flatten)]
-    rules: ImportRules,
-    /// The HTTP address.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    #[command(flatten)]
-    cluster: Cluster,
-    /// How far the watermark trails the newest event (e.g. 5s, 500ms).
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    allowed_lateness: Duration,
-    /// What to do with events behind the watermark: correct or drop.
-    #[arg(long, default_value = "correct")]
-    late_policy: LatePolicy,
-    /// Beyond this far behind the watermark even `correct` drops late events (default: no limit).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    max_lateness: Option<Duration>,
-    /// A worker with no live events for this long stops holding the watermark back ("off": never).
-    #[arg(long, default_value = "5s", value_parser = parse_idle)]
-    idle_timeout: Idle,
-    /// How often the speed lane advances its frontier (latency vs throughput).
-    #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
-    tick: Duration,
-    /// Replay history at one time per this much event time (default: one time for all).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    history_granularity: Option<Duration>,
-    /// Keep every view's changelog, for `GET /subscribe/{view}` (costs a copy of each view).
-    #[arg(long)]
-    changelog: bool,
-    /// Also write every view's changelog as JSON Lines, one file per view, in this directory
-    /// (implies --changelog).
-    #[arg(long)]
-    sink_dir: Option<PathBuf>,
-    /// Require `Authorization: Bearer TOKEN` (except on /health and /ready).
-    #[arg(long)]
-    token: Option<String>,
-    /// Requests per second per client address (429 above it).
-    #[arg(long)]
-    rate_limit: Option<NonZeroU32>,
-    /// Largest request body in bytes (413 above it).
-    #[arg(long, default_value_t = 16 << 20)]
-    max_body: usize,
-    /// How long an `?as_of=` read waits before 503.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    query_timeout: Duration,
-    /// Live events that may wait for each worker; above it `POST /events` answers 503.
-    #[arg(long, default_value_t = BacklogLimits::default().events)]
-    max_backlog_events: u64,
-    /// Bytes of live events (as posted) that may wait for each worker; above it 503.
-    #[arg(long, default_value_t = BacklogLimits::default().bytes)]
-    max_backlog_bytes: u64,
-    /// How long the time of a paged read stays readable after each page (its cursor expires
-    /// then: 410).
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    page_hold: Duration,
-    /// `POST /events` requests in progress at once; above it 503.
-    #[arg(long, default_value_t = 64)]
-    max_ingest_requests: usize,
-    /// How often to checkpoint the views (and once at a clean stop), so that a restart
-    /// replays only the master dataset after the newest checkpoint ("off": none is taken,
-    /// and the views keep no copy of their state for them).
-    #[arg(long, default_value = "60s", value_parser = parse_optional_duration)]
-    checkpoint_interval: Limit,
-    /// Ignore the data directory's checkpoints: replay the whole master dataset.
-    #[arg(long)]
-    from_scratch: bool,
-    /// Print help.
-    #[arg(long, action = clap::ArgAction::Help)]
-    help: Option<bool>,
+    args: RunArgs,
 }
 
 #[derive(clap::Args)]
@@ -329,30 +219,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// An idle timeout, or none (`off`).
-#[derive(Clone, Copy, Debug)]
-struct Idle(Option<Duration>);
-
-/// A duration limit, or none (`off`).
-#[derive(Clone, Copy, Debug)]
-struct Limit(Option<Duration>);
-
-fn parse_optional_duration(text: &str) -> Result<Limit, humantime::DurationError> {
-    if text == "off" {
-        Ok(Limit(None))
-    } else {
-        humantime::parse_duration(text).map(|d| Limit(Some(d)))
-    }
-}
-
-fn parse_idle(text: &str) -> Result<Idle, humantime::DurationError> {
-    if text == "off" {
-        Ok(Idle(None))
-    } else {
-        humantime::parse_duration(text).map(|d| Idle(Some(d)))
-    }
-}
-
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -383,17 +249,17 @@ async fn ctrl_c() {
     info!("shutting down");
 }
 
-fn run_server(run: Run) -> Result<(), String> {
-    let given = match &run.schema {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                .and_then(|text| {
-                    Schema::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
-                })?,
-        ),
-        None => None,
-    };
+fn run_server(Run { nexmark, args: run }: Run) -> Result<(), String> {
+    if nexmark {
+        if !run.history.is_empty() {
+            let options = run.rules.options();
+            let segment_bytes = run.rules.segment_bytes;
+            import_as::<Nexmark>(&run.data_dir, &run.history, &Parse, options, segment_bytes)?;
+        }
+        let config = run.config()?;
+        return runtime()?.block_on(serve(config, Queries::all(), |_| {}, ctrl_c()));
+    }
+    let given = run.schema()?;
     let schema = schema::settle(&run.data_dir, given.as_ref())?;
     if !run.history.is_empty() {
         import_files(
@@ -403,49 +269,7 @@ fn run_server(run: Run) -> Result<(), String> {
             run.rules.segment_bytes,
         )?;
     }
-    let config = ServerConfig {
-        listen: run.listen,
-        cluster: run.cluster,
-        settings: Settings {
-            allowed_lateness: run.allowed_lateness,
-            late_policy: run.late_policy,
-            tick: run.tick,
-            max_lateness: run.max_lateness,
-            idle_timeout: run.idle_timeout.0,
-            changelog: run.changelog,
-            batch_time: run.history_granularity.map_or(BatchTime::Single, |d| {
-                BatchTime::Every(d.as_millis().max(1) as u64)
-            }),
-            backlog: BacklogLimits {
-                events: run.max_backlog_events,
-                bytes: run.max_backlog_bytes,
-            },
-            page_hold: run.page_hold,
-        },
-        token: run.token,
-        rate_limit: run.rate_limit,
-        max_body_bytes: run.max_body,
-        query_timeout: run.query_timeout,
-        sink_dir: run.sink_dir,
-        max_future: FutureLimit {
-            max_future: run.rules.max_future.0,
-        },
-        max_ingest_requests: run.max_ingest_requests,
-        checkpoint_interval: run.checkpoint_interval.0,
-        from_scratch: run.from_scratch,
-        master: MasterOptions {
-            segment_bytes: run.rules.segment_bytes,
-            ..MasterOptions::default()
-        },
-        sql: match &run.sql {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
-            ),
-            None => None,
-        },
-        ..ServerConfig::new(run.data_dir)
-    };
+    let config = run.config()?;
     match schema {
         Some(schema) => runtime()?.block_on(serve_sources(config, schema, |_| {}, ctrl_c())),
         None => runtime()?.block_on(serve_sql(config, EcommerceWithWindows, |_| {}, ctrl_c())),

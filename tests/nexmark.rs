@@ -311,3 +311,95 @@ fn timestamps_as_ms(row: &mut Value) {
         }
     }
 }
+
+/// Typed reads: `Client::get` hands a key's values in the view's own types, and `Client::rows`
+/// a whole view keyed by a composite key, equal to a naive fold of the events and to DuckDB.
+#[test]
+fn typed_reads_and_composite_keys_equal_the_oracles() {
+    use lambdaflow::nexmark::Queries;
+    use lambdaflow::prelude::{Cluster, Engine, History, Query, QueryError, Settings};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let events = generated(dir.path(), "events.jsonl", &config(6, 1));
+    // The oracle of q2: each multiple-of-123 auction's bid prices, folded from the file.
+    let mut prices: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for line in std::fs::read_to_string(&events).expect("read").lines() {
+        let event: Value = serde_json::from_str(line).expect("a JSON line");
+        let bid = &event["bid"];
+        if let (Some(auction), Some(price)) = (bid["auction"].as_u64(), bid["price"].as_u64())
+            && auction % 123 == 0
+        {
+            prices.entry(auction).or_default().push(price);
+        }
+    }
+    assert!(
+        prices.len() > 2,
+        "some auctions have q2 bids, so the test can fail"
+    );
+    let duck = duckdb(&events);
+    for workers in [1, 2] {
+        let mut engine = Engine::start(
+            &Cluster::threads(workers),
+            Settings::default(),
+            History::Files(vec![events.clone()]),
+            Queries::all(),
+        )
+        .expect("engine starts");
+        engine.end_live();
+        let client = engine.client();
+        let end = Some(lambdaflow::event::END_OF_TIME);
+        for (auction, expected) in &prices {
+            let got = client
+                .get::<u64, u64, isize>("q2", auction, end)
+                .expect("q2 holds u64 prices by u64 auction");
+            let mut got: Vec<u64> = got
+                .into_iter()
+                .flat_map(|(price, n)| std::iter::repeat_n(price, n as usize))
+                .collect();
+            got.sort();
+            let mut expected = expected.clone();
+            expected.sort();
+            assert_eq!(got, expected, "-w {workers}: auction {auction}'s q2 prices");
+        }
+        let none = client.get::<u64, u64, isize>("q2", &1, end);
+        assert_eq!(
+            none,
+            Ok(Vec::new()),
+            "an auction with no q2 bids has no values"
+        );
+        assert_eq!(
+            client.get::<u64, String, isize>("q2", &123, end),
+            Err(QueryError::WrongType("q2".into())),
+            "types that are not the view's are refused"
+        );
+        // q5 by (window start, auction): its rows are DuckDB's, and one reads by its key text.
+        let q5 = client
+            .rows::<(u64, u64), isize, isize>(Query::all("q5"), end)
+            .expect("q5 holds counts by (window start, auction)");
+        let mut ours: Vec<(u64, u64)> = q5
+            .iter()
+            .flat_map(|((_, auction), values)| values.iter().map(|(n, _)| (*auction, *n as u64)))
+            .collect();
+        ours.sort();
+        let mut expected: Vec<(u64, u64)> = duck["q5"]
+            .as_array()
+            .expect("DuckDB's q5 rows")
+            .iter()
+            .map(|row| {
+                let field = |name: &str| row[name].as_u64().expect("an integer");
+                (field("auction"), field("num"))
+            })
+            .collect();
+        expected.sort();
+        assert!(!expected.is_empty(), "q5 has rows, so the test can fail");
+        assert_eq!(ours, expected, "-w {workers}: q5 read typed");
+        let ((start, auction), values) = q5.last().expect("a row").clone();
+        let text = format!("{start},{auction}");
+        let by_text = client
+            .rows::<(u64, u64), isize, isize>(Query::key("q5", &text), end)
+            .expect("read by its key text");
+        assert_eq!(by_text, vec![((start, auction), values)]);
+        drop(client);
+        engine.join().expect("engine ends");
+    }
+}

@@ -361,6 +361,15 @@ fn a_custom_pipeline_is_served_the_same_way() {
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--listen", &format!("127.0.0.1:{port}"), "-w", "2"])
+        // Options of `lambdaflow run` it has from the library's `RunArgs`.
+        .args([
+            "--tick",
+            "5ms",
+            "--allowed-lateness",
+            "2s",
+            "--max-body",
+            "1000000",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -22,11 +22,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 
 use super::catalog::{Catalog, Listed, Resolved};
-use crate::answer::{Answer, Lookup, Query, Reply};
+use differential_dataflow::ExchangeData;
+use differential_dataflow::difference::Semigroup;
+
+use crate::answer::{Answer, AnswerValue, KeyedValues, Lookup, Query, Reply};
 use crate::event::{END_OF_TIME, Time};
 use crate::lane::BatchTime;
 use crate::serve::QueryMsg;
-use crate::view::ViewInfo;
+use crate::view::{ViewInfo, ViewKey};
 
 /// Why a query got no answer.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,6 +40,9 @@ pub enum QueryError {
     Backfilling(String, f64),
     /// The engine stopped before answering.
     Stopped,
+    /// A typed read ([`Client::get`]) named types that are not the view's, or a view that has
+    /// no rows by key (a ranking).
+    WrongType(String),
 }
 
 impl std::fmt::Display for QueryError {
@@ -49,6 +55,9 @@ impl std::fmt::Display for QueryError {
                 p * 100.0
             ),
             QueryError::Stopped => write!(f, "the engine stopped before answering"),
+            QueryError::WrongType(v) => {
+                write!(f, "view {v:?} does not hold rows of the types asked for")
+            }
         }
     }
 }
@@ -256,6 +265,56 @@ impl Client {
     /// Waits for the final answer: the one after every input of every process has ended.
     pub fn query_final(&self, query: Query) -> Result<Answer, QueryError> {
         self.query(query, Some(END_OF_TIME))
+    }
+
+    /// One key's values in the view's own types, each with its difference (none when the key
+    /// has no row), read as [`query`](Self::query) reads: no JSON on the way. `K`, `V` and `R`
+    /// are the types the view was registered with.
+    ///
+    /// ```no_run
+    /// # use lambdaflow::prelude::*;
+    /// # fn read(client: &Client) -> Result<(), QueryError> {
+    /// // NEXMark q2: each auction's bid prices.
+    /// let prices: Vec<(u64, isize)> = client.get::<u64, u64, isize>("q2", &1230, None)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn get<K, V, R>(
+        &self,
+        view: &str,
+        key: &K,
+        as_of: Option<Time>,
+    ) -> Result<Vec<(V, R)>, QueryError>
+    where
+        K: ViewKey,
+        V: ExchangeData,
+        R: ExchangeData + Semigroup,
+    {
+        let rows = self.rows::<K, V, R>(Query::key(view, key.key_text()), as_of)?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .map(|(_, values)| values)
+            .unwrap_or_default())
+    }
+
+    /// The rows a query reads (one key, every key or a page), in the view's own types, in key
+    /// order.
+    pub fn rows<K, V, R>(
+        &self,
+        query: Query,
+        as_of: Option<Time>,
+    ) -> Result<KeyedValues<K, V, R>, QueryError>
+    where
+        K: ViewKey,
+        V: ExchangeData,
+        R: ExchangeData + Semigroup,
+    {
+        let view = query.view.clone();
+        match self.query(query, as_of)?.value {
+            AnswerValue::Row { rows, .. } | AnswerValue::Rows(rows) => rows.typed::<K, V, R>(),
+            _ => None,
+        }
+        .ok_or(QueryError::WrongType(view))
     }
 }
 

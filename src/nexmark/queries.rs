@@ -13,7 +13,7 @@
 //! | `q2` | auction | bids whose auction is a multiple of 123 |
 //! | `q3` | auction | category-10 auctions joined with sellers from OR, ID or CA |
 //! | `q4` | category | mean of the winning prices of its auctions |
-//! | `q5` | window start | the auctions with the most bids in each 10 s window hopping by 2 s |
+//! | `q5` | (window start, auction) | the auctions with the most bids in each 10 s window hopping by 2 s |
 //! | `q6` | seller | mean winning price of the seller's last 10 auctions |
 //! | `q7` | window start | the highest bids of each 10 s tumbling window |
 //! | `q8` | person | people who opened an auction in the 10 s window they registered in |
@@ -32,6 +32,7 @@ use super::{Auction, Bid, Nexmark, Person};
 use crate::aggregate::{Sums, fold_by_key};
 use crate::engine::Pipeline;
 use crate::event::Time;
+use crate::rank::Rank;
 use crate::view::Views;
 use crate::window::{self, Sliding, Tumbling};
 
@@ -172,11 +173,7 @@ impl<'s> Streams<'s> {
                 },
             )
             .flat_map(|(key, price)| price.map(|p| (key, p)))
-            .reduce_named("WinningPrice", |_auction, prices, out| {
-                if let Some((top, _)) = prices.last() {
-                    out.push((**top, 1isize));
-                }
-            })
+            .max_by_key()
             .map(|((id, (category, seller, expires)), price)| {
                 (id, (category, seller, expires, price))
             })
@@ -284,21 +281,14 @@ impl Pipeline for Queries {
                     .count();
                     let hottest = counts
                         .map(|((start, auction), n)| (start, (n, auction)))
-                        .reduce_named("Hottest", |_start, counts, out| {
-                            let Some(((top, _), _)) = counts.last() else {
-                                return;
-                            };
-                            for ((n, auction), _) in
-                                counts.iter().rev().take_while(|((n, _), _)| n == top)
-                            {
-                                out.push(((*n, *auction), 1isize));
-                            }
-                        });
+                        .argmax_by_key(|(n, _)| *n);
                     views.register_derived(
                         "q5",
                         "NEXMark q5: the auctions with the most bids in each 10 s window hopping by 2 s",
-                        hottest,
-                        |_start, values| multiset(values, |(n, auction)| json!({"auction": auction, "num": n})),
+                        hottest.map(|(start, (n, auction))| ((start, auction), n)),
+                        |(_start, auction), values| {
+                            multiset(values, |n| json!({"auction": auction, "num": n}))
+                        },
                     );
                 }
                 Query::Q6 => {
@@ -307,32 +297,25 @@ impl Pipeline for Queries {
                     };
                     let last_ten = winning
                         .map(|(id, (_, seller, expires, price))| (seller, (expires, id, price)))
-                        .reduce_named("LastTen", |_seller, auctions, out| {
-                            let ten = auctions.iter().rev().take(10);
-                            let (total, count) =
-                                ten.fold((0u64, 0u64), |(t, c), ((_, _, p), _)| (t + p, c + 1));
-                            out.push(((total, count), 1isize));
+                        .top_k_by_key(10)
+                        .explode(|(seller, (_, _, price))| {
+                            Some(((seller, ()), Sums([i128::from(price), 1])))
                         });
                     views.register_derived(
                         "q6",
                         "NEXMark q6: the mean winning price of each seller's last 10 auctions",
                         last_ten,
-                        |seller, values| {
-                            multiset(values, |(total, count)| {
-                                json!({"seller": seller, "avg_price": *total as f64 / *count as f64})
-                            })
+                        |seller, values: &[((), Sums<2>)]| {
+                            let Sums([total, count]) = values.first()?.1;
+                            (count > 0).then(|| json!([{"seller": seller, "avg_price": total as f64 / count as f64}]))
                         },
                     );
                 }
                 Query::Q7 => {
-                    let tops = TEN_SECONDS
-                        .assign(bids.clone(), |b| b.date_time)
-                        .map(|(start, b)| (start, b.price))
-                        .reduce_named("HighestPrice", |_start, prices, out| {
-                            if let Some((top, _)) = prices.last() {
-                                out.push((**top, 1isize));
-                            }
-                        });
+                    let tops = bids
+                        .clone()
+                        .map(|b| (TEN_SECONDS.start(b.date_time), b.price))
+                        .max_by_key();
                     // A window's highest bids are those at its highest price within
                     // [end - 10 s, end]: a bid at a window's end is a candidate of that window too.
                     let candidates = bids.flat_map(|b| {

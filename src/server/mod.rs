@@ -14,6 +14,7 @@
 //! timely computation; each has its own data directory and HTTP address and answers every query
 //! with the global result.
 
+pub mod args;
 pub mod dead_letter;
 mod http;
 pub mod import;

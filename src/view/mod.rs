@@ -27,39 +27,15 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::{ProbeHandle, Stream};
 
 use crate::aggregate::pre_aggregate;
-use crate::answer::{Combined, RenderRows, Replies, Rows, gather, write_values};
+use crate::answer::{Combined, KeyedValues, RenderRows, Replies, Rows, gather, write_values};
 use crate::changelog::{Changelog, Finality, Render, changelog};
 use crate::checkpoint::Cuts;
 use crate::event::Time;
 use crate::metrics::Metrics;
 use crate::serve::{QueryMsg, Reader, Routed, ViewTrace, serve};
 
-/// A type that can key a view: parsed from and rendered to the text of a query and an answer.
-pub trait ViewKey: ExchangeData + Hash {
-    /// Reads a key from its text; `None` if no key of this type is written so.
-    fn parse_key(text: &str) -> Option<Self>;
-    /// Writes the key as text (the inverse of `parse_key`).
-    fn key_text(&self) -> String;
-}
-
-macro_rules! integer_keys {
-    ($($t:ty),*) => {$(
-        impl ViewKey for $t {
-            fn parse_key(text: &str) -> Option<Self> { text.parse().ok() }
-            fn key_text(&self) -> String { self.to_string() }
-        }
-    )*};
-}
-integer_keys!(u32, u64, i32, i64, usize);
-
-impl ViewKey for String {
-    fn parse_key(text: &str) -> Option<Self> {
-        Some(text.to_string())
-    }
-    fn key_text(&self) -> String {
-        self.clone()
-    }
-}
+mod key;
+pub use key::ViewKey;
 
 /// How a view's answers are shaped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -98,7 +74,7 @@ pub struct ViewInfo {
 type KeyParser<K> = Rc<dyn Fn(&str) -> Option<K>>;
 
 /// The rows of a keyed view that one worker found: keys with their accumulated values.
-type KeyedRows<K, V, R> = Vec<(K, Vec<(V, R)>)>;
+type KeyedRows<K, V, R> = KeyedValues<K, V, R>;
 
 /// A registered view's arrangement, for deriving further views from it.
 pub struct ViewRef<'s, K: ViewKey, V: ExchangeData, R: ExchangeData + Semigroup> {
@@ -353,9 +329,10 @@ impl<'s> Views<'s> {
             move |query, parts: Vec<KeyedRows<K, V, R>>| {
                 let mut rows: Vec<(K, Vec<(V, R)>)> = parts.into_iter().flatten().collect();
                 if !query.scan {
-                    return Combined::Row(
-                        rows.first().and_then(|(k, values)| rendering(k, values)),
-                    );
+                    let value = rows.first().and_then(|(k, values)| rendering(k, values));
+                    rows.truncate(1);
+                    let (render, text) = (rendering.clone(), text.clone());
+                    return Combined::Row(value, Rows::new(TypedRows { rows, render, text }));
                 }
                 rows.sort_by(|a, b| a.0.cmp(&b.0));
                 let (render, text) = (rendering.clone(), text.clone());
@@ -572,4 +549,20 @@ where
     fn last_key(&self) -> Option<String> {
         self.rows.last().map(|(k, _)| k.key_text())
     }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// Rows read from a view whose types are `K`, `V` and `R`, in those types (see
+/// [`Rows::typed`](crate::answer::Rows::typed)).
+pub(crate) fn typed_rows<K, V, R>(rows: &dyn std::any::Any) -> Option<KeyedValues<K, V, R>>
+where
+    K: ViewKey,
+    V: ExchangeData,
+    R: ExchangeData + Semigroup,
+{
+    rows.downcast_ref::<TypedRows<K, V, R>>()
+        .map(|typed| typed.rows.clone())
 }
