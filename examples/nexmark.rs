@@ -57,6 +57,10 @@ struct Args {
     /// How far (ms) the watermark stays behind the newest live event.
     #[arg(long, default_value_t = 5_000)]
     allowed_lateness: u64,
+    /// Beyond this far (ms) behind the watermark a late event is dropped, and the windows of
+    /// q7 and q8 give their state back once no event can reach them.
+    #[arg(long)]
+    max_lateness: Option<u64>,
     #[command(flatten)]
     cluster: Cluster,
     /// Print help.
@@ -85,6 +89,7 @@ fn main() -> Result<(), String> {
     let started = Instant::now();
     let settings = Settings {
         allowed_lateness: Duration::from_millis(args.allowed_lateness),
+        max_lateness: args.max_lateness.map(Duration::from_millis),
         ..Settings::default()
     };
     let mut engine = Engine::start(&args.cluster, settings, history, Queries::only(&args.query))?;

@@ -57,6 +57,7 @@ pub mod metrics;
 pub mod nexmark;
 pub mod progress;
 pub mod rank;
+pub mod retire;
 pub mod serve;
 #[cfg(feature = "server")]
 pub mod server;

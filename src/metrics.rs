@@ -22,6 +22,8 @@ pub struct Metrics {
     pub late_corrected: AtomicU64,
     /// Late events left out (policy `drop`).
     pub late_dropped: AtomicU64,
+    /// Updates that reached a window after it retired (see [`retire`](crate::retire)), left out.
+    pub retired_late: AtomicU64,
     /// Late drops the master dataset records (replayed, restored or live).
     pub drops_recorded: AtomicU64,
     /// Whether every drop recorded before this start has been handed to the late sink: after

@@ -29,6 +29,12 @@
 //!
 //! `W` never passes [`CEILING`], which keeps headroom below [`END_OF_TIME`]: whatever time an
 //! accepted event carries, later corrections always have times left to become visible at.
+//!
+//! With a maximum lateness `M`, the target also stays within [`TARGET_SLACK`] of `W` (a bump
+//! that would pass it waits for `W` to move on, or for a declaration). Then every accepted
+//! event of time `ts` is applied before `ts + M + TARGET_SLACK`: a bound on how late an update
+//! can reach a window, so a window's state can be retired once the frontier passes its end
+//! plus that bound (see [`retire`](crate::retire)).
 
 use std::fmt;
 use std::str::FromStr;
@@ -40,6 +46,10 @@ use crate::event::{END_OF_TIME, Time};
 /// The highest watermark the events and declarations of a stream can reach: `2^40` ms (about 35
 /// years) below [`END_OF_TIME`], left for corrections (one time per corrected batch).
 pub const CEILING: Time = END_OF_TIME - (1 << 40);
+
+/// With a maximum lateness, how far the lanes' target may run ahead of the watermark (ms): ten
+/// seconds of ticks with corrections and no newer event before corrections wait for one.
+pub const TARGET_SLACK: Time = 10_000;
 
 /// What happens to an event that arrives after its time has passed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -219,20 +229,29 @@ impl Judge {
     }
 
     /// Moves the target one past the events applied at it, so the lanes pass them and they
-    /// become visible. Returns whether the target moved.
+    /// become visible. Returns whether the target moved. With a maximum lateness the target
+    /// stays within [`TARGET_SLACK`] of the watermark: past it, the events wait.
     pub fn bump(&mut self) -> bool {
-        match self.held.take() {
-            Some(at) if at >= self.target => {
-                self.target = (at + 1).min(END_OF_TIME - 1);
-                true
-            }
-            _ => false,
+        if !self.holds() {
+            return false;
         }
+        self.held = None;
+        self.target = (self.target + 1).min(END_OF_TIME - 1);
+        true
     }
 
-    /// Whether events wait at the target for a bump.
+    /// Whether events wait at the target for a bump that may happen now.
     pub fn holds(&self) -> bool {
-        self.held.is_some_and(|at| at >= self.target)
+        self.held.is_some_and(|at| at >= self.target) && self.target < self.highest_target()
+    }
+
+    /// How far the target may go: with a maximum lateness, [`TARGET_SLACK`] past the watermark.
+    fn highest_target(&self) -> Time {
+        let slack = match self.rules.max_lateness {
+            Some(_) => TARGET_SLACK,
+            None => END_OF_TIME,
+        };
+        self.watermark.saturating_add(slack).min(END_OF_TIME - 1)
     }
 }
 
@@ -287,6 +306,29 @@ mod tests {
         judge.declare(500);
         assert_eq!(judge.target(), 500);
         assert!(!judge.holds(), "the declaration passed them");
+    }
+
+    #[test]
+    fn with_a_maximum_lateness_the_target_stays_near_the_watermark() {
+        let mut judge = Judge::new(rules(0, LatePolicy::Correct, Some(60_000)), 100);
+        let mut bumps = 0;
+        for _ in 0..TARGET_SLACK + 5 {
+            assert!(matches!(judge.judge(50), Verdict::Correct(_)));
+            bumps += u64::from(judge.bump());
+        }
+        assert_eq!(bumps, TARGET_SLACK, "one bump per time of slack, then none");
+        assert_eq!(judge.target(), 100 + TARGET_SLACK);
+        assert!(
+            !judge.holds(),
+            "the waiting corrections do not ask for a bump"
+        );
+        assert_eq!(judge.judge(50), Verdict::Correct(100 + TARGET_SLACK));
+        judge.declare(200);
+        assert!(
+            judge.bump(),
+            "once the watermark moves, they become visible"
+        );
+        assert_eq!(judge.target(), 101 + TARGET_SLACK);
     }
 
     #[test]

@@ -162,6 +162,11 @@ impl Tumbling {
         ts - ts % self.width
     }
 
+    /// The end (exclusive) of the window that holds `ts`: its start plus the width.
+    pub const fn end(&self, ts: Time) -> Time {
+        self.start(ts).saturating_add(self.width)
+    }
+
     /// Pairs every record with the start of its window, keeping its difference: any aggregate
     /// can follow. `time` reads a record's event time.
     ///

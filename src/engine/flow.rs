@@ -119,6 +119,8 @@ pub(super) struct Context {
     pub metrics: Arc<Metrics>,
     pub changelog: Option<(Arc<Changelog>, usize)>,
     pub page_hold: std::time::Duration,
+    /// How late an update may come (see [`Settings::horizon`](super::Settings::horizon)).
+    pub horizon: Option<crate::event::Time>,
     pub local: usize,
 }
 
@@ -147,7 +149,8 @@ impl<E: Event> Flow<E> {
                 // Dataflows built while the engine runs are not checkpointed: a restart builds
                 // their views in the engine's own dataflow.
                 crate::checkpoint::Cuts::new(false),
-            );
+            )
+            .with_horizon(cx.horizon);
             spec.pipeline.build(events, &mut views);
             (batch_input, speed_input, query_input, views.into_catalog())
         });

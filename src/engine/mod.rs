@@ -394,7 +394,8 @@ where
             views_probe.clone(),
             settings.page_hold,
             crate::checkpoint::Cuts::new(shared.checkpoints),
-        );
+        )
+        .with_horizon(settings.horizon());
         shared.pipeline.build(events, &mut views);
         let cuts = views.cuts();
         (
@@ -458,6 +459,7 @@ where
             .changelog
             .then(|| (shared.changelog.clone(), shared.local)),
         page_hold: settings.page_hold,
+        horizon: settings.horizon(),
         local: shared.local,
     };
     let mut flows: Vec<Flow<E>> = Vec::new();

@@ -58,6 +58,22 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// How long after its event time an update may still enter the dataflow (see
+    /// [`retire`](crate::retire)): with a maximum lateness, it plus
+    /// [`TARGET_SLACK`](crate::watermark::TARGET_SLACK) (corrections are applied at most that far
+    /// past the watermark) plus the batch lane's bucket; without one, no bound.
+    pub fn horizon(&self) -> Option<Time> {
+        let bucket = match self.batch_time {
+            BatchTime::Single => 1,
+            BatchTime::Every(width) => width.max(1),
+        };
+        self.max_lateness.map(|m| {
+            (m.as_millis() as Time)
+                .saturating_add(crate::watermark::TARGET_SLACK)
+                .saturating_add(bucket)
+        })
+    }
+
     pub(super) fn rules(&self) -> LateRules {
         LateRules {
             allowed_lateness: self.allowed_lateness.as_millis() as Time,

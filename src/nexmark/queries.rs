@@ -23,6 +23,10 @@
 //! *last 10* auctions of a seller (q6) are those that close last (greatest `expires`, then
 //! greatest id) among the auctions with a winning price: once the input has ended every
 //! auction has closed. q4 and q6 share the winning prices when both are built.
+//!
+//! With a maximum lateness (`--max-lateness`), q7 and q8 give each window's state back once no
+//! update can reach it any more ([`retire`](crate::retire)): their state stays bounded by the
+//! windows within the horizon, and their rows stay.
 
 use differential_dataflow::VecCollection;
 use serde_json::{Value, json};
@@ -312,6 +316,10 @@ impl Pipeline for Queries {
                     );
                 }
                 Query::Q7 => {
+                    // Every operator here is keyed by window: each window's state retires
+                    // once no update can reach it (with a maximum lateness).
+                    let horizon = views.horizon();
+                    let bids = horizon.retire(bids, |b| TEN_SECONDS.end(b.date_time));
                     let tops = bids
                         .clone()
                         .map(|b| (TEN_SECONDS.start(b.date_time), b.price))
@@ -340,7 +348,7 @@ impl Pipeline for Queries {
                     views.register_derived(
                         "q7",
                         "NEXMark q7: the highest bids of each 10 s tumbling window",
-                        highest,
+                        horizon.keep(highest, |(start, _)| start + TEN_SECONDS.width()),
                         |_start, values| {
                             multiset(values, |(price, auction, bidder, at, extra)| {
                                 json!({"auction": auction, "price": price, "bidder": bidder, "dateTime": at, "extra": extra})
@@ -349,20 +357,28 @@ impl Pipeline for Queries {
                     );
                 }
                 Query::Q8 => {
+                    // A windowed join: each window's people and sellers retire once no update
+                    // can reach it (with a maximum lateness), and its rows stay.
+                    let horizon = views.horizon();
+                    let persons =
+                        horizon.retire(streams.persons.clone(), |p| TEN_SECONDS.end(p.date_time));
+                    let auctions =
+                        horizon.retire(streams.auctions.clone(), |a| TEN_SECONDS.end(a.date_time));
                     let people = TEN_SECONDS
-                        .assign(streams.persons.clone(), |p| p.date_time)
+                        .assign(persons, |p| p.date_time)
                         .map(|(start, p)| ((p.id, start), p.name))
                         .distinct();
                     let sellers = TEN_SECONDS
-                        .assign(streams.auctions.clone(), |a| a.date_time)
+                        .assign(auctions, |a| a.date_time)
                         .map(|(start, a)| (a.seller, start))
                         .distinct();
+                    let joined = people
+                        .semijoin(sellers)
+                        .map(|((id, start), name)| (id, (name, start)));
                     views.register_derived(
                         "q8",
                         "NEXMark q8: people who opened an auction in the 10 s window they registered in",
-                        people
-                            .semijoin(sellers)
-                            .map(|((id, start), name)| (id, (name, start))),
+                        horizon.keep(joined, |(_, (_, start))| start + TEN_SECONDS.width()),
                         |id, values| {
                             multiset(values, |(name, start)| json!({"id": id, "name": name, "starttime": start}))
                         },

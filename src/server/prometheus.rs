@@ -175,6 +175,12 @@ impl<E: Send + Sync + 'static> Collector for Counters<E> {
             "late events left out",
             &m.late_dropped,
         )?;
+        counter(
+            &mut e,
+            "lambdaflow_retired_late",
+            "updates that reached a window after its state retired, left out",
+            &m.retired_late,
+        )?;
         counter(&mut e, "lambdaflow_queries", "queries taken", &m.queries)?;
         gauge(
             &mut e,

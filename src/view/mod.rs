@@ -32,6 +32,7 @@ use crate::changelog::{Changelog, Finality, Render, changelog};
 use crate::checkpoint::Cuts;
 use crate::event::Time;
 use crate::metrics::Metrics;
+use crate::retire::Horizon;
 use crate::serve::{QueryMsg, Reader, Routed, ViewTrace, serve};
 
 mod key;
@@ -107,6 +108,8 @@ pub struct Views<'s> {
     windowed: Vec<(usize, Box<dyn Fn() -> bool + 's>)>,
     /// Where the views' state begins, for checkpoints.
     cuts: Cuts,
+    /// How late an update may come, if that is bounded: windows retire past it.
+    horizon: Horizon,
 }
 
 impl<'s> Views<'s> {
@@ -129,7 +132,20 @@ impl<'s> Views<'s> {
             catalog: Vec::new(),
             windowed: Vec::new(),
             cuts,
+            horizon: Horizon::none(),
         }
+    }
+
+    /// The views of a dataflow whose updates enter before their event time plus `horizon`.
+    pub(crate) fn with_horizon(mut self, horizon: Option<Time>) -> Self {
+        self.horizon = horizon.map_or_else(Horizon::none, Horizon::after);
+        self
+    }
+
+    /// How late an update may reach a window, if the engine bounds it (a maximum lateness):
+    /// what [`retire`](crate::retire) needs to give a finished window's state back.
+    pub fn horizon(&self) -> Horizon {
+        self.horizon.clone().counted(self.metrics.clone())
     }
 
     /// The cuts of the views registered so far (see [`checkpoint`](crate::checkpoint)).
