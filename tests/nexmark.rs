@@ -503,3 +503,91 @@ fn the_server_serves_every_query_as_duckdb_answers() {
     }
     assert_same("run --nexmark", &ours, &duckdb(&events), &QUERIES);
 }
+
+/// A later stage joins against a view's arrangement (`ViewRef::arranged`): q2's bids, by
+/// auction, joined with each auction's item name, equal to a naive fold of the file.
+#[test]
+fn a_view_s_arrangement_is_joined_against() {
+    use lambdaflow::nexmark::Nexmark;
+    use lambdaflow::prelude::{Cluster, Engine, History, Pipeline, Query, Settings, Time};
+    use lambdaflow::view::Views;
+
+    struct BidItems;
+    impl Pipeline for BidItems {
+        type Event = Nexmark;
+        fn build<'s>(
+            &self,
+            events: differential_dataflow::VecCollection<'s, Time, Nexmark>,
+            views: &mut Views<'s>,
+        ) {
+            let bids = events.clone().flat_map(|e| match e {
+                Nexmark::Bid(b) if b.auction % 123 == 0 => Some((b.auction, b.price)),
+                _ => None,
+            });
+            let q2 = views.register("q2", "q2's bids", bids, |_, _| None);
+            let items = events
+                .flat_map(|e| match e {
+                    Nexmark::Auction(a) => Some((a.id, a.item_name.to_string())),
+                    _ => None,
+                })
+                .arrange_by_key();
+            let joined = q2.arranged().join_core(items, |auction, price, item| {
+                Some((*auction, (*price, item.clone())))
+            });
+            views.register_derived("bid_items", "q2's bids with items", joined, |_, _| None);
+        }
+    }
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let events = generated(dir.path(), "events.jsonl", &config(8, 1));
+    let (mut names, mut bids) = (BTreeMap::new(), Vec::new());
+    for line in std::fs::read_to_string(&events).expect("read").lines() {
+        let event: Value = serde_json::from_str(line).expect("a JSON line");
+        if let (Some(id), Some(name)) = (
+            event["auction"]["id"].as_u64(),
+            event["auction"]["itemName"].as_str(),
+        ) {
+            names.insert(id, name.to_string());
+        }
+        if let (Some(auction), Some(price)) = (
+            event["bid"]["auction"].as_u64(),
+            event["bid"]["price"].as_u64(),
+        ) && auction % 123 == 0
+        {
+            bids.push((auction, price));
+        }
+    }
+    let mut expected: Vec<(u64, u64, String)> = bids
+        .into_iter()
+        .filter_map(|(a, p)| names.get(&a).map(|n| (a, p, n.clone())))
+        .collect();
+    expected.sort();
+    assert!(expected.len() > 2, "some bids join, so the test can fail");
+    for workers in [1, 2] {
+        let mut engine = Engine::start(
+            &Cluster::threads(workers),
+            Settings::default(),
+            History::Files(vec![events.clone()]),
+            BidItems,
+        )
+        .expect("engine starts");
+        engine.end_live();
+        let rows = engine
+            .client()
+            .rows::<u64, (u64, String), isize>(
+                Query::all("bid_items"),
+                Some(lambdaflow::event::END_OF_TIME),
+            )
+            .expect("bid_items holds (price, item) by auction");
+        let mut ours: Vec<(u64, u64, String)> = rows
+            .into_iter()
+            .flat_map(|(auction, values)| {
+                values.into_iter().flat_map(move |((price, item), n)| {
+                    std::iter::repeat_n((auction, price, item), n as usize)
+                })
+            })
+            .collect();
+        ours.sort();
+        assert_eq!(ours, expected, "-w {workers}");
+    }
+}

@@ -84,7 +84,13 @@ pub struct ViewRef<'s, K: ViewKey, V: ExchangeData, R: ExchangeData + Semigroup>
     finality: Finality<K>,
 }
 
-impl<K: ViewKey, V: ExchangeData, R: ExchangeData + Semigroup> ViewRef<'_, K, V, R> {
+impl<'s, K: ViewKey, V: ExchangeData, R: ExchangeData + Semigroup> ViewRef<'s, K, V, R> {
+    /// The view's arrangement by key, for later stages to join or reduce against
+    /// (`join_core`, `reduce_abelian`): they share the view's state, nothing is arranged again.
+    pub fn arranged(&self) -> Arranged<'s, ViewTrace<K, V, R>> {
+        self.arranged.clone()
+    }
+
     /// Says when each row becomes final (for a window: its end). The changelog then emits a
     /// row once the watermark passes that time, and afterwards only for late-data corrections.
     pub fn final_after(&self, end: impl Fn(&K) -> Time + 'static) {
