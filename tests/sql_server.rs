@@ -217,6 +217,74 @@ fn a_restore_rebuilds_only_the_views_its_checkpoint_lacks() {
     );
 }
 
+/// Views created while the server runs are in the next checkpoint once they answer: a restart
+/// after kill -9 restores them with the built-in views, rebuilds nothing, and every view
+/// equals DuckDB and the golden answers.
+#[test]
+fn views_created_while_running_are_restored_not_rebuilt() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    import(&data, &[golden("history.jsonl")]);
+    let args = ["-w", "2", "--idle-timeout", "off"];
+    let live = read_orders(&golden("live.jsonl"));
+    let history = read_orders(&golden("history.jsonl"));
+    let newest = live.iter().chain(&history).map(|e| e.ts).max().unwrap_or(0);
+    let (first, rest) = live.split_at(live.len() / 3);
+    let (second, third) = rest.split_at(rest.len() / 2);
+    let post = |server: &Server, events: &[lambdaflow::ecommerce::Order]| {
+        for chunk in events.chunks(150) {
+            let (status, answer) = server.post("/events", "application/x-ndjson", jsonl(chunk));
+            assert_eq!(status, 200, "{answer}");
+        }
+    };
+    let server = Server::start(&data, free_port(), &args, true);
+    let built_in = server.get("/views").1["views"]
+        .as_array()
+        .map_or(0, Vec::len);
+    post(&server, first);
+    let (status, answer) = post_sql(&server, VIEWS);
+    assert_eq!(status, 200, "{answer}");
+    wait_ready_with(&server, &["spend", "totals", "per_minute", "top_spenders"]);
+    post(&server, second);
+    let (status, taken) = server.post("/checkpoint", "application/json", Vec::new());
+    assert_eq!(status, 200, "{taken}");
+    post(&server, third);
+    server.kill();
+
+    let server = Server::start(&data, free_port(), &args, true);
+    assert_eq!(server.metric("lambdaflow_restored"), 1.0);
+    assert_eq!(
+        server.metric("lambdaflow_rebuilt_cuts"),
+        0.0,
+        "the views created while running are in the checkpoint"
+    );
+    assert!(
+        server.metric("lambdaflow_restored_cuts") > built_in as f64,
+        "the built-in views' cuts and the SQL views' are restored"
+    );
+    wait_ready(&server);
+    let visible = server.declare(newest + 1);
+    let events = dir.path().join("all.jsonl");
+    let mut all = std::fs::read(golden("history.jsonl")).expect("history");
+    all.extend(jsonl(&live));
+    std::fs::write(&events, all).expect("events written");
+    check_against_duckdb(&server, &events, visible);
+    let totals = rows_of(&server, "totals", visible);
+    assert_eq!(
+        totals[0]["events"],
+        (history.len() + live.len()) as u64,
+        "every event once"
+    );
+    assert_eq!(
+        server.views(visible),
+        serde_json::from_slice::<Value>(
+            &std::fs::read(golden("expected.json")).expect("expected.json")
+        )
+        .expect("JSON"),
+        "the restored built-in views"
+    );
+}
+
 #[test]
 fn a_replaced_view_switches_at_once_and_reads_never_mix_versions() {
     let dir = tempfile::tempdir().expect("temp dir");

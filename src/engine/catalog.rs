@@ -223,6 +223,22 @@ impl Catalog {
         of_flow.peek().is_some() && of_flow.all(|e| e.state == ViewState::Ready)
     }
 
+    /// The dataflows built while running (not hidden) whose views all answer and that are not
+    /// retired: a checkpoint cuts them, and a restore rebuilds the others' views.
+    pub fn ready_flows(&self) -> Vec<u64> {
+        let entries = self.read();
+        let mut flows: Vec<u64> = entries
+            .iter()
+            .filter(|e| e.flow != 0 && !e.hidden)
+            .map(|e| e.flow)
+            .collect();
+        flows.sort_unstable();
+        flows.dedup();
+        drop(entries);
+        flows.retain(|f| self.flow_ready(*f) && !self.is_retired(*f));
+        flows
+    }
+
     /// Whether every view is ready.
     pub fn all_ready(&self) -> bool {
         self.read()

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use super::catalog::Catalog;
 use super::{BackfillSource, Shared};
-use crate::checkpoint::{Blob, Checkpoint, Encode, Part, Point, Store, Taken};
+use crate::checkpoint::{Blob, Checkpoint, Cuts, Encode, Part, Point, Store, Taken};
 use crate::event::Event;
 use crate::history::{History, Share};
 use crate::live::{Control, Inlet, LateDrop};
@@ -25,6 +26,9 @@ const TAKE_TIMEOUT: Duration = Duration::from_secs(600);
 pub(crate) struct Request {
     /// The checkpoint without its workers' parts.
     pub header: Checkpoint,
+    /// The dataflows built while running that it cuts besides the engine's own (those whose
+    /// views all answered when it was sequenced; a restore rebuilds the others' views).
+    pub flows: Vec<u64>,
     started: Instant,
     store: Store,
     metrics: Arc<Metrics>,
@@ -139,6 +143,61 @@ impl Request {
     }
 }
 
+/// One worker taking its part of a checkpoint: the cuts of every dataflow it covers, asked for
+/// their contents at its time, and the events kept for it.
+pub(super) struct Taking {
+    request: Arc<Request>,
+    pending: Vec<u8>,
+    /// The engine's dataflow first, then each flow of the request, with its contents once given.
+    cuts: Vec<(Cuts, Option<Vec<Encode>>)>,
+}
+
+impl Taking {
+    /// Asks each of `cuts` for its contents at the request's time.
+    pub fn start(request: Arc<Request>, pending: Vec<u8>, cuts: Vec<Cuts>) -> Taking {
+        for cut in &cuts {
+            cut.request(request.header.time);
+        }
+        Taking {
+            request,
+            pending,
+            cuts: cuts.into_iter().map(|c| (c, None)).collect(),
+        }
+    }
+
+    /// Collects what the cuts have given; once every one has (or one failed), delivers this
+    /// worker's part and returns `true`. A cut that several dataflows have (a view a flow
+    /// builds again for another) is kept once.
+    pub fn poll(&mut self, local_index: usize) -> bool {
+        if let Some(failure) = self.cuts.iter().find_map(|(c, _)| c.failure()) {
+            self.request.deliver(local_index, Vec::new(), Err(failure));
+            return true;
+        }
+        for (cut, states) in self.cuts.iter_mut().filter(|(_, s)| s.is_none()) {
+            *states = cut.take();
+        }
+        if self.cuts.iter().any(|(_, s)| s.is_none()) {
+            return false;
+        }
+        let mut points = Vec::new();
+        let mut states = Vec::new();
+        for (cut, given) in std::mem::take(&mut self.cuts) {
+            for (point, state) in cut.points().into_iter().zip(given.into_iter().flatten()) {
+                if !points.contains(&point) {
+                    points.push(point);
+                    states.push(state);
+                }
+            }
+        }
+        let part = Unwritten {
+            pending: std::mem::take(&mut self.pending),
+            states,
+        };
+        self.request.deliver(local_index, points, Ok(part));
+        true
+    }
+}
+
 /// Logs (at debug) the size of each cut's state and of the kept events.
 fn log_sizes(checkpoint: &Checkpoint) {
     for (i, point) in checkpoint.points.iter().enumerate() {
@@ -222,6 +281,7 @@ pub struct Checkpointer<E: Event> {
     pub(super) source: Arc<dyn BackfillSource<E>>,
     pub(super) local: usize,
     pub(super) metrics: Arc<Metrics>,
+    pub(super) catalog: Arc<Catalog>,
     /// One checkpoint at a time.
     pub(super) busy: Arc<Mutex<()>>,
 }
@@ -234,6 +294,7 @@ impl<E: Event> Clone for Checkpointer<E> {
             source: self.source.clone(),
             local: self.local,
             metrics: self.metrics.clone(),
+            catalog: self.catalog.clone(),
             busy: self.busy.clone(),
         }
     }
@@ -275,6 +336,7 @@ impl<E: Event> Checkpointer<E> {
                 };
                 Control::Checkpoint(Arc::new(Request {
                     header,
+                    flows: self.catalog.ready_flows(),
                     started,
                     store: self.store.clone(),
                     metrics: self.metrics.clone(),

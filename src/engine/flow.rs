@@ -14,6 +14,10 @@
 //! lanes' target when it was created, which every later event is applied at or after) go in
 //! at one time, as a batch; the others at their own times, as in the speed lane. Reads of the
 //! flow's views start at the horizon, and the flow is ready once its frontier passes it.
+//!
+//! Once ready, a flow is cut by every checkpoint with the engine's own dataflow (its cuts keep
+//! their contents like the engine's): a restart builds its views into the engine's dataflow,
+//! where the same cuts restore from those states instead of replaying the history.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
@@ -30,6 +34,7 @@ use super::catalog::{Catalog, Progress};
 use super::client::ReadTimes;
 use crate::answer::Replies;
 use crate::changelog::Changelog;
+use crate::checkpoint::Cuts;
 use crate::event::{END_OF_TIME, Event, Time};
 use crate::history::Share;
 use crate::lane::{BatchTime, SpeedLane};
@@ -108,6 +113,8 @@ pub(super) struct Flow<E: Event> {
     live_ended: bool,
     /// When the catalog retired it: it still answers the queries sent before, for a moment.
     pub retired: Option<std::time::Instant>,
+    /// Its cuts, if checkpoints cut it (see [`Context::checkpoints`]).
+    pub cuts: Option<Cuts>,
 }
 
 /// How long a retired flow still answers the queries that were on their way to it.
@@ -122,6 +129,9 @@ pub(super) struct Context {
     /// How late an update may come (see [`Settings::horizon`](super::Settings::horizon)).
     pub horizon: Option<crate::event::Time>,
     pub local: usize,
+    /// Whether checkpoints are taken: they cut a flow of a checkpointed pipeline once its
+    /// views answer, so that a restart restores them rather than rebuilding them.
+    pub checkpoints: bool,
 }
 
 impl<E: Event> Flow<E> {
@@ -134,6 +144,7 @@ impl<E: Event> Flow<E> {
     ) -> (Flow<E>, Vec<ViewInfo>) {
         let views_probe = ProbeHandle::new();
         let lanes_probe = ProbeHandle::new();
+        let cuts = (cx.checkpoints && spec.pipeline.checkpointed()).then(|| Cuts::new(true));
         let (batch, speed, queries, catalog) = worker.dataflow::<Time, _, _>(|scope| {
             let (batch_input, batch) = scope.new_collection::<E, isize>();
             let (speed_input, speed) = scope.new_collection::<E, isize>();
@@ -146,9 +157,7 @@ impl<E: Event> Flow<E> {
                 cx.changelog.clone(),
                 views_probe.clone(),
                 cx.page_hold,
-                // Dataflows built while the engine runs are not checkpointed: a restart builds
-                // their views in the engine's own dataflow.
-                crate::checkpoint::Cuts::new(false),
+                cuts.clone().unwrap_or_else(|| Cuts::new(false)),
             )
             .with_horizon(cx.horizon);
             spec.pipeline.build(events, &mut views);
@@ -172,6 +181,7 @@ impl<E: Event> Flow<E> {
             names: catalog.iter().map(|v| v.name.clone()).collect(),
             live_ended: false,
             retired: None,
+            cuts,
         };
         (flow, catalog)
     }

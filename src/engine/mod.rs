@@ -146,6 +146,7 @@ impl<E: Event> Engine<E> {
                 source: source.clone(),
                 local,
                 metrics: metrics.clone(),
+                catalog: catalog.clone(),
                 busy: Arc::default(),
             }),
             _ => None,
@@ -461,6 +462,7 @@ where
         page_hold: settings.page_hold,
         horizon: settings.horizon(),
         local: shared.local,
+        checkpoints: shared.checkpoints,
     };
     let mut flows: Vec<Flow<E>> = Vec::new();
     // The log every worker of every process reads in one order (built by all, in this place).
@@ -567,7 +569,7 @@ where
     let mut held: Vec<(QueryMsg, bool, crate::answer::Reply)> = Vec::new();
     let mut last_tick = Instant::now();
     // A checkpoint being taken: its request and this worker's events kept for it.
-    let mut checkpointing: Option<(Arc<CheckpointRequest>, Vec<u8>)> = None;
+    let mut checkpointing: Option<checkpointing::Taking> = None;
     let local_index = worker.index() % shared.local;
     loop {
         if let Some(lane) = speed.as_mut() {
@@ -602,15 +604,29 @@ where
                     }
                     Taken::Control(Control::Checkpoint(request)) => {
                         let time = request.header.time;
-                        match rmp_serde::to_vec(&lane.pending_from(time)) {
-                            Ok(pending) => {
-                                cuts.request(time);
-                                checkpointing = Some((request, pending));
+                        let mut of = vec![cuts.clone()];
+                        let mut missing = None;
+                        for id in &request.flows {
+                            match flows.iter().find(|f| f.id == *id && f.retired.is_none()) {
+                                Some(flow) => of.extend(flow.cuts.clone()),
+                                None => missing = Some(*id),
                             }
-                            Err(e) => request.deliver(
+                        }
+                        let pending = rmp_serde::to_vec(&lane.pending_from(time))
+                            .map_err(|e| format!("cannot write the kept events: {e}"));
+                        match (pending, missing) {
+                            (Ok(pending), None) => {
+                                checkpointing =
+                                    Some(checkpointing::Taking::start(request, pending, of));
+                            }
+                            (Err(e), _) => request.deliver(local_index, Vec::new(), Err(e)),
+                            (_, Some(id)) => request.deliver(
                                 local_index,
                                 Vec::new(),
-                                Err(format!("cannot write the kept events: {e}")),
+                                Err(format!(
+                                    "dataflow {id} was replaced or dropped while the \
+                                     checkpoint was taken; take another"
+                                )),
                             ),
                         }
                     }
@@ -650,16 +666,11 @@ where
             }
         }
 
-        if let Some(failure) = cuts.failure()
-            && let Some((request, _)) = checkpointing.take()
+        if checkpointing
+            .as_mut()
+            .is_some_and(|taking| taking.poll(local_index))
         {
-            request.deliver(local_index, Vec::new(), Err(failure));
-        } else if checkpointing.is_some()
-            && let Some(states) = cuts.take()
-            && let Some((request, pending)) = checkpointing.take()
-        {
-            let part = checkpointing::Unwritten { pending, states };
-            request.deliver(local_index, cuts.points(), Ok(part));
+            checkpointing = None;
         }
 
         // Keep the query input at the fresh read time, or on the wall clock once the lanes ended.

@@ -147,13 +147,17 @@ pub(super) fn register<'s, E: SqlSource>(
 ) -> Option<Rows<'s>> {
     let direct = served && summed_shape(view).is_some();
     if direct {
+        inputs.cutter.start_part("sums");
         match summed_shape(view).and_then(|s| slots_needed(s.aggs)) {
             Some(n) if n <= 4 => register_sums::<E, 4>(view, inputs, views),
             Some(n) if n <= 8 => register_sums::<E, 8>(view, inputs, views),
             _ => register_sums::<E, 16>(view, inputs, views),
         }
     }
-    let rows = (as_rows || (served && !direct)).then(|| render(&view.body.plan, inputs));
+    let rows = (as_rows || (served && !direct)).then(|| {
+        inputs.cutter.start_part("rows");
+        render(&view.body.plan, inputs)
+    });
     if served
         && !direct
         && let Some(rows) = &rows

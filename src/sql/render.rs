@@ -61,8 +61,9 @@ pub struct Inputs<'s, E: 'static> {
 #[derive(Clone)]
 pub struct Cutter {
     cuts: Cuts,
-    /// The view's name and SQL text, and how many cuts it has so far.
-    view: Rc<RefCell<(String, String, usize)>>,
+    /// The view's name and SQL text, the part of it being built, and how many cuts that part
+    /// has so far.
+    view: Rc<RefCell<(String, String, &'static str, usize)>>,
 }
 
 impl Cutter {
@@ -76,7 +77,18 @@ impl Cutter {
 
     /// The cuts from now on are view `name`'s, defined by `sql`.
     pub fn start_view(&self, name: &str, sql: &str) {
-        *self.view.borrow_mut() = (name.to_string(), sql.to_string(), 0);
+        *self.view.borrow_mut() = (name.to_string(), sql.to_string(), "rows", 0);
+    }
+
+    /// The cuts from now on are of part `part` of the view (`"sums"` when it is served from
+    /// its contributions, `"rows"` when its rows are made): a view's rows are cut alike
+    /// whether or not it is also served as sums, so that the dataflow of a view created while
+    /// running (which may build another view's rows only) and the engine's after a restart
+    /// name the same state the same way.
+    pub fn start_part(&self, part: &'static str) {
+        let mut view = self.view.borrow_mut();
+        view.2 = part;
+        view.3 = 0;
     }
 
     fn cut<'s, D, R>(
@@ -88,8 +100,8 @@ impl Cutter {
         R: ExchangeData + Semigroup,
     {
         let mut view = self.view.borrow_mut();
-        view.2 += 1;
-        let name = format!("sql {} #{}", view.0, view.2);
+        view.3 += 1;
+        let name = format!("sql {} {} #{}", view.0, view.2, view.3);
         self.cuts.cut(&name, &view.1, collection)
     }
 }

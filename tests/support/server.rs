@@ -9,6 +9,16 @@ use serde_json::{Map, Value};
 #[allow(unused_imports)]
 pub use super::ports::free_port;
 
+/// Where a server's log goes: nowhere, or with `LF_TEST_LOG=PREFIX` to the file `PREFIX-PORT`
+/// (`RUST_LOG` chooses what it logs), to see what a failing test's server said.
+fn log_for(port: u16) -> Stdio {
+    let Some(prefix) = std::env::var_os("LF_TEST_LOG") else {
+        return Stdio::null();
+    };
+    let path = format!("{}-{port}", prefix.to_string_lossy());
+    std::fs::File::create(path).map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
 /// `lambdaflow import --data-dir DIR FILE...`.
 pub fn import(data_dir: &Path, files: &[PathBuf]) {
     let status = Command::new(super::binaries::lambdaflow())
@@ -41,7 +51,7 @@ impl Server {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_for(port))
             .spawn()
             .expect("server starts");
         Server::attach_waiting(child, port, if wait_ready { "/ready" } else { "/health" })
