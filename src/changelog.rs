@@ -94,6 +94,9 @@ pub type Resumed = (Vec<Arc<ChangeBatch>>, broadcast::Receiver<Arc<ChangeBatch>>
 #[derive(Default)]
 pub struct Changelog {
     views: Mutex<HashMap<String, ViewLog>>,
+    /// The first time whose batches are the same in every run of the engine: those before it
+    /// are its replay's, at the replay's own (coarse) times, unlike a previous run's.
+    exact_from: std::sync::atomic::AtomicU64,
 }
 
 impl Changelog {
@@ -108,6 +111,20 @@ impl Changelog {
     /// [`SUBSCRIBER_BACKLOG`] batches behind gets `Lagged` and should be dropped.
     pub fn subscribe(&self, view: &str) -> Option<broadcast::Receiver<Arc<ChangeBatch>>> {
         self.with(view, |log| log.sender.subscribe())
+    }
+
+    /// Batches of times from `time` on are those of every run over the same events: the replay
+    /// of history is over (see [`exact_from`](Self::exact_from)).
+    pub fn set_exact_from(&self, time: Time) {
+        self.exact_from
+            .fetch_max(time, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The first time whose batches every run of the engine publishes alike. A subscriber that
+    /// knows the batches before a time below it (a position from before a restart, whose replay
+    /// published its batches at other times) cannot resume from that position.
+    pub fn exact_from(&self) -> Time {
+        self.exact_from.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The view's batches of times after `after` that are still kept, and a receiver for the

@@ -556,6 +556,7 @@ where
         Err(e) => shared.fail(e),
     }
     if worker.index().is_multiple_of(shared.local) && failure.is_none() {
+        shared.changelog.set_exact_from(plan.horizon);
         shared.inlet.open(plan.watermark, plan.target, plan.newest);
     }
     Metrics::add(&metrics.replayed_workers, 1);

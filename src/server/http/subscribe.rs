@@ -12,7 +12,8 @@
 //!
 //! Every event carries an `id:` (`{time}-{index}`); a subscriber that reconnects with
 //! `Last-Event-ID` gets exactly the changes after it while the changelog still holds them, and
-//! a 410 saying so when it does not. A subscriber that falls behind gets an `error` event and is
+//! a 410 saying so when it does not. After a restart the replay tells history at its own
+//! (coarse) times, so an id from before it is refused the same way (`changelog_restarted`). A subscriber that falls behind gets an `error` event and is
 //! dropped; when the server shuts down, every subscription ends.
 
 use std::collections::{HashMap, VecDeque};
@@ -90,6 +91,17 @@ fn gone(view: &str, after: Time, forgotten: Time) -> Response {
         "changelog_gone",
         format!(
             "the changelog of {view} no longer holds the changes after time {after} (it has let go up to {forgotten}): subscribe again without Last-Event-ID for a snapshot"
+        ),
+    )
+}
+
+fn restarted(view: &str, after: Position, exact_from: Time) -> Response {
+    error(
+        StatusCode::GONE,
+        "changelog_restarted",
+        format!(
+            "the server restarted after event {} of {view}: its changelog begins at time {exact_from}, after the replay of history, so the changes after that event are not told again; subscribe again without Last-Event-ID for a snapshot",
+            after.id()
         ),
     )
 }
@@ -252,6 +264,15 @@ async fn keyed<E: Event>(
             (Some(event), position, open)
         }
     };
+    // The batches before `known` are the subscriber's: they must be this run's.
+    let known = if after.index == u32::MAX {
+        after.time.saturating_add(1)
+    } else {
+        after.time
+    };
+    if known < state.changelog.exact_from() {
+        return restarted(&view, after, state.changelog.exact_from());
+    }
     let (kept, receiver) = match state.changelog.resume(&view, after.time) {
         Some(Ok(resumed)) => resumed,
         Some(Err(forgotten)) => return gone(&view, after.time, forgotten),
