@@ -221,6 +221,40 @@ where
     }
 }
 
+/// Every record of this worker's shard of `trace` with its difference accumulated over the
+/// times before `time`, once the trace holds all of them (`None` before); the trace's
+/// compaction must not have passed `time - 1` (see [`Cuts`](crate::checkpoint)).
+pub(crate) fn contents_before<K, V, R>(
+    trace: &mut ViewTrace<K, V, R>,
+    time: Time,
+) -> Option<Vec<((K, V), R)>>
+where
+    K: differential_dataflow::ExchangeData + std::hash::Hash,
+    V: differential_dataflow::ExchangeData,
+    R: differential_dataflow::ExchangeData + Semigroup,
+{
+    let mut upper = Antichain::new();
+    trace.read_upper(&mut upper);
+    if upper.less_than(&time) {
+        return None;
+    }
+    let Some(last) = time.checked_sub(1) else {
+        return Some(Vec::new());
+    };
+    let batches = trace.batches_through(upper.borrow())?;
+    let (mut cursor, storage) = cursor_list(batches);
+    let mut reader = Reader {
+        cursor: &mut cursor,
+        storage: &storage,
+        time: last,
+    };
+    let mut records = Vec::new();
+    reader.for_each(|key, values| {
+        records.extend(values.into_iter().map(|(v, r)| ((key.clone(), v), r)));
+    });
+    Some(records)
+}
+
 /// Answers routed queries from one arrangement, each once the arrangement is complete at its
 /// time; `read` computes this worker's part of the answer. `on_records` hears how many updates
 /// this worker's shard of the trace holds, whenever new batches arrive. A page's time stays

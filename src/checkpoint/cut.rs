@@ -7,6 +7,15 @@
 //! what it has, the contents at `H`: a copy, encoded later off the worker ([`Encode`]), so
 //! that the worker goes on at once.
 //!
+//! A cut whose collection is arranged as it is (a view's, [`Views::register`]) keeps no copy
+//! when its dataflow runs in one process: the arrangement holds the same contents, exchanged
+//! by key, and the checkpoint reads them from its trace ([`Cuts::read_from`]), which the cuts
+//! keep readable at the lanes' time ([`Cuts::hold`]: a later checkpoint's time is never
+//! before it). Processes checkpoint at times of their own, and an arrangement holds the other
+//! processes' updates for its keys, so with several processes every cut keeps its copy.
+//!
+//! [`Views::register`]: crate::view::Views::register
+//!
 //! When the dataflow is restored, each cut the checkpoint has (the same name and fingerprint)
 //! first emits the contents it is given, at time 0, keeps them as its own, and drops what its
 //! input brings at time 0. A cut the checkpoint lacks (a view defined or changed since) is
@@ -20,14 +29,17 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use differential_dataflow::difference::Semigroup;
+use differential_dataflow::trace::TraceReader;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
+use timely::progress::Antichain;
 use timely::scheduling::Activator;
 
 use super::{Checkpoint, Point};
 use crate::event::Time;
+use crate::serve::ViewTrace;
 
 /// A cut's contents for a checkpoint, encoded when called (on the thread that writes it).
 pub(crate) type Encode = Box<dyn FnOnce() -> Result<Vec<u8>, String> + Send>;
@@ -57,12 +69,62 @@ pub(crate) struct Fit {
 #[derive(Clone)]
 pub(crate) struct Cuts(Rc<RefCell<Registry>>);
 
+/// A cut's contents read from the arrangement of its collection.
+trait ReadState {
+    /// Keeps the contents readable at `time` and later (compaction no further).
+    fn hold(&mut self, time: Time);
+    /// The contents before `time`, to encode, once the arrangement holds all of them.
+    fn read(&mut self, time: Time) -> Option<Encode>;
+}
+
+struct FromTrace<K, V, R>
+where
+    K: ExchangeData + Hash,
+    V: ExchangeData,
+    R: ExchangeData + Semigroup,
+{
+    trace: ViewTrace<K, V, R>,
+    name: String,
+    held: Option<Time>,
+}
+
+impl<K, V, R> ReadState for FromTrace<K, V, R>
+where
+    K: ExchangeData + Hash,
+    V: ExchangeData,
+    R: ExchangeData + Semigroup,
+{
+    fn hold(&mut self, time: Time) {
+        if self.held.is_some_and(|held| held >= time) {
+            return;
+        }
+        self.held = Some(time);
+        let frontier = Antichain::from_elem(time);
+        self.trace.set_logical_compaction(frontier.borrow());
+        self.trace.set_physical_compaction(frontier.borrow());
+    }
+
+    fn read(&mut self, time: Time) -> Option<Encode> {
+        let records = crate::serve::contents_before(&mut self.trace, time)?;
+        let name = self.name.clone();
+        Some(Box::new(move || {
+            rmp_serde::to_vec(&records)
+                .map_err(|e| format!("cannot write checkpoint state of {name}: {e}"))
+        }))
+    }
+}
+
 #[derive(Default)]
 struct Registry {
     /// Whether the cuts keep their contents (checkpoints are taken); if not, a cut is only a
     /// point (restores still fill it).
     keeping: bool,
+    /// Whether a cut whose collection is arranged as it is reads its contents from the
+    /// arrangement rather than keeping a copy (one process only: see the module).
+    from_arrangements: bool,
     points: Vec<Point>,
+    /// For each cut, the arrangement it reads its contents from, if it does.
+    sources: Vec<Option<Box<dyn ReadState>>>,
     activators: Vec<Activator>,
     /// For each cut, how it starts.
     starts: Vec<Start>,
@@ -79,6 +141,13 @@ impl Cuts {
             keeping,
             ..Registry::default()
         })))
+    }
+
+    /// These cuts read the contents of a cut arranged as it is from its arrangement
+    /// ([`cut_arranged`](Self::cut_arranged)) when `yes` (the dataflow runs in one process).
+    pub(crate) fn reading_arrangements(self, yes: bool) -> Cuts {
+        self.0.borrow_mut().from_arrangements = yes;
+        self
     }
 
     /// The cuts built so far, in order.
@@ -141,12 +210,78 @@ impl Cuts {
     /// request is then done).
     pub(crate) fn take(&self) -> Option<Vec<Encode>> {
         let mut registry = self.0.borrow_mut();
-        let (_, states) = registry.request.as_ref()?;
+        let Registry {
+            request, sources, ..
+        } = &mut *registry;
+        let (time, states) = request.as_mut()?;
+        for (state, source) in states.iter_mut().zip(sources.iter_mut()) {
+            if state.is_none()
+                && let Some(source) = source
+            {
+                *state = source.read(*time);
+            }
+        }
         if states.iter().any(Option::is_none) {
             return None;
         }
         let (_, states) = registry.request.take()?;
         Some(states.into_iter().flatten().collect())
+    }
+
+    /// Keeps every arrangement the cuts read from readable at `time` and later (and at the time
+    /// of a checkpoint being taken): call it with the lanes' time less one, before which no
+    /// checkpoint can be asked for.
+    pub(crate) fn hold(&self, time: Time) {
+        let mut registry = self.0.borrow_mut();
+        let asked = registry.request.as_ref().map(|(t, _)| t.saturating_sub(1));
+        let time = asked.map_or(time, |a| a.min(time));
+        for source in registry.sources.iter_mut().flatten() {
+            source.hold(time);
+        }
+    }
+
+    /// Cuts `collection` like [`cut`](Self::cut), for a collection its caller arranges as it
+    /// is: with the index to hand [`read_from`](Self::read_from) with the arrangement, if the
+    /// cut is to read its contents from it rather than keep a copy.
+    pub(crate) fn cut_arranged<'s, D, R>(
+        &self,
+        name: &str,
+        definition: &str,
+        collection: VecCollection<'s, Time, D, R>,
+    ) -> (VecCollection<'s, Time, D, R>, Option<usize>)
+    where
+        D: ExchangeData + Hash,
+        R: ExchangeData + Semigroup,
+    {
+        let reads = {
+            let registry = self.0.borrow();
+            registry.keeping && registry.from_arrangements
+        };
+        let (index, cut) = self.cut_keeping(name, definition, collection, !reads);
+        (cut, reads.then_some(index))
+    }
+
+    /// Cut `index` (from [`cut_arranged`](Self::cut_arranged)) reads its contents from `trace`,
+    /// the arrangement of its collection.
+    pub(crate) fn read_from<K, V, R>(&self, index: usize, trace: ViewTrace<K, V, R>)
+    where
+        K: ExchangeData + Hash,
+        V: ExchangeData,
+        R: ExchangeData + Semigroup,
+    {
+        let mut registry = self.0.borrow_mut();
+        let name = registry
+            .points
+            .get(index)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        if let Some(slot) = registry.sources.get_mut(index) {
+            *slot = Some(Box::new(FromTrace {
+                trace,
+                name,
+                held: None,
+            }));
+        }
     }
 
     /// Why a cut could not read the state it was given, if one could not.
@@ -166,8 +301,25 @@ impl Cuts {
         D: ExchangeData + Hash,
         R: ExchangeData + Semigroup,
     {
+        self.cut_keeping(name, definition, collection, true).1
+    }
+
+    /// The cut operator, keeping a copy of the contents if checkpoints are taken and `copy`;
+    /// with the cut's index.
+    fn cut_keeping<'s, D, R>(
+        &self,
+        name: &str,
+        definition: &str,
+        collection: VecCollection<'s, Time, D, R>,
+        copy: bool,
+    ) -> (usize, VecCollection<'s, Time, D, R>)
+    where
+        D: ExchangeData + Hash,
+        R: ExchangeData + Semigroup,
+    {
         let (index, keeping) = {
             let mut registry = self.0.borrow_mut();
+            registry.sources.push(None);
             registry.points.push(Point {
                 name: name.to_string(),
                 fingerprint: format!(
@@ -176,12 +328,12 @@ impl Cuts {
                     std::any::type_name::<R>()
                 ),
             });
-            (registry.points.len() - 1, registry.keeping)
+            (registry.points.len() - 1, registry.keeping && copy)
         };
         let registry = self.0.clone();
         let scope = collection.scope();
         let name = name.to_string();
-        collection
+        let cut = collection
             .inner
             .unary_frontier(Pipeline, "Checkpoint", move |capability, info| {
                 registry
@@ -239,8 +391,9 @@ impl Cuts {
                     });
                     let complete = frontier.frontier().first().copied().unwrap_or(Time::MAX);
                     let mut registry = registry.borrow_mut();
+                    // A cut that keeps no copy is read from its arrangement instead.
                     let asked = match &registry.request {
-                        Some((time, states)) if states[index].is_none() => Some(*time),
+                        Some((time, states)) if keeping && states[index].is_none() => Some(*time),
                         _ => None,
                     };
                     let limit = asked.map_or(complete, |t| t.min(complete));
@@ -265,7 +418,8 @@ impl Cuts {
                     }
                 }
             })
-            .as_collection()
+            .as_collection();
+        (index, cut)
     }
 }
 

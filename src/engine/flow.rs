@@ -144,7 +144,8 @@ impl<E: Event> Flow<E> {
     ) -> (Flow<E>, Vec<ViewInfo>) {
         let views_probe = ProbeHandle::new();
         let lanes_probe = ProbeHandle::new();
-        let cuts = (cx.checkpoints && spec.pipeline.checkpointed()).then(|| Cuts::new(true));
+        let cuts = (cx.checkpoints && spec.pipeline.checkpointed())
+            .then(|| Cuts::new(true).reading_arrangements(worker.peers() == cx.local));
         let (batch, speed, queries, catalog) = worker.dataflow::<Time, _, _>(|scope| {
             let (batch_input, batch) = scope.new_collection::<E, isize>();
             let (speed_input, speed) = scope.new_collection::<E, isize>();

@@ -394,7 +394,8 @@ where
             changelog,
             views_probe.clone(),
             settings.page_hold,
-            crate::checkpoint::Cuts::new(shared.checkpoints),
+            crate::checkpoint::Cuts::new(shared.checkpoints)
+                .reading_arrangements(scope.peers() == shared.local),
         )
         .with_horizon(settings.horizon());
         shared.pipeline.build(events, &mut views);
@@ -511,7 +512,7 @@ where
             checkpoint,
             rebuild,
         });
-        replay::replay(worker, shared, &mut batch, &mut speed, restore)
+        replay::replay(worker, shared, &mut batch, &mut speed, restore, &cuts)
     });
 
     // Every worker tells every other what it replayed, and all compute the same plan.
@@ -785,6 +786,14 @@ where
             }
         }
         metrics.set_queries_waiting(worker.index(), (held.len() + replies.borrow().len()) as u64);
+
+        // Checkpoints read the views' arrangements at a time no earlier than the lanes'.
+        let hold = speed
+            .as_ref()
+            .map_or(END_OF_TIME, |lane| lane.time().saturating_sub(1));
+        for of in std::iter::once(&cuts).chain(flows.iter().filter_map(|f| f.cuts.as_ref())) {
+            of.hold(hold);
+        }
 
         if speed.is_none() && requests.is_none() && held.is_empty() && replies.borrow().is_empty() {
             break;

@@ -74,6 +74,7 @@ pub(super) fn replay<E: Event, P: super::Pipeline<Event = E>>(
     batch: &mut BatchLane<E>,
     speed: &mut SpeedLane<E>,
     restore: Option<Restore<'_>>,
+    cuts: &crate::checkpoint::Cuts,
 ) -> Result<u64, String> {
     let restored = restore.map(|r| r.checkpoint);
     if restored.is_some() {
@@ -87,6 +88,8 @@ pub(super) fn replay<E: Event, P: super::Pipeline<Event = E>>(
         since_step += 1;
         if since_step == REPLAY_CHUNK {
             speed.advance_to(batch.flush());
+            // No checkpoint is taken before the lanes' time: the views may compact up to it.
+            cuts.hold(speed.time().saturating_sub(1));
             since_step = 0;
             worker.step();
         }

@@ -246,8 +246,8 @@ impl<'s> Views<'s> {
         P: Fn(&str) -> Option<K> + 'static,
         F: Fn(&K, &[(V, R)]) -> Option<Value> + Send + Sync + 'static,
     {
-        let updates = self.cuts.cut(name, "", pre_aggregate(collection));
-        self.register_rendered(name, description, updates, parse, render, None)
+        let (updates, cut) = self.cuts.cut_arranged(name, "", pre_aggregate(collection));
+        self.register_keyed(name, description, updates, cut, parse, render, None)
     }
 
     /// Like [`register`](Views::register), for a collection that comes out of stateful
@@ -292,8 +292,35 @@ impl<'s> Views<'s> {
         P: Fn(&str) -> Option<K> + 'static,
         F: Fn(&K, &[(V, R)]) -> Option<Value> + Send + Sync + 'static,
     {
+        self.register_keyed(name, description, updates, None, parse, render, text)
+    }
+
+    /// Registers a keyed view over `updates`; `cut`, if given, is the index of the cut of
+    /// `updates` that reads its contents from the view's arrangement
+    /// ([`Cuts::cut_arranged`](crate::checkpoint::Cuts)).
+    #[allow(clippy::too_many_arguments)]
+    fn register_keyed<K, V, R, P, F>(
+        &mut self,
+        name: &str,
+        description: &str,
+        updates: VecCollection<'s, Time, (K, V), R>,
+        cut: Option<usize>,
+        parse: P,
+        render: F,
+        text: Option<TextRender<K, V, R>>,
+    ) -> ViewRef<'s, K, V, R>
+    where
+        K: ViewKey,
+        V: ExchangeData + Hash,
+        R: ExchangeData + Semigroup,
+        P: Fn(&str) -> Option<K> + 'static,
+        F: Fn(&K, &[(V, R)]) -> Option<Value> + Send + Sync + 'static,
+    {
         let index = self.add(name, description, ViewKind::Keyed);
         let arranged = updates.clone().arrange_by_key_named(name);
+        if let Some(cut) = cut {
+            self.cuts.read_from(cut, arranged.trace.clone());
+        }
         arranged.stream.clone().probe_with(&self.probe);
         let render: Render<K, V, R> = Arc::new(render);
         let finality: Finality<K> = Rc::new(RefCell::new(None));
