@@ -37,7 +37,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::progress::Antichain;
 use timely::scheduling::Activator;
 
-use super::{Checkpoint, Point};
+use super::{Blob, Checkpoint, Loaded, Point};
 use crate::event::Time;
 use crate::serve::ViewTrace;
 
@@ -173,7 +173,12 @@ impl Cuts {
     /// `index` modulo `local`, so that a restore may use another number of workers), or marks
     /// it rebuilt if the checkpoint has no state for it (see [`fit`](Self::fit)). Call it
     /// after the dataflow is built and before it first runs.
-    pub(crate) fn restore_from(&self, checkpoint: &Checkpoint, index: usize, local: usize) {
+    pub(crate) fn restore_from(&self, loaded: &Loaded, index: usize, local: usize) {
+        let checkpoint = &loaded.checkpoint;
+        let mut parts: Vec<Vec<Blob>> = (0..checkpoint.workers.len())
+            .filter(|part| part % local == index)
+            .map(|part| loaded.take(part))
+            .collect();
         let mut registry = self.0.borrow_mut();
         registry.starts = registry
             .points
@@ -183,12 +188,9 @@ impl Cuts {
                     return Start::Rebuilt;
                 };
                 Start::Restored(
-                    checkpoint
-                        .workers
-                        .iter()
-                        .enumerate()
-                        .filter(|(worker, _)| worker % local == index)
-                        .filter_map(|(_, part)| part.states.get(cut).map(|b| b.0.clone()))
+                    parts
+                        .iter_mut()
+                        .filter_map(|states| states.get_mut(cut).map(|b| std::mem::take(&mut b.0)))
                         .collect(),
                 )
             })

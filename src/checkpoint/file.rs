@@ -10,15 +10,19 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
-use tracing::{info, warn};
+use tracing::warn;
 
-use super::Checkpoint;
+use super::{Blob, Checkpoint};
 
 const MAGIC: &[u8; 8] = b"LFCKPT\0\x01";
 const VERSION: u32 = 1;
 const HEADER: usize = 8 + 4 + 4 + 8;
 const SUFFIX: &str = ".ckpt";
+
+/// How much of a checkpoint is written between syncs.
+const PACE: usize = 8 << 20;
 
 /// Where a process keeps its checkpoints: a directory (`checkpoints/` in the data directory).
 #[derive(Clone, Debug)]
@@ -68,14 +72,17 @@ impl Store {
     }
 
     /// Writes `checkpoint` atomically and removes all but the newest `keep`; returns its size.
+    ///
+    /// The file is written and synced in slices of [`PACE`]: a checkpoint is hundreds of MB,
+    /// and the master dataset's group commits, which ingest waits for, would otherwise wait
+    /// behind all of it when the kernel flushes.
     pub(crate) fn write(&self, checkpoint: &Checkpoint) -> io::Result<u64> {
         let payload = rmp_serde::to_vec(checkpoint).map_err(io::Error::other)?;
-        let mut bytes = Vec::with_capacity(HEADER + payload.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&VERSION.to_le_bytes());
-        bytes.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&payload);
+        let mut header = Vec::with_capacity(HEADER);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&VERSION.to_le_bytes());
+        header.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         fs::create_dir_all(&self.dir)?;
         let path = self.path(checkpoint.id);
         let temporary = path.with_extension("ckpt.tmp");
@@ -85,7 +92,11 @@ impl Store {
                 .create(true)
                 .truncate(true)
                 .open(&temporary)?;
-            file.write_all(&bytes)?;
+            file.write_all(&header)?;
+            for slice in payload.chunks(PACE) {
+                file.write_all(slice)?;
+                file.sync_data()?;
+            }
             file.sync_all()?;
         }
         fs::rename(&temporary, &path)?;
@@ -95,31 +106,83 @@ impl Store {
                 warn!(id = old, "cannot remove an old checkpoint: {e}");
             }
         }
-        Ok(bytes.len() as u64)
+        Ok((header.len() + payload.len()) as u64)
     }
 
-    /// The checkpoints that check, newest first; each one that does not is logged and skipped.
-    pub(crate) fn load(&self) -> Vec<Checkpoint> {
-        let mut valid = Vec::new();
-        for id in self.ids() {
-            let path = self.path(id);
-            match fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| decode(&bytes))
-            {
-                Ok(checkpoint) if checkpoint.id == id => valid.push(checkpoint),
-                Ok(checkpoint) => warn!(
-                    path = %path.display(),
-                    "checkpoint skipped: it says it is number {}",
-                    checkpoint.id
-                ),
-                Err(reason) => warn!(path = %path.display(), "checkpoint skipped: {reason}"),
-            }
+    /// The checkpoint files, newest first, each read and checked when first asked for
+    /// ([`Candidate::get`]): a restore reads the newest that fits, not every one kept.
+    pub(crate) fn candidates(&self) -> Vec<Candidate> {
+        self.ids()
+            .into_iter()
+            .map(|id| Candidate {
+                id,
+                path: self.path(id),
+                loaded: OnceLock::new(),
+            })
+            .collect()
+    }
+}
+
+/// A checkpoint file, read and checked the first time it is asked for.
+pub(crate) struct Candidate {
+    id: u64,
+    path: PathBuf,
+    loaded: OnceLock<Option<Loaded>>,
+}
+
+impl Candidate {
+    /// The checkpoint, if its file checks (one that does not is logged and skipped).
+    pub(crate) fn get(&self) -> Option<&Loaded> {
+        self.loaded
+            .get_or_init(|| {
+                let read = fs::read(&self.path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|bytes| decode(&bytes));
+                match read {
+                    Ok(checkpoint) if checkpoint.id == self.id => Some(Loaded::new(checkpoint)),
+                    Ok(checkpoint) => {
+                        warn!(
+                            path = %self.path.display(),
+                            "checkpoint skipped: it says it is number {}",
+                            checkpoint.id
+                        );
+                        None
+                    }
+                    Err(reason) => {
+                        warn!(path = %self.path.display(), "checkpoint skipped: {reason}");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+    }
+}
+
+/// A checkpoint read from its file: what it says, and each worker part's states until a
+/// worker of the restore takes them (so that they are not copied, nor kept once restored).
+pub(crate) struct Loaded {
+    /// The checkpoint, its parts' states taken out.
+    pub checkpoint: Checkpoint,
+    states: Mutex<Vec<Vec<Blob>>>,
+}
+
+impl Loaded {
+    fn new(mut checkpoint: Checkpoint) -> Loaded {
+        let states = checkpoint
+            .workers
+            .iter_mut()
+            .map(|part| std::mem::take(&mut part.states))
+            .collect();
+        Loaded {
+            checkpoint,
+            states: Mutex::new(states),
         }
-        if valid.is_empty() && !self.ids().is_empty() {
-            info!("no checkpoint checks: the master dataset is replayed in full");
-        }
-        valid
+    }
+
+    /// The states of part `part`, in the order of the points (empty once taken).
+    pub(crate) fn take(&self, part: usize) -> Vec<Blob> {
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        states.get_mut(part).map(std::mem::take).unwrap_or_default()
     }
 }
 
@@ -187,21 +250,37 @@ mod tests {
         }
     }
 
+    /// Every checkpoint that checks, newest first, whole again.
+    fn load(store: &Store) -> Vec<Checkpoint> {
+        store
+            .candidates()
+            .iter()
+            .filter_map(|c| c.get())
+            .map(|loaded| {
+                let mut checkpoint = loaded.checkpoint.clone();
+                for (index, part) in checkpoint.workers.iter_mut().enumerate() {
+                    part.states = loaded.take(index);
+                }
+                checkpoint
+            })
+            .collect()
+    }
+
     fn ids(store: &Store) -> Vec<u64> {
-        store.load().iter().map(|c| c.id).collect()
+        load(store).iter().map(|c| c.id).collect()
     }
 
     #[test]
     fn checkpoints_round_trip_and_only_the_last_two_stay() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::in_data_dir(dir.path());
-        assert!(store.load().is_empty());
+        assert!(load(&store).is_empty());
         assert_eq!(store.next_id(), 1);
         for id in 1..=4 {
             let bytes = store.write(&checkpoint(id)).expect("write");
             assert_eq!(bytes, fs::metadata(store.path(id)).expect("file").len());
         }
-        assert_eq!(store.load(), vec![checkpoint(4), checkpoint(3)]);
+        assert_eq!(load(&store), vec![checkpoint(4), checkpoint(3)]);
         assert_eq!(store.next_id(), 5);
         let files = fs::read_dir(store.dir()).expect("dir").count();
         assert_eq!(files, 2, "no temporary file left");

@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use cut::{Cuts, Encode};
 pub use file::Store;
+pub(crate) use file::{Candidate, Loaded};
 
 use crate::event::Time;
 use crate::master::Position;

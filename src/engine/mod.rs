@@ -151,19 +151,11 @@ impl<E: Event> Engine<E> {
             }),
             _ => None,
         };
-        let candidates = match (&hooks.checkpoints, &backfill) {
+        let (candidates, master_end) = match (&hooks.checkpoints, &backfill) {
             (Some(c), Some(source)) if checkpointed && c.restore => {
-                let end = source.mark().position();
-                c.store
-                    .load()
-                    .into_iter()
-                    .filter(|k| {
-                        k.schema_version == E::SCHEMA_VERSION
-                            && end.is_some_and(|e| k.position <= e)
-                    })
-                    .collect()
+                (c.store.candidates(), source.mark().position())
             }
-            _ => Vec::new(),
+            _ => (Vec::new(), None),
         };
         let (idle, tick_every) = (settings.idle_timeout, settings.tick);
         let shared = Arc::new(Shared {
@@ -179,6 +171,7 @@ impl<E: Event> Engine<E> {
             catalog: catalog.clone(),
             checkpoints: checkpointer.is_some(),
             candidates,
+            master_end,
             kept: std::sync::OnceLock::new(),
         });
 
@@ -330,7 +323,9 @@ struct Shared<E: Event, P> {
     checkpoints: bool,
     /// The checkpoints to restore from, newest first: the first with a state for one of the
     /// dataflow's cuts.
-    candidates: Vec<crate::checkpoint::Checkpoint>,
+    candidates: Vec<crate::checkpoint::Candidate>,
+    /// Where the master dataset ends: a checkpoint past it is of another master.
+    master_end: Option<crate::master::Position>,
     /// The events the restored checkpoint kept, when its history is replayed to rebuild the
     /// cuts it lacks (made by the first worker that needs them).
     kept: std::sync::OnceLock<Result<replay::Kept<E>, String>>,
@@ -418,13 +413,20 @@ where
     let restored = shared
         .candidates
         .iter()
-        .map(|c| (c, cuts.fit(c)))
+        .filter_map(|c| c.get())
+        .filter(|loaded| {
+            let c = &loaded.checkpoint;
+            c.schema_version == E::SCHEMA_VERSION
+                && shared.master_end.is_some_and(|end| c.position <= end)
+        })
+        .map(|loaded| (loaded, cuts.fit(&loaded.checkpoint)))
         .find(|(_, fit)| fit.restored > 0);
     let rebuild = restored
         .as_ref()
         .is_some_and(|(_, fit)| !fit.rebuilt.is_empty());
-    if let Some((checkpoint, fit)) = &restored {
-        cuts.restore_from(checkpoint, worker.index() % shared.local, shared.local);
+    if let Some((loaded, fit)) = &restored {
+        cuts.restore_from(loaded, worker.index() % shared.local, shared.local);
+        let checkpoint = &loaded.checkpoint;
         if leader {
             info!(
                 id = checkpoint.id,
@@ -446,7 +448,7 @@ where
     } else if leader && !shared.candidates.is_empty() {
         info!("no checkpoint fits the views (they changed): replaying the whole master dataset");
     }
-    let restored = restored.map(|(c, _)| c);
+    let restored = restored.map(|(loaded, _)| &loaded.checkpoint);
     if leader {
         checkpointing::report_drops(shared, restored);
         shared
