@@ -105,6 +105,7 @@ impl Request {
         let spawned = std::thread::Builder::new()
             .name("checkpoint".into())
             .spawn(move || {
+                yield_to_the_workers();
                 let encoded: Result<Vec<Part>, String> =
                     parts.into_iter().map(Unwritten::encode).collect();
                 let taken = encoded.and_then(|parts| {
@@ -195,6 +196,24 @@ impl Taking {
         };
         self.request.deliver(local_index, points, Ok(part));
         true
+    }
+}
+
+/// Lowers this thread's priority (nice 10, on Linux): encoding and writing a checkpoint then
+/// waits for the workers and the server's threads on a busy machine instead of taking their
+/// time, and ingest and queries keep their latency while one is written.
+fn yield_to_the_workers() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `gettid` and `setpriority` take plain integers and touch no memory of ours;
+        // a failure (no permission) only leaves the priority as it was.
+        let done = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
+        };
+        if done != 0 {
+            debug!("cannot lower the checkpoint writer's priority");
+        }
     }
 }
 
