@@ -23,6 +23,7 @@ use crate::view::{ViewKey, Views};
 use crate::window::{self, SessionSet, Sessions, Sliding, Tumbling};
 
 pub mod generate;
+mod line;
 
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -117,6 +118,9 @@ impl Order {
     }
 
     fn from_json(line: &[u8]) -> Result<Order, String> {
+        if let Some(f) = line::plain(line) {
+            return Order::checked(f.ts, f.kind, f.customer, f.product, f.amount_cents);
+        }
         let raw: RawOrder = serde_json::from_slice(line).map_err(|e| e.to_string())?;
         Order::checked(
             raw.ts,
