@@ -37,7 +37,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::progress::Antichain;
 use timely::scheduling::Activator;
 
-use super::{Blob, Checkpoint, Loaded, Point};
+use super::{Checkpoint, Loaded, Point, State};
 use crate::event::Time;
 use crate::serve::ViewTrace;
 
@@ -51,7 +51,7 @@ enum Start {
     #[default]
     Empty,
     /// From these states (encoded), ignoring its input at time 0.
-    Restored(Vec<Vec<u8>>),
+    Restored(Vec<State>),
     /// From its input at time 0 (the history the checkpoint covers).
     Rebuilt,
 }
@@ -175,7 +175,7 @@ impl Cuts {
     /// after the dataflow is built and before it first runs.
     pub(crate) fn restore_from(&self, loaded: &Loaded, index: usize, local: usize) {
         let checkpoint = &loaded.checkpoint;
-        let mut parts: Vec<Vec<Blob>> = (0..checkpoint.workers.len())
+        let parts: Vec<Vec<State>> = (0..checkpoint.workers.len())
             .filter(|part| part % local == index)
             .map(|part| loaded.take(part))
             .collect();
@@ -189,8 +189,8 @@ impl Cuts {
                 };
                 Start::Restored(
                     parts
-                        .iter_mut()
-                        .filter_map(|states| states.get_mut(cut).map(|b| std::mem::take(&mut b.0)))
+                        .iter()
+                        .filter_map(|states| states.get(cut).cloned())
                         .collect(),
                 )
             })
@@ -359,21 +359,17 @@ impl Cuts {
                         if let Start::Restored(given) = start {
                             restored = true;
                             let mut session = output.session(&capability);
-                            for bytes in given {
-                                match rmp_serde::from_slice::<Vec<(D, R)>>(&bytes) {
-                                    Ok(records) => {
-                                        for (record, diff) in records {
-                                            session.give((record.clone(), 0, diff.clone()));
-                                            if keeping {
-                                                add(&mut state, record, diff);
-                                            }
-                                        }
+                            for given in given {
+                                let read = each_record(given.reader(), |record: D, diff: R| {
+                                    if keeping {
+                                        add(&mut state, record.clone(), diff.clone());
                                     }
-                                    Err(e) => {
-                                        registry.borrow_mut().failure.get_or_insert_with(|| {
-                                            format!("cannot read checkpoint state of {name}: {e}")
-                                        });
-                                    }
+                                    session.give((record, 0, diff));
+                                });
+                                if let Err(e) = read {
+                                    registry.borrow_mut().failure.get_or_insert_with(|| {
+                                        format!("cannot read checkpoint state of {name}: {e}")
+                                    });
                                 }
                             }
                         }
@@ -440,4 +436,47 @@ fn add<D: Hash + Eq, R: Semigroup>(sums: &mut FxHashMap<D, R>, record: D, diff: 
             }
         }
     }
+}
+
+/// Hands each `(record, difference)` of an encoded state (MessagePack of `Vec<(D, R)>`) to `f`
+/// as it is read from the checkpoint file: a restore emits a state of hundreds of MB without
+/// holding its bytes or collecting its records first.
+fn each_record<D, R>(
+    bytes: std::io::Result<impl std::io::Read>,
+    f: impl FnMut(D, R),
+) -> Result<(), String>
+where
+    D: serde::de::DeserializeOwned,
+    R: serde::de::DeserializeOwned,
+{
+    use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
+    use std::marker::PhantomData;
+
+    struct Each<F, D, R>(F, PhantomData<(D, R)>);
+    impl<'de, F: FnMut(D, R), D: serde::de::DeserializeOwned, R: serde::de::DeserializeOwned>
+        DeserializeSeed<'de> for Each<F, D, R>
+    {
+        type Value = ();
+        fn deserialize<De: Deserializer<'de>>(self, de: De) -> Result<(), De::Error> {
+            de.deserialize_seq(self)
+        }
+    }
+    impl<'de, F: FnMut(D, R), D: serde::de::DeserializeOwned, R: serde::de::DeserializeOwned>
+        Visitor<'de> for Each<F, D, R>
+    {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a sequence of (record, difference)")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
+            while let Some((record, diff)) = seq.next_element::<(D, R)>()? {
+                (self.0)(record, diff);
+            }
+            Ok(())
+        }
+    }
+    let mut de = rmp_serde::Deserializer::new(bytes.map_err(|e| e.to_string())?);
+    Each(f, PhantomData)
+        .deserialize(&mut de)
+        .map_err(|e| e.to_string())
 }

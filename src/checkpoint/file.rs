@@ -1,27 +1,38 @@
 //! Checkpoint files: written atomically, checksummed, the last two kept.
 //!
-//! A checkpoint is one file `{id:016}.ckpt` in the store's directory: an 8-byte magic, the
-//! format version, the CRC32C of the payload and its length (little-endian), then the payload
-//! (MessagePack of [`Checkpoint`]). It is written to `{id:016}.ckpt.tmp`, fsynced, renamed and the
-//! directory fsynced, so a crash leaves either the whole file or none of it under its name;
-//! then all but the newest two are removed. Loading reads the newest first and skips any file
-//! that does not check (wrong magic or version, short, checksum), so the previous one serves.
+//! A checkpoint is one file `{id:016}.ckpt` in the store's directory:
+//!
+//! * a header: an 8-byte magic, the format version, then the CRC32C and the length of the
+//!   *description* and of the *states* that follow it (little-endian);
+//! * the description: MessagePack of the [`Checkpoint`] with each state's length in its place;
+//! * the states, one after the other in the description's order: each cut's contents, as the
+//!   cut encoded them.
+//!
+//! The states are most of a checkpoint (hundreds of MB), so neither side holds them twice:
+//! writing puts each cut's bytes in the file as they are, and a restore reads each state
+//! straight from the file in the worker that restores it ([`State::reader`]), after the whole
+//! file has been checked once with a small buffer.
+//!
+//! It is written to `{id:016}.ckpt.tmp`, fsynced, renamed and the directory fsynced, so a crash
+//! leaves either the whole file or none of it under its name; then all but the newest two are
+//! removed. Loading reads the newest first and skips any file that does not check (wrong magic
+//! or version, lengths that are not the file's, a checksum), so the previous one serves.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tracing::warn;
 
-use super::{Blob, Checkpoint};
+use super::Checkpoint;
 
 const MAGIC: &[u8; 8] = b"LFCKPT\0\x01";
-const VERSION: u32 = 1;
-const HEADER: usize = 8 + 4 + 4 + 8;
+const VERSION: u32 = 2;
+const HEADER: usize = 8 + 4 + (4 + 8) * 2;
 const SUFFIX: &str = ".ckpt";
 
-/// How much of a checkpoint is written between syncs.
+/// How much of a checkpoint is written between syncs, and the buffer a restore reads with.
 const PACE: usize = 8 << 20;
 
 /// Where a process keeps its checkpoints: a directory (`checkpoints/` in the data directory).
@@ -77,12 +88,18 @@ impl Store {
     /// and the master dataset's group commits, which ingest waits for, would otherwise wait
     /// behind all of it when the kernel flushes.
     pub(crate) fn write(&self, checkpoint: &Checkpoint) -> io::Result<u64> {
-        let payload = rmp_serde::to_vec(checkpoint).map_err(io::Error::other)?;
+        let description = checkpoint.map_states_ref(|state| state.0.len() as u64);
+        let description = rmp_serde::to_vec(&description).map_err(io::Error::other)?;
+        let states = || checkpoint.workers.iter().flat_map(|part| &part.states);
+        let states_crc = states().fold(0, |crc, state| crc32c::crc32c_append(crc, &state.0));
+        let states_len: u64 = states().map(|state| state.0.len() as u64).sum();
         let mut header = Vec::with_capacity(HEADER);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&VERSION.to_le_bytes());
-        header.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-        header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        header.extend_from_slice(&crc32c::crc32c(&description).to_le_bytes());
+        header.extend_from_slice(&(description.len() as u64).to_le_bytes());
+        header.extend_from_slice(&states_crc.to_le_bytes());
+        header.extend_from_slice(&states_len.to_le_bytes());
         fs::create_dir_all(&self.dir)?;
         let path = self.path(checkpoint.id);
         let temporary = path.with_extension("ckpt.tmp");
@@ -93,9 +110,15 @@ impl Store {
                 .truncate(true)
                 .open(&temporary)?;
             file.write_all(&header)?;
-            for slice in payload.chunks(PACE) {
+            file.write_all(&description)?;
+            let mut unsynced = 0;
+            for slice in states().flat_map(|state| state.0.chunks(PACE)) {
                 file.write_all(slice)?;
-                file.sync_data()?;
+                unsynced += slice.len();
+                if unsynced >= PACE {
+                    file.sync_data()?;
+                    unsynced = 0;
+                }
             }
             file.sync_all()?;
         }
@@ -106,7 +129,7 @@ impl Store {
                 warn!(id = old, "cannot remove an old checkpoint: {e}");
             }
         }
-        Ok((header.len() + payload.len()) as u64)
+        Ok(HEADER as u64 + description.len() as u64 + states_len)
     }
 
     /// The checkpoint files, newest first, each read and checked when first asked for
@@ -134,24 +157,19 @@ impl Candidate {
     /// The checkpoint, if its file checks (one that does not is logged and skipped).
     pub(crate) fn get(&self) -> Option<&Loaded> {
         self.loaded
-            .get_or_init(|| {
-                let read = fs::read(&self.path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|bytes| decode(&bytes));
-                match read {
-                    Ok(checkpoint) if checkpoint.id == self.id => Some(Loaded::new(checkpoint)),
-                    Ok(checkpoint) => {
-                        warn!(
-                            path = %self.path.display(),
-                            "checkpoint skipped: it says it is number {}",
-                            checkpoint.id
-                        );
-                        None
-                    }
-                    Err(reason) => {
-                        warn!(path = %self.path.display(), "checkpoint skipped: {reason}");
-                        None
-                    }
+            .get_or_init(|| match Loaded::read(&self.path) {
+                Ok(loaded) if loaded.checkpoint.id == self.id => Some(loaded),
+                Ok(loaded) => {
+                    warn!(
+                        path = %self.path.display(),
+                        "checkpoint skipped: it says it is number {}",
+                        loaded.checkpoint.id
+                    );
+                    None
+                }
+                Err(reason) => {
+                    warn!(path = %self.path.display(), "checkpoint skipped: {reason}");
+                    None
                 }
             })
             .as_ref()
@@ -159,70 +177,129 @@ impl Candidate {
 }
 
 /// A checkpoint read from its file: what it says, and each worker part's states until a
-/// worker of the restore takes them (so that they are not copied, nor kept once restored).
+/// worker of the restore takes them.
 pub(crate) struct Loaded {
     /// The checkpoint, its parts' states taken out.
     pub checkpoint: Checkpoint,
-    states: Mutex<Vec<Vec<Blob>>>,
+    states: Mutex<Vec<Vec<State>>>,
 }
 
 impl Loaded {
-    fn new(mut checkpoint: Checkpoint) -> Loaded {
-        let states = checkpoint
-            .workers
-            .iter_mut()
-            .map(|part| std::mem::take(&mut part.states))
+    /// The checkpoint in a file, if the file checks: its description read, and every byte of
+    /// its states checked (but not kept: each state is read again when it is restored).
+    fn read(path: &Path) -> Result<Loaded, String> {
+        let mut file = File::open(path).map_err(|e| e.to_string())?;
+        let size = file.metadata().map_err(|e| e.to_string())?.len();
+        let mut header = [0u8; HEADER];
+        file.read_exact(&mut header)
+            .map_err(|_| format!("{size} bytes, shorter than a header"))?;
+        if &header[..8] != MAGIC {
+            return Err("not a checkpoint file (wrong magic)".into());
+        }
+        let word = |at: usize| {
+            let mut bytes = [0u8; 4];
+            bytes.copy_from_slice(&header[at..at + 4]);
+            u32::from_le_bytes(bytes)
+        };
+        let long = |at: usize| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&header[at..at + 8]);
+            u64::from_le_bytes(bytes)
+        };
+        let version = word(8);
+        if version != VERSION {
+            return Err(format!(
+                "format version {version}, this build reads {VERSION}"
+            ));
+        }
+        let (description_crc, description_len) = (word(12), long(16));
+        let (states_crc, states_len) = (word(24), long(28));
+        let expected = description_len
+            .checked_add(states_len)
+            .and_then(|n| n.checked_add(HEADER as u64));
+        if expected != Some(size) {
+            return Err(format!(
+                "the header says {description_len} + {states_len} bytes after it, the file has {}",
+                size.saturating_sub(HEADER as u64)
+            ));
+        }
+        // Bounded by the file's size, checked above.
+        let mut description = vec![0u8; description_len as usize];
+        file.read_exact(&mut description)
+            .map_err(|e| e.to_string())?;
+        if crc32c::crc32c(&description) != description_crc {
+            return Err("checksum mismatch (description)".into());
+        }
+        let mut crc = 0;
+        let mut buffer = vec![0u8; PACE.min(states_len as usize)];
+        let mut left = states_len;
+        while left > 0 {
+            let slice = &mut buffer[..left.min(PACE as u64) as usize];
+            file.read_exact(slice).map_err(|e| e.to_string())?;
+            crc = crc32c::crc32c_append(crc, slice);
+            left -= slice.len() as u64;
+        }
+        if crc != states_crc {
+            return Err("checksum mismatch (states)".into());
+        }
+        let description: Checkpoint<u64> =
+            rmp_serde::from_slice(&description).map_err(|e| format!("cannot decode: {e}"))?;
+        let (checkpoint, lengths) = description.split_states();
+        if lengths.iter().flatten().sum::<u64>() != states_len {
+            return Err("the states' lengths are not those of the file".into());
+        }
+        let path: Arc<Path> = Arc::from(path);
+        let mut offset = (HEADER as u64) + description_len;
+        let states = lengths
+            .into_iter()
+            .map(|part| {
+                part.into_iter()
+                    .map(|len| {
+                        let state = State {
+                            path: path.clone(),
+                            offset,
+                            len,
+                        };
+                        offset += len;
+                        state
+                    })
+                    .collect()
+            })
             .collect();
-        Loaded {
+        Ok(Loaded {
             checkpoint,
             states: Mutex::new(states),
-        }
+        })
     }
 
     /// The states of part `part`, in the order of the points (empty once taken).
-    pub(crate) fn take(&self, part: usize) -> Vec<Blob> {
+    pub(crate) fn take(&self, part: usize) -> Vec<State> {
         let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
         states.get_mut(part).map(std::mem::take).unwrap_or_default()
     }
 }
 
-/// A checkpoint from a file's bytes, if they check.
-fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
-    if bytes.len() < HEADER {
-        return Err(format!("{} bytes, shorter than a header", bytes.len()));
+/// A cut's state in a checked checkpoint file: where its bytes are.
+#[derive(Clone, Debug)]
+pub(crate) struct State {
+    path: Arc<Path>,
+    offset: u64,
+    len: u64,
+}
+
+impl State {
+    /// Its bytes (MessagePack of the cut's `Vec<(record, difference)>`), read from the file as
+    /// they are asked for.
+    pub(crate) fn reader(&self) -> io::Result<impl Read> {
+        let mut file = File::open(&self.path)?;
+        file.seek(SeekFrom::Start(self.offset))?;
+        Ok(BufReader::with_capacity(1 << 16, file.take(self.len)))
     }
-    let (header, payload) = bytes.split_at(HEADER);
-    if &header[..8] != MAGIC {
-        return Err("not a checkpoint file (wrong magic)".into());
-    }
-    let word = |at: usize| {
-        u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
-    };
-    let version = word(8);
-    if version != VERSION {
-        return Err(format!(
-            "format version {version}, this build reads {VERSION}"
-        ));
-    }
-    let crc = word(12);
-    let mut len = [0u8; 8];
-    len.copy_from_slice(&header[16..24]);
-    let len = u64::from_le_bytes(len);
-    if len != payload.len() as u64 {
-        return Err(format!(
-            "the header says {len} bytes of payload, the file has {}",
-            payload.len()
-        ));
-    }
-    if crc32c::crc32c(payload) != crc {
-        return Err("checksum mismatch".into());
-    }
-    rmp_serde::from_slice(payload).map_err(|e| format!("cannot decode: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Part, Point};
+    use super::super::{Blob, Part, Point};
     use super::*;
     use crate::master::Position;
 
@@ -259,7 +336,18 @@ mod tests {
             .map(|loaded| {
                 let mut checkpoint = loaded.checkpoint.clone();
                 for (index, part) in checkpoint.workers.iter_mut().enumerate() {
-                    part.states = loaded.take(index);
+                    part.states = loaded
+                        .take(index)
+                        .iter()
+                        .map(|state| {
+                            let mut bytes = Vec::new();
+                            state
+                                .reader()
+                                .and_then(|mut r| r.read_to_end(&mut bytes))
+                                .expect("read a state");
+                            Blob(bytes)
+                        })
+                        .collect();
                 }
                 checkpoint
             })

@@ -42,14 +42,17 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use cut::{Cuts, Encode};
 pub use file::Store;
-pub(crate) use file::{Candidate, Loaded};
+pub(crate) use file::{Candidate, Loaded, State};
 
 use crate::event::Time;
 use crate::master::Position;
 
 /// A checkpoint of one process: the state of its workers' cuts at one time.
+///
+/// `S` is how a cut's state is held: its bytes when written ([`Blob`]), its length in the
+/// file's description of it ([`file`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Checkpoint {
+pub(crate) struct Checkpoint<S = Blob> {
     /// Its number: later checkpoints have higher ones.
     pub id: u64,
     /// The state is of everything applied before this time; later events are not in it.
@@ -69,7 +72,61 @@ pub(crate) struct Checkpoint {
     /// The cuts, in the order the dataflow builds them.
     pub points: Vec<Point>,
     /// Each worker's part, by local index.
-    pub workers: Vec<Part>,
+    pub workers: Vec<Part<S>>,
+}
+
+impl<S> Checkpoint<S> {
+    /// The same checkpoint with each state made by `f` from the one held now.
+    fn map_states_ref<T>(&self, mut f: impl FnMut(&S) -> T) -> Checkpoint<T> {
+        Checkpoint {
+            id: self.id,
+            time: self.time,
+            watermark: self.watermark,
+            newest: self.newest,
+            position: self.position,
+            log_bytes: self.log_bytes,
+            schema_version: self.schema_version,
+            drops: self.drops,
+            points: self.points.clone(),
+            workers: self
+                .workers
+                .iter()
+                .map(|part| Part {
+                    pending: part.pending.clone(),
+                    states: part.states.iter().map(&mut f).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The checkpoint without its states (each part's `states` empty), and the states by part.
+    fn split_states(self) -> (Checkpoint, Vec<Vec<S>>) {
+        let mut states = Vec::with_capacity(self.workers.len());
+        let workers = self
+            .workers
+            .into_iter()
+            .map(|part| {
+                states.push(part.states);
+                Part {
+                    pending: part.pending,
+                    states: Vec::new(),
+                }
+            })
+            .collect();
+        let checkpoint = Checkpoint {
+            id: self.id,
+            time: self.time,
+            watermark: self.watermark,
+            newest: self.newest,
+            position: self.position,
+            log_bytes: self.log_bytes,
+            schema_version: self.schema_version,
+            drops: self.drops,
+            points: self.points,
+            workers,
+        };
+        (checkpoint, states)
+    }
 }
 
 /// A cut of the dataflow: its name and what it must be for a state to fit it.
@@ -83,14 +140,14 @@ pub(crate) struct Point {
 
 /// One worker's part of a checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Part {
+pub(crate) struct Part<S = Blob> {
     /// The events it had taken that are applied at or after the checkpoint's time, with
     /// those times (MessagePack of `Vec<(E, Time)>`).
     #[serde(with = "serde_bytes")]
     pub pending: Vec<u8>,
     /// Each cut's consolidated contents (MessagePack of `Vec<(record, difference)>`), in the
     /// order of [`Checkpoint::points`].
-    pub states: Vec<Blob>,
+    pub states: Vec<S>,
 }
 
 /// Bytes stored as one MessagePack `bin` (not an array of numbers: `serde_bytes`).
