@@ -28,6 +28,8 @@ use tracing::warn;
 use super::Checkpoint;
 
 const MAGIC: &[u8; 8] = b"LFCKPT\0\x01";
+/// Raised whenever the layout of the file, or the way a cut encodes its state, changes: a
+/// file of another version is skipped (a full replay), never misread.
 const VERSION: u32 = 2;
 const HEADER: usize = 8 + 4 + (4 + 8) * 2;
 const SUFFIX: &str = ".ckpt";
@@ -288,8 +290,13 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// Its bytes (MessagePack of the cut's `Vec<(record, difference)>`), read from the file as
-    /// they are asked for.
+    /// How many bytes it has.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Its bytes (the cut's `Vec<(record, difference)>`, encoded by the cut), read from the
+    /// file as they are asked for.
     pub(crate) fn reader(&self) -> io::Result<impl Read> {
         let mut file = File::open(&self.path)?;
         file.seek(SeekFrom::Start(self.offset))?;

@@ -145,8 +145,8 @@ pub(crate) struct Part<S = Blob> {
     /// those times (MessagePack of `Vec<(E, Time)>`).
     #[serde(with = "serde_bytes")]
     pub pending: Vec<u8>,
-    /// Each cut's consolidated contents (MessagePack of `Vec<(record, difference)>`), in the
-    /// order of [`Checkpoint::points`].
+    /// Each cut's consolidated contents (its `Vec<(record, difference)>`, encoded by the
+    /// cut), in the order of [`Checkpoint::points`].
     pub states: Vec<S>,
 }
 
