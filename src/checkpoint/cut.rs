@@ -22,7 +22,7 @@
 //! *rebuilt*: it passes its input at time 0 as at every time, and the engine replays at time 0
 //! the history the checkpoint covers (see [`checkpoint`](super)), which only such cuts take.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
 use std::hash::Hash;
@@ -114,6 +114,22 @@ where
     }
 }
 
+/// The gate of a part of a dataflow ([`Cuts::gate`]), until the part is built.
+pub(crate) struct Gate {
+    cuts: Cuts,
+    first: usize,
+    open: Rc<Cell<bool>>,
+}
+
+impl Gate {
+    /// The part is built: its cuts are those built since the gate.
+    pub(crate) fn close(self) {
+        let mut registry = self.cuts.0.borrow_mut();
+        let end = registry.points.len();
+        registry.gates.push((self.first..end, self.open));
+    }
+}
+
 #[derive(Default)]
 struct Registry {
     /// Whether the cuts keep their contents (checkpoints are taken); if not, a cut is only a
@@ -132,6 +148,9 @@ struct Registry {
     request: Option<(Time, Vec<Option<Encode>>)>,
     /// Why a cut could not read the state it was given.
     failure: Option<String>,
+    /// The gates of the dataflow's parts: the cuts each part has, and whether its gate lets
+    /// the history at time 0 through ([`Cuts::gate`]).
+    gates: Vec<(std::ops::Range<usize>, Rc<Cell<bool>>)>,
 }
 
 impl Cuts {
@@ -195,6 +214,44 @@ impl Cuts {
                 )
             })
             .collect();
+        let Registry { gates, starts, .. } = &mut *registry;
+        for (cuts, open) in gates.iter() {
+            let rebuilt = starts
+                .get(cuts.clone())
+                .is_some_and(|starts| starts.iter().any(|s| matches!(s, Start::Rebuilt)));
+            open.set(rebuilt);
+        }
+    }
+
+    /// `events` for the part of the dataflow built next (the typed pipeline, a SQL view), up to
+    /// [`Gate::close`]. After a restore, the history replayed at time 0 is for the rebuilt cuts
+    /// only (restored cuts drop it): it passes the gate only if the part has one, so the views
+    /// restored do not run it through their code just to drop it at their cuts. The gate is
+    /// open until a restore decides.
+    pub(crate) fn gate<'s, D: Clone + 'static>(
+        &self,
+        events: VecCollection<'s, Time, D>,
+    ) -> (VecCollection<'s, Time, D>, Gate) {
+        let open = Rc::new(Cell::new(true));
+        let gate = Gate {
+            cuts: self.clone(),
+            first: self.0.borrow().points.len(),
+            open: open.clone(),
+        };
+        let gated = events
+            .inner
+            .unary(Pipeline, "Gate", move |_, _| {
+                move |input, output| {
+                    input.for_each(|capability, data| {
+                        if !open.get() {
+                            data.retain(|(_, time, _)| *time != 0);
+                        }
+                        output.session(&capability).give_container(data);
+                    });
+                }
+            })
+            .as_collection();
+        (gated, gate)
     }
 
     /// Asks every cut for its contents at `time` (at or after every time its frontier has

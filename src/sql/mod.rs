@@ -413,14 +413,19 @@ impl<E: SqlSource> SqlViews<E> {
     /// pipeline serves).
     pub fn build_over<'s>(&self, events: VecCollection<'s, Time, E>, views: &mut Views<'s>) {
         let mut inputs = render::Inputs {
-            events,
+            events: events.clone(),
             views: Vec::new(),
             cutter: render::Cutter::new(views.cuts()),
         };
         let read_later: Vec<String> = self.views.iter().flat_map(|v| v.reads()).collect();
+        let cuts = views.cuts();
         for view in &self.views {
             let served = self.serve.as_ref().is_none_or(|s| *s == view.name);
             inputs.cutter.start_view(&view.name, &view.sql);
+            // Each view behind its own gate: a restore that rebuilds one view replays the
+            // history through that view only.
+            let (gated, gate) = cuts.gate(events.clone());
+            inputs.events = gated;
             // A view that no later view reads is built only as it is served.
             let rows = register::register(
                 view,
@@ -429,6 +434,7 @@ impl<E: SqlSource> SqlViews<E> {
                 served,
                 read_later.contains(&view.name),
             );
+            gate.close();
             if let Some(rows) = rows {
                 inputs.views.push((view.name.clone(), rows));
             }
@@ -465,7 +471,9 @@ where
     type Event = P::Event;
 
     fn build<'s>(&self, events: VecCollection<'s, Time, P::Event>, views: &mut Views<'s>) {
-        self.pipeline.build(events.clone(), views);
+        let (typed, gate) = views.cuts().gate(events.clone());
+        self.pipeline.build(typed, views);
+        gate.close();
         self.sql.build_over(events, views);
     }
 
