@@ -221,38 +221,92 @@ where
     }
 }
 
-/// Every record of this worker's shard of `trace` with its difference accumulated over the
-/// times before `time`, once the trace holds all of them (`None` before); the trace's
-/// compaction must not have passed `time - 1` (see [`Cuts`](crate::checkpoint)).
-pub(crate) fn contents_before<K, V, R>(
-    trace: &mut ViewTrace<K, V, R>,
-    time: Time,
-) -> Option<Vec<((K, V), R)>>
+/// Every record of this worker's shard of a view's trace with its difference accumulated over
+/// the times before a time, read a slice of time at a time ([`read`](Self::read)), so
+/// that a worker copying a large view for a checkpoint goes on with its other work between
+/// the steps. It holds the batches it reads (they stay as they were while the trace merges
+/// on), so the trace's compaction only needs to stay at or before `time - 1` until it starts
+/// (see [`Cuts`](crate::checkpoint)).
+pub(crate) struct Contents<K, V, R>
 where
     K: differential_dataflow::ExchangeData + std::hash::Hash,
     V: differential_dataflow::ExchangeData,
     R: differential_dataflow::ExchangeData + Semigroup,
 {
-    let mut upper = Antichain::new();
-    trace.read_upper(&mut upper);
-    if upper.less_than(&time) {
-        return None;
+    cursor: ViewCursor<K, V, R>,
+    storage: Vec<ViewBatch<K, V, R>>,
+    /// The last time read; `None` reads nothing (the contents before time 0).
+    last: Option<Time>,
+    /// The records read, in chunks of at most [`CHUNK`]: no large vector grows (and moves)
+    /// while the worker reads.
+    records: Vec<Vec<((K, V), R)>>,
+}
+
+/// How many records a chunk of [`Contents`] holds.
+const CHUNK: usize = 4096;
+
+impl<K, V, R> Contents<K, V, R>
+where
+    K: differential_dataflow::ExchangeData + std::hash::Hash,
+    V: differential_dataflow::ExchangeData,
+    R: differential_dataflow::ExchangeData + Semigroup,
+{
+    /// Starts reading the contents of `trace` before `time`, once the trace holds all of them
+    /// (`None` before).
+    pub(crate) fn before(trace: &mut ViewTrace<K, V, R>, time: Time) -> Option<Self> {
+        let mut upper = Antichain::new();
+        trace.read_upper(&mut upper);
+        if upper.less_than(&time) {
+            return None;
+        }
+        let batches = trace.batches_through(upper.borrow())?;
+        let (cursor, storage) = cursor_list(batches);
+        Some(Contents {
+            cursor,
+            storage,
+            last: time.checked_sub(1),
+            records: Vec::new(),
+        })
     }
-    let Some(last) = time.checked_sub(1) else {
-        return Some(Vec::new());
-    };
-    let batches = trace.batches_through(upper.borrow())?;
-    let (mut cursor, storage) = cursor_list(batches);
-    let mut reader = Reader {
-        cursor: &mut cursor,
-        storage: &storage,
-        time: last,
-    };
-    let mut records = Vec::new();
-    reader.for_each(|key, values| {
-        records.extend(values.into_iter().map(|(v, r)| ((key.clone(), v), r)));
-    });
-    Some(records)
+
+    /// Reads more keys, until `until` or the last key; `true` once every key is read.
+    pub(crate) fn read(&mut self, until: Instant) -> bool {
+        let Some(last) = self.last else {
+            return true;
+        };
+        let mut reader = Reader {
+            cursor: &mut self.cursor,
+            storage: &self.storage,
+            time: last,
+        };
+        for read in 0usize.. {
+            if read % 64 == 63 && Instant::now() >= until {
+                break;
+            }
+            let Some(key) = reader.cursor.get_key(reader.storage) else {
+                return true;
+            };
+            let key = key.clone();
+            let values = reader.values();
+            for (v, r) in values {
+                match self.records.last_mut() {
+                    Some(chunk) if chunk.len() < CHUNK => chunk.push(((key.clone(), v), r)),
+                    _ => {
+                        let mut chunk = Vec::with_capacity(CHUNK);
+                        chunk.push(((key.clone(), v), r));
+                        self.records.push(chunk);
+                    }
+                }
+            }
+            reader.cursor.step_key(reader.storage);
+        }
+        !reader.cursor.key_valid(reader.storage)
+    }
+
+    /// The records read, in chunks.
+    pub(crate) fn into_records(self) -> Vec<Vec<((K, V), R)>> {
+        self.records
+    }
 }
 
 /// Answers routed queries from one arrangement, each once the arrangement is complete at its

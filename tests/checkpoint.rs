@@ -370,3 +370,64 @@ fn restarts_restore_from_checkpoints() {
         REBUILT.load(Ordering::Relaxed)
     );
 }
+
+/// A checkpoint reads a view's arrangement a bounded number of keys per step of the worker:
+/// views of more keys than one step reads (21 000 customers, one worker) are
+/// checkpointed whole, and events sent while the checkpoint is read and written land once.
+#[test]
+fn views_larger_than_a_read_step_are_checkpointed_whole() {
+    let order = |i: u64| Order {
+        ts: 1_000_000 + i,
+        kind: if i.is_multiple_of(3) {
+            Kind::Refund
+        } else {
+            Kind::Purchase
+        },
+        customer: i,
+        product: i % 8,
+        amount_cents: 100 + i % 7,
+        amount_missing: false,
+    };
+    let history: Vec<Order> = (0..20_000).map(order).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    support::import_master(dir.path(), &history);
+    let settings = support::stream_settings(0, false, None);
+    let (mut engine, master) = start(dir.path(), 1, &settings, false);
+    let live = engine.live().expect("live");
+    engine.end_live();
+    let sent: Vec<Order> = (20_000..21_000).map(order).collect();
+    let (before, during) = sent.split_at(500);
+    for e in before {
+        live.send(e.clone()).expect("sent");
+    }
+    let checkpointer = engine.checkpointer().expect("checkpoints are taken");
+    std::thread::scope(|scope| {
+        let checkpoint = scope.spawn(|| checkpointer.take());
+        for e in during {
+            live.send(e.clone()).expect("sent");
+        }
+        assert!(checkpoint.join().expect("joined").is_ok());
+    });
+    drop(checkpointer);
+    drop(live);
+    engine.join().expect("workers finish");
+    drop(master);
+
+    let (mut engine, master) = start(dir.path(), 2, &settings, false);
+    let metrics = engine.metrics();
+    assert!(metrics.restored.load(Ordering::Relaxed));
+    assert_eq!(metrics.rebuilt_cuts.load(Ordering::Relaxed), 0);
+    engine.end_live();
+    let client = engine.client();
+    let views = support::final_views(&client);
+    let sessions = client
+        .query_final(Query::all("customer_sessions"))
+        .expect("sessions")
+        .to_json();
+    drop(client);
+    let all: Vec<Order> = history.iter().chain(&sent).cloned().collect();
+    assert_eq!(views, oracle(&all));
+    assert_eq!(sessions, sessions_oracle(&all));
+    drop(engine);
+    drop(master);
+}

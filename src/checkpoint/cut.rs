@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
 use std::hash::Hash;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::trace::TraceReader;
@@ -36,13 +37,19 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::progress::Antichain;
 use timely::scheduling::Activator;
+use tracing::debug;
 
 use super::{Checkpoint, Loaded, Point, State};
 use crate::event::Time;
-use crate::serve::ViewTrace;
+use crate::serve::{Contents, ViewTrace};
 
 /// A cut's contents for a checkpoint, encoded when called (on the thread that writes it).
 pub(crate) type Encode = Box<dyn FnOnce() -> Result<Vec<u8>, String> + Send>;
+
+/// How long a checkpoint reads arrangements between two steps of the worker: a view of
+/// millions of keys is copied over many steps (a second's worth at 10M events), and ingest and
+/// queries wait for one of them at most, not for the whole copy.
+const READ_STEP: Duration = Duration::from_millis(1);
 
 /// How a cut starts.
 #[derive(Default)]
@@ -73,8 +80,11 @@ pub(crate) struct Cuts(Rc<RefCell<Registry>>);
 trait ReadState {
     /// Keeps the contents readable at `time` and later (compaction no further).
     fn hold(&mut self, time: Time);
-    /// The contents before `time`, to encode, once the arrangement holds all of them.
-    fn read(&mut self, time: Time) -> Option<Encode>;
+    /// Reads more of the contents before `time`, until `until`; once the arrangement holds
+    /// all of them and every key is read, the contents to encode.
+    fn read(&mut self, time: Time, until: Instant) -> Option<Encode>;
+    /// Whether it has started reading and has more to read.
+    fn reading(&self) -> bool;
 }
 
 struct FromTrace<K, V, R>
@@ -86,6 +96,8 @@ where
     trace: ViewTrace<K, V, R>,
     name: String,
     held: Option<Time>,
+    /// The contents being read, for a checkpoint, and how long its steps took (for the log).
+    reading: Option<(Contents<K, V, R>, Steps)>,
 }
 
 impl<K, V, R> ReadState for FromTrace<K, V, R>
@@ -104,13 +116,53 @@ where
         self.trace.set_physical_compaction(frontier.borrow());
     }
 
-    fn read(&mut self, time: Time) -> Option<Encode> {
-        let records = crate::serve::contents_before(&mut self.trace, time)?;
+    fn read(&mut self, time: Time, until: Instant) -> Option<Encode> {
+        if self.reading.is_none() {
+            self.reading = Contents::before(&mut self.trace, time)
+                .map(|contents| (contents, Steps::default()));
+        }
+        let (contents, steps) = self.reading.as_mut()?;
+        let step = Instant::now();
+        let done = contents.read(until);
+        steps.took(step.elapsed());
+        if !done {
+            return None;
+        }
+        let (contents, steps) = self.reading.take()?;
+        let records = contents.into_records();
+        debug!(
+            cut = %self.name,
+            records = records.iter().map(Vec::len).sum::<usize>(),
+            steps = steps.count,
+            seconds = steps.spent.as_secs_f64(),
+            longest_step_seconds = steps.longest.as_secs_f64(),
+            "checkpoint read an arrangement"
+        );
         let name = self.name.clone();
         Some(Box::new(move || {
             encode_state(&records)
                 .map_err(|e| format!("cannot write checkpoint state of {name}: {e}"))
         }))
+    }
+
+    fn reading(&self) -> bool {
+        self.reading.is_some()
+    }
+}
+
+/// How long the steps of a reading took.
+#[derive(Default)]
+struct Steps {
+    count: usize,
+    spent: Duration,
+    longest: Duration,
+}
+
+impl Steps {
+    fn took(&mut self, step: Duration) {
+        self.count += 1;
+        self.spent += step;
+        self.longest = self.longest.max(step);
     }
 }
 
@@ -266,25 +318,34 @@ impl Cuts {
     }
 
     /// The contents every cut has written for the request, in order, once all have (and the
-    /// request is then done).
+    /// request is then done). The cuts that read an arrangement read it for [`READ_STEP`] per
+    /// call: call it again after the worker's next step.
     pub(crate) fn take(&self) -> Option<Vec<Encode>> {
         let mut registry = self.0.borrow_mut();
         let Registry {
             request, sources, ..
         } = &mut *registry;
         let (time, states) = request.as_mut()?;
-        for (state, source) in states.iter_mut().zip(sources.iter_mut()) {
-            if state.is_none()
-                && let Some(source) = source
-            {
-                *state = source.read(*time);
-            }
+        // One arrangement at a time, the first not read yet.
+        let unread = states
+            .iter_mut()
+            .zip(sources.iter_mut())
+            .find(|(state, source)| state.is_none() && source.is_some());
+        if let Some((state, Some(source))) = unread {
+            *state = source.read(*time, Instant::now() + READ_STEP);
         }
         if states.iter().any(Option::is_none) {
             return None;
         }
         let (_, states) = registry.request.take()?;
         Some(states.into_iter().flatten().collect())
+    }
+
+    /// Whether a cut is reading an arrangement for the request, with more to read at once:
+    /// the worker then steps without parking.
+    pub(crate) fn reading(&self) -> bool {
+        let registry = self.0.borrow();
+        registry.request.is_some() && registry.sources.iter().flatten().any(|s| s.reading())
     }
 
     /// Keeps every arrangement the cuts read from readable at `time` and later (and at the time
@@ -339,6 +400,7 @@ impl Cuts {
                 trace,
                 name,
                 held: None,
+                reading: None,
             }));
         }
     }
@@ -466,7 +528,7 @@ impl Cuts {
                             state.iter().map(|(d, r)| (d.clone(), r.clone())).collect();
                         let name = name.clone();
                         states[index] = Some(Box::new(move || {
-                            encode_state(&records).map_err(|e| {
+                            encode_state(&[records]).map_err(|e| {
                                 format!("cannot write checkpoint state of {name}: {e}")
                             })
                         }));
@@ -501,12 +563,31 @@ fn state_encoding() -> impl bincode::Options {
     bincode::DefaultOptions::new()
 }
 
-/// A cut's consolidated contents, encoded for a checkpoint file.
+/// A cut's consolidated contents, in chunks, encoded for a checkpoint file as one sequence
+/// (as a `Vec<(D, R)>` is), into a buffer of its exact size: a state of hundreds of MB is
+/// written once, not grown and moved.
 fn encode_state<D: serde::Serialize, R: serde::Serialize>(
-    records: &[(D, R)],
+    chunks: &[Vec<(D, R)>],
 ) -> Result<Vec<u8>, bincode::Error> {
     use bincode::Options;
-    state_encoding().serialize(records)
+    use serde::ser::{Serialize, SerializeSeq, Serializer};
+
+    struct Chunks<'a, D, R>(&'a [Vec<(D, R)>]);
+    impl<D: Serialize, R: Serialize> Serialize for Chunks<'_, D, R> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            let len = self.0.iter().map(Vec::len).sum();
+            let mut seq = serializer.serialize_seq(Some(len))?;
+            for record in self.0.iter().flatten() {
+                seq.serialize_element(record)?;
+            }
+            seq.end()
+        }
+    }
+    let records = Chunks(chunks);
+    let size = state_encoding().serialized_size(&records)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    state_encoding().serialize_into(&mut bytes, &records)?;
+    Ok(bytes)
 }
 
 /// Hands each `(record, difference)` of a state in a checkpoint file to `f` as it is read: a

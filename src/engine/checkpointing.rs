@@ -166,6 +166,13 @@ impl Taking {
         }
     }
 
+    /// Whether a cut is reading an arrangement, with more to read at once ([`Cuts::reading`]).
+    pub fn reading(&self) -> bool {
+        self.cuts
+            .iter()
+            .any(|(cut, states)| states.is_none() && cut.reading())
+    }
+
     /// Collects what the cuts have given; once every one has (or one failed), delivers this
     /// worker's part and returns `true`. A cut that several dataflows have (a view a flow
     /// builds again for another) is kept once.

@@ -800,7 +800,16 @@ where
         if speed.is_none() && requests.is_none() && held.is_empty() && replies.borrow().is_empty() {
             break;
         }
-        worker.step_or_park(Some(settings.tick));
+        // A checkpoint's cuts read the views a step at a time: no parking in between.
+        let park = if checkpointing
+            .as_ref()
+            .is_some_and(checkpointing::Taking::reading)
+        {
+            Duration::ZERO
+        } else {
+            settings.tick
+        };
+        worker.step_or_park(Some(park));
     }
     drop(query_input);
     drop(gossip_input);
