@@ -4,8 +4,9 @@
 //! consolidated contents: every update of a time its frontier has passed, summed by record
 //! (one entry per key of a sum), and the updates of later times by time. When a checkpoint at
 //! `H` is requested it stops absorbing at `H`, and once its frontier passes `H` it hands over
-//! what it has, the contents at `H`: a copy, encoded later off the worker ([`Encode`]), so
-//! that the worker goes on at once.
+//! what it has, the contents at `H`: lent, not copied, to the thread that encodes them
+//! ([`Encode`]), so that the worker goes on at once; the updates of later times wait by time
+//! until the contents come back.
 //!
 //! A cut whose collection is arranged as it is (a view's, [`Views::register`]) keeps no copy
 //! when its dataflow runs in one process: the arrangement holds the same contents, exchanged
@@ -27,6 +28,7 @@ use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
 use std::hash::Hash;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use differential_dataflow::difference::Semigroup;
@@ -36,7 +38,7 @@ use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::progress::Antichain;
-use timely::scheduling::Activator;
+use timely::scheduling::{Activator, SyncActivator};
 use tracing::debug;
 
 use super::{Checkpoint, Loaded, Point, State};
@@ -140,7 +142,8 @@ where
         );
         let name = self.name.clone();
         Some(Box::new(move || {
-            encode_state(&records)
+            let len = records.iter().map(Vec::len).sum();
+            encode_state(len, || records.iter().flatten())
                 .map_err(|e| format!("cannot write checkpoint state of {name}: {e}"))
         }))
     }
@@ -464,9 +467,12 @@ impl Cuts {
                 let mut first = Some(capability);
                 // Whether its input at time 0 is the history a restored state holds already.
                 let mut restored = false;
-                // Everything before the frontier (or the request), and the rest by time.
-                let mut state: FxHashMap<D, R> = FxHashMap::default();
+                // Everything before the frontier (or the request), and the rest by time. While
+                // a checkpoint encodes the state (lent), the updates wait in `later`.
+                let mut state: Option<FxHashMap<D, R>> = Some(FxHashMap::default());
                 let mut later: BTreeMap<Time, FxHashMap<D, R>> = BTreeMap::new();
+                let home = Arc::new(Mutex::new(None));
+                let activator = scope.worker().sync_activator_for(info.address.to_vec());
                 move |(input, frontier), output| {
                     if let Some(capability) = first.take() {
                         let start = registry
@@ -475,13 +481,13 @@ impl Cuts {
                             .get_mut(index)
                             .map(std::mem::take)
                             .unwrap_or_default();
-                        if let Start::Restored(given) = start {
+                        if let (Start::Restored(given), Some(state)) = (start, state.as_mut()) {
                             restored = true;
                             let mut session = output.session(&capability);
                             for given in given {
                                 let read = each_record(&given, |record: D, diff: R| {
                                     if keeping {
-                                        add(&mut state, record.clone(), diff.clone());
+                                        add(state, record.clone(), diff.clone());
                                     }
                                     session.give((record, 0, diff));
                                 });
@@ -506,6 +512,12 @@ impl Cuts {
                         }
                         output.session(&capability).give_container(data);
                     });
+                    if state.is_none() {
+                        state = home.lock().unwrap_or_else(PoisonError::into_inner).take();
+                    }
+                    let Some(kept) = state.as_mut() else {
+                        return;
+                    };
                     let complete = frontier.frontier().first().copied().unwrap_or(Time::MAX);
                     let mut registry = registry.borrow_mut();
                     // A cut that keeps no copy is read from its arrangement instead.
@@ -517,18 +529,23 @@ impl Cuts {
                     let rest = later.split_off(&limit);
                     for (_, updates) in std::mem::replace(&mut later, rest) {
                         for (record, diff) in updates {
-                            add(&mut state, record, diff);
+                            add(kept, record, diff);
                         }
                     }
                     if let Some(time) = asked
                         && complete >= time
                         && let Some((_, states)) = registry.request.as_mut()
+                        && let Some(kept) = state.take()
                     {
-                        let records: Vec<(D, R)> =
-                            state.iter().map(|(d, r)| (d.clone(), r.clone())).collect();
+                        let lent = Lent {
+                            state: kept,
+                            home: home.clone(),
+                            activator: activator.clone(),
+                        };
                         let name = name.clone();
                         states[index] = Some(Box::new(move || {
-                            encode_state(&[records]).map_err(|e| {
+                            let state = &lent.state;
+                            encode_state(state.len(), || state.iter()).map_err(|e| {
                                 format!("cannot write checkpoint state of {name}: {e}")
                             })
                         }));
@@ -563,27 +580,52 @@ fn state_encoding() -> impl bincode::Options {
     bincode::DefaultOptions::new()
 }
 
-/// A cut's consolidated contents, in chunks, encoded for a checkpoint file as one sequence
-/// (as a `Vec<(D, R)>` is), into a buffer of its exact size: a state of hundreds of MB is
-/// written once, not grown and moved.
-fn encode_state<D: serde::Serialize, R: serde::Serialize>(
-    chunks: &[Vec<(D, R)>],
-) -> Result<Vec<u8>, bincode::Error> {
+/// A cut's contents lent to the thread that encodes them for a checkpoint: moved off the
+/// worker rather than copied (a copy of millions of records would hold the worker for as
+/// long), and handed back to the cut when encoded, or dropped unencoded. The cut keeps the
+/// updates that come meanwhile by time, and takes its contents back at its next activation.
+struct Lent<D, R> {
+    state: FxHashMap<D, R>,
+    home: Arc<Mutex<Option<FxHashMap<D, R>>>>,
+    activator: SyncActivator,
+}
+
+impl<D, R> Drop for Lent<D, R> {
+    fn drop(&mut self) {
+        let state = std::mem::take(&mut self.state);
+        *self.home.lock().unwrap_or_else(PoisonError::into_inner) = Some(state);
+        // A dataflow that is gone has no cut to hand them to.
+        let _ = self.activator.activate();
+    }
+}
+
+/// A cut's `len` consolidated records (each `(record, difference)`, or references to them),
+/// encoded for a checkpoint file as one sequence (as a `Vec<(D, R)>` is), into a buffer of its
+/// exact size: a state of hundreds of MB is written once, not grown and moved. `records` gives
+/// them, once to measure and once to write.
+fn encode_state<I>(len: usize, records: impl Fn() -> I) -> Result<Vec<u8>, bincode::Error>
+where
+    I: Iterator,
+    I::Item: serde::Serialize,
+{
     use bincode::Options;
     use serde::ser::{Serialize, SerializeSeq, Serializer};
+    use std::marker::PhantomData;
 
-    struct Chunks<'a, D, R>(&'a [Vec<(D, R)>]);
-    impl<D: Serialize, R: Serialize> Serialize for Chunks<'_, D, R> {
+    struct Records<F, I>(usize, F, PhantomData<fn() -> I>);
+    impl<F: Fn() -> I, I: Iterator> Serialize for Records<F, I>
+    where
+        I::Item: Serialize,
+    {
         fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let len = self.0.iter().map(Vec::len).sum();
-            let mut seq = serializer.serialize_seq(Some(len))?;
-            for record in self.0.iter().flatten() {
-                seq.serialize_element(record)?;
+            let mut seq = serializer.serialize_seq(Some(self.0))?;
+            for record in (self.1)() {
+                seq.serialize_element(&record)?;
             }
             seq.end()
         }
     }
-    let records = Chunks(chunks);
+    let records = Records(len, records, PhantomData);
     let size = state_encoding().serialized_size(&records)?;
     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     state_encoding().serialize_into(&mut bytes, &records)?;
