@@ -43,6 +43,15 @@ impl BatchTime {
             BatchTime::Every(_) => ts,
         }
     }
+
+    /// The latest start of a bucket at or before `ts` (`ts` itself with one time for all):
+    /// history sealed no further than it is replayed at times before it.
+    pub fn bucket_start(self, ts: Time) -> Time {
+        match self {
+            BatchTime::Every(width) if width > 1 => ts - ts % width,
+            _ => ts,
+        }
+    }
 }
 
 /// The batch lane of one worker: replays history at coarse times, then closes.

@@ -1,6 +1,6 @@
 //! Subscriptions that fold: a subscriber's snapshot plus the changes after it is the view, for
 //! keyed, windowed and ranked views; a reconnect with `Last-Event-ID` resumes with no gap and
-//! no duplicate; and a server with subscribers shuts down promptly.
+//! no duplicate, across a `kill -9` too; and a server with subscribers shuts down promptly.
 
 mod support;
 
@@ -128,20 +128,21 @@ fn order(ts: u64, kind: Kind, customer: u64, product: u64, amount: u64) -> Order
 }
 
 fn start(dir: &std::path::Path) -> Server {
-    Server::start(
-        dir,
-        free_port(),
-        &[
-            "-w",
-            "2",
-            "--changelog",
-            "--allowed-lateness",
-            "0s",
-            "--idle-timeout",
-            "off",
-        ],
-        true,
-    )
+    start_with(dir, &[])
+}
+
+fn start_with(dir: &std::path::Path, more: &[&str]) -> Server {
+    let mut args = vec![
+        "-w",
+        "2",
+        "--changelog",
+        "--allowed-lateness",
+        "0s",
+        "--idle-timeout",
+        "off",
+    ];
+    args.extend(more);
+    Server::start(dir, free_port(), &args, true)
 }
 
 /// A windowed view's snapshot holds the rows of windows still open; each is retracted just
@@ -232,34 +233,148 @@ fn last_event_id_resumes_without_gaps_or_duplicates() {
     fold_until(&mut events, &mut rows, &want);
 }
 
-/// After a restart the changelog begins anew (the replay tells history at its own times): a
-/// subscriber resuming with an id from before it is told so (410), never handed the replay's
-/// batches as if they followed its position; one subscribing again folds to the view.
+/// Subscribes to `customer_spend` as of `visible`, folds its changes until they hold the view
+/// as of `until` (after `more` is posted), and returns the id of the last event seen.
+fn follow(
+    server: &Server,
+    sent: &mut Vec<Order>,
+    visible: u64,
+    more: Vec<Order>,
+    until: u64,
+) -> (BTreeMap<String, Value>, String) {
+    let mut events = Events::open(
+        server,
+        &format!("/subscribe/customer_spend?as_of={visible}"),
+        None,
+    );
+    let (_, id, snapshot) = events.next();
+    let mut rows = snapshot_rows(&snapshot);
+    server.post("/events", "application/x-ndjson", jsonl(&more));
+    sent.extend(more);
+    let visible = server.declare(until);
+    let want = view_rows(server, "customer_spend", visible);
+    let last = fold_until(&mut events, &mut rows, &want)
+        .or(id)
+        .expect("an id");
+    (rows, last)
+}
+
+/// How a restart in [`an_id_from_before_a_kill_resumes_exactly`] is made.
+#[derive(Clone, Copy, Debug)]
+enum Restart {
+    /// A full replay of the master dataset, in one time.
+    Replay,
+    /// From a checkpoint taken before the kill.
+    Checkpoint,
+    /// A full replay at coarse times (one per second of event time), some after the last
+    /// change the subscriber saw.
+    Coarse,
+    /// A full replay after the journal lost its tail (cut just after the first frontier past
+    /// the subscriber's last change, as a torn write would).
+    TornJournal,
+}
+
+/// Cuts the changelog journal in `dir` just after its first frontier of `customer_spend`
+/// past `time`: the records are `len (u32) | crc32c (u32) | JSON`.
+fn tear_journal(dir: &std::path::Path, time: u64) {
+    let path = dir.join("changelog.log");
+    let bytes = std::fs::read(&path).expect("the journal");
+    let mut at = 8;
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let record: Value = serde_json::from_slice(&bytes[at + 8..at + 8 + len]).expect("JSON");
+        at += 8 + len;
+        let frontier = &record["Frontier"];
+        if frontier["view"] == "customer_spend" && frontier["time"].as_u64() > Some(time) {
+            // A few bytes of the next record, torn.
+            let end = (at + 5).min(bytes.len());
+            std::fs::write(&path, &bytes[..end]).expect("torn");
+            return;
+        }
+    }
+    panic!("no frontier past {time} in the journal");
+}
+
+/// A subscriber that saw changes before the server was killed (`kill -9`) resumes after it
+/// with the id of the last one: the changes it missed, those of the events the dead server
+/// took after it left and those after the restart, each once, with no gap (the fold is
+/// strict), whether the restart replays the whole master dataset (in one time or at coarse
+/// times), restores a checkpoint, or finds the journal's tail torn.
 #[test]
-fn an_id_from_before_a_restart_is_refused_not_misread() {
+fn an_id_from_before_a_kill_resumes_exactly() {
+    for restart in [
+        Restart::Replay,
+        Restart::Checkpoint,
+        Restart::Coarse,
+        Restart::TornJournal,
+    ] {
+        eprintln!("restart: {restart:?}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let coarse = ["--history-granularity", "1s"];
+        let args: &[&str] = match restart {
+            Restart::Coarse => &coarse,
+            _ => &[],
+        };
+        let server = start_with(dir.path(), args);
+        let buy = |ts, customer, amount| order(ts, Kind::Purchase, customer, 1, amount);
+        let mut sent: Vec<Order> = (0..10).map(|i| buy(1_000 + i, i % 3, 100)).collect();
+        server.post("/events", "application/x-ndjson", jsonl(&sent));
+        let visible = server.declare(2_000);
+        let more = (0..8).map(|i| buy(3_000 + i, i % 5, 7)).collect();
+        let (mut rows, last) = follow(&server, &mut sent, visible, more, 4_000);
+        // Changes the subscriber does not see before the kill, one time each.
+        for i in 0..6 {
+            let unseen = vec![buy(4_500 + i, 2 + i % 4, 13)];
+            server.post("/events", "application/x-ndjson", jsonl(&unseen));
+            sent.extend(unseen);
+            server.declare(4_501 + i);
+        }
+        server.declare(5_000);
+        if let Restart::Checkpoint = restart {
+            let (status, taken) = server.post("/checkpoint", "application/json", Vec::new());
+            assert_eq!(status, 200, "{taken}");
+            let after: Vec<Order> = (0..3).map(|i| buy(5_500 + i, 1 + i, 5)).collect();
+            server.post("/events", "application/x-ndjson", jsonl(&after));
+            sent.extend(after);
+            server.declare(6_000);
+        }
+        server.kill();
+        if let Restart::TornJournal = restart {
+            let (time, _) = last.split_once('-').expect("an id is time-index");
+            tear_journal(dir.path(), time.parse().expect("a time"));
+        }
+
+        let server = start_with(dir.path(), args);
+        let later: Vec<Order> = (0..4).map(|i| buy(7_000 + i, i, 11)).collect();
+        server.post("/events", "application/x-ndjson", jsonl(&later));
+        sent.extend(later);
+        let visible = server.declare(8_000);
+        let want = view_rows(&server, "customer_spend", visible);
+        assert_eq!(
+            serde_json::to_value(&want).expect("json"),
+            oracle(&sent)["customer_spend"],
+            "{restart:?}"
+        );
+        let mut events = Events::open(&server, "/subscribe/customer_spend", Some(&last));
+        fold_until(&mut events, &mut rows, &want);
+    }
+}
+
+/// Without the journal of what subscribers were told (here removed), a restarted server cannot
+/// resume from an id before its replay's end: it says so (410), never handing the replay's
+/// batches over as if they followed that id; one subscribing again folds to the view.
+#[test]
+fn an_id_the_journal_does_not_hold_is_refused_not_misread() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(dir.path());
     let buy = |ts, customer, amount| order(ts, Kind::Purchase, customer, 1, amount);
     let mut sent: Vec<Order> = (0..10).map(|i| buy(1_000 + i, i % 3, 100)).collect();
     server.post("/events", "application/x-ndjson", jsonl(&sent));
     let visible = server.declare(2_000);
-    let mut events = Events::open(
-        &server,
-        &format!("/subscribe/customer_spend?as_of={visible}"),
-        None,
-    );
-    let (_, id, snapshot) = events.next();
-    let mut rows = snapshot_rows(&snapshot);
-    let more: Vec<Order> = (0..8).map(|i| buy(3_000 + i, i % 5, 7)).collect();
-    server.post("/events", "application/x-ndjson", jsonl(&more));
-    sent.extend(more);
-    let visible = server.declare(4_000);
-    let want = view_rows(&server, "customer_spend", visible);
-    let last = fold_until(&mut events, &mut rows, &want)
-        .or(id)
-        .expect("an id");
-    drop(events);
+    let more = (0..8).map(|i| buy(3_000 + i, i % 5, 7)).collect();
+    let (_, last) = follow(&server, &mut sent, visible, more, 4_000);
     server.kill();
+    std::fs::remove_file(dir.path().join("changelog.log")).expect("the journal is there");
 
     let server = start(dir.path());
     let response = server

@@ -8,16 +8,15 @@
 //! correction emits it again (a retraction plus the corrected row).
 //!
 //! Changes are computed on the worker that owns the key, broadcast, and collected by the first
-//! worker of every process into the process's [`Changelog`] hub, where subscribers (the
-//! server's `GET /subscribe/{view}`, `--sink-dir`) read them through bounded channels: a
-//! subscriber that falls behind is dropped rather than allowed to grow memory. The hub keeps
-//! the latest batches of every view ([`RETAINED_BATCHES`], [`RETAINED_CHANGES`]), so that a
-//! subscriber that reconnects resumes after the last change it saw ([`Changelog::resume`]).
+//! worker of every process into the process's [`Changelog`] hub, where subscribers
+//! (the server's `GET /subscribe/{view}`, `--sink-dir`) read them and a reconnecting one
+//! resumes; a journal in the data directory keeps the hub's batches across restarts, so that
+//! one resumes after a restart too.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::hashable::Hashable;
@@ -28,22 +27,17 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::Broadcast;
-use tokio::sync::broadcast;
 
 use crate::event::Time;
 use crate::view::ViewKey;
 
-/// How many change batches a subscriber may fall behind before it is dropped.
-pub const SUBSCRIBER_BACKLOG: usize = 4_096;
+mod hub;
+mod journal;
 
-/// How many of its latest change batches each view's changelog keeps for resuming subscribers.
-pub const RETAINED_BATCHES: usize = 4_096;
-
-/// At most this many changes are kept in them (older batches go first).
-pub const RETAINED_CHANGES: usize = 1 << 20;
+pub use hub::{Changelog, RETAINED_BATCHES, RETAINED_CHANGES, Resumed, SUBSCRIBER_BACKLOG};
 
 /// One row's change.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Change {
     /// The row's key, as text.
     pub key: String,
@@ -56,7 +50,7 @@ pub struct Change {
 }
 
 /// The changes of one view that one completed time emitted.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangeBatch {
     /// The view.
     pub view: String,
@@ -65,105 +59,6 @@ pub struct ChangeBatch {
     /// Sorted by key; each key's changes in the order they happened (a retraction before the
     /// value that replaces it).
     pub changes: Vec<Change>,
-}
-
-/// One view's changelog: the channel to its subscribers, and its latest batches.
-struct ViewLog {
-    sender: broadcast::Sender<Arc<ChangeBatch>>,
-    recent: VecDeque<Arc<ChangeBatch>>,
-    changes: usize,
-    /// The time of the latest batch no longer kept.
-    forgotten: Option<Time>,
-}
-
-impl ViewLog {
-    fn new() -> Self {
-        ViewLog {
-            sender: broadcast::channel(SUBSCRIBER_BACKLOG).0,
-            recent: VecDeque::new(),
-            changes: 0,
-            forgotten: None,
-        }
-    }
-}
-
-/// The change batches after a position, and a receiver for the ones that follow.
-pub type Resumed = (Vec<Arc<ChangeBatch>>, broadcast::Receiver<Arc<ChangeBatch>>);
-
-/// The changelogs of one process: a bounded broadcast channel per view, and its latest batches.
-#[derive(Default)]
-pub struct Changelog {
-    views: Mutex<HashMap<String, ViewLog>>,
-    /// The first time whose batches are the same in every run of the engine: those before it
-    /// are its replay's, at the replay's own (coarse) times, unlike a previous run's.
-    exact_from: std::sync::atomic::AtomicU64,
-}
-
-impl Changelog {
-    fn with<T>(&self, view: &str, f: impl FnOnce(&mut ViewLog) -> T) -> Option<T> {
-        let mut views = self.views.lock().ok()?;
-        Some(f(views
-            .entry(view.to_string())
-            .or_insert_with(ViewLog::new)))
-    }
-
-    /// Receives the view's change batches from now on; a receiver that falls more than
-    /// [`SUBSCRIBER_BACKLOG`] batches behind gets `Lagged` and should be dropped.
-    pub fn subscribe(&self, view: &str) -> Option<broadcast::Receiver<Arc<ChangeBatch>>> {
-        self.with(view, |log| log.sender.subscribe())
-    }
-
-    /// Batches of times from `time` on are those of every run over the same events: the replay
-    /// of history is over (see [`exact_from`](Self::exact_from)).
-    pub fn set_exact_from(&self, time: Time) {
-        self.exact_from
-            .fetch_max(time, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// The first time whose batches every run of the engine publishes alike. A subscriber that
-    /// knows the batches before a time below it (a position from before a restart, whose replay
-    /// published its batches at other times) cannot resume from that position.
-    pub fn exact_from(&self) -> Time {
-        self.exact_from.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// The view's batches of times after `after` that are still kept, and a receiver for the
-    /// later ones, taken together so that none is missed or seen twice; `Err` with the latest
-    /// time no longer kept if batches after `after` were forgotten. `None`: no changelog.
-    pub fn resume(&self, view: &str, after: Time) -> Option<Result<Resumed, Time>> {
-        self.with(view, |log| {
-            if let Some(forgotten) = log.forgotten
-                && forgotten > after
-            {
-                return Err(forgotten);
-            }
-            let kept = log
-                .recent
-                .iter()
-                .filter(|b| b.time > after)
-                .cloned()
-                .collect();
-            Ok((kept, log.sender.subscribe()))
-        })
-    }
-
-    fn publish(&self, batch: ChangeBatch) {
-        let batch = Arc::new(batch);
-        self.with(&batch.view.clone(), |log| {
-            log.changes += batch.changes.len();
-            log.recent.push_back(batch.clone());
-            while log.recent.len() > RETAINED_BATCHES
-                || (log.changes > RETAINED_CHANGES && log.recent.len() > 1)
-            {
-                if let Some(old) = log.recent.pop_front() {
-                    log.changes -= old.changes.len();
-                    log.forgotten = Some(old.time);
-                }
-            }
-            // No subscriber is not an error.
-            let _ = log.sender.send(batch);
-        });
-    }
 }
 
 /// A change on its way from the worker owning the key to every process's hub.
@@ -286,6 +181,9 @@ pub fn changelog<'s, K, V, R>(
     R: ExchangeData + Semigroup,
 {
     let view_name = view.to_string();
+    if let Some(hub) = &hub {
+        hub.attach(view);
+    }
     let changes = updates.inner.unary_frontier(
         Exchange::new(|((k, _), _, _): &((K, V), Time, R)| k.hashed()),
         &format!("Changelog({view})"),
@@ -402,63 +300,11 @@ pub fn changelog<'s, K, V, R>(
                     });
                 }
             }
+            // An empty frontier (the dataflow is over) tells no time: the next run's batches
+            // come at times after the last one told.
+            if collects && let (Some(hub), Some(time)) = (&hub, frontier.first()) {
+                hub.advance(&view_name, *time);
+            }
         },
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_subscriber_that_falls_behind_is_told_and_nothing_grows() {
-        let hub = Changelog::default();
-        let mut slow = hub.subscribe("v").expect("subscribed");
-        for time in 0..(SUBSCRIBER_BACKLOG as u64 + 10) {
-            hub.publish(ChangeBatch {
-                view: "v".into(),
-                time,
-                changes: Vec::new(),
-            });
-        }
-        assert!(matches!(
-            slow.try_recv(),
-            Err(broadcast::error::TryRecvError::Lagged(10))
-        ));
-        // It resumes at the oldest batch still kept: the backlog is bounded.
-        assert_eq!(slow.try_recv().map(|b| b.time).ok(), Some(10));
-    }
-
-    #[test]
-    fn a_subscriber_resumes_after_a_time_while_it_is_kept() {
-        let hub = Changelog::default();
-        let batch = |time| ChangeBatch {
-            view: "v".into(),
-            time,
-            changes: Vec::new(),
-        };
-        for time in 0..10 {
-            hub.publish(batch(time));
-        }
-        let (kept, mut receiver) = hub.resume("v", 6).expect("a changelog").expect("kept");
-        assert_eq!(
-            kept.iter().map(|b| b.time).collect::<Vec<_>>(),
-            vec![7, 8, 9]
-        );
-        hub.publish(batch(10));
-        assert_eq!(
-            receiver.try_recv().map(|b| b.time).ok(),
-            Some(10),
-            "no gap, no repeat"
-        );
-        for time in 11..(11 + RETAINED_BATCHES as u64) {
-            hub.publish(batch(time));
-        }
-        assert_eq!(
-            hub.resume("v", 6).expect("a changelog").err(),
-            Some(10),
-            "what was let go of cannot be resumed after"
-        );
-        assert!(hub.resume("v", 10).expect("a changelog").is_ok());
-    }
 }

@@ -123,7 +123,10 @@ impl<E: Event> Engine<E> {
         let (allocators, guard) = cluster.allocators()?;
         let local = cluster.workers;
         let metrics = Arc::new(Metrics::default());
-        let changelog = Arc::new(Changelog::default());
+        let changelog = Arc::new(match &hooks.changelog_journal {
+            Some(path) if settings.changelog => Changelog::with_journal(path)?,
+            _ => Changelog::default(),
+        });
         let (inlet, live_inboxes) = Inlet::new(
             local,
             settings.rules(),
@@ -488,10 +491,21 @@ where
     }
     // Processes replaying their own master datasets first agree how far all of them are sealed.
     let per_process = matches!(shared.history, History::Master(_));
-    let mut cap = None;
+    // No further than the changelogs' journal holds what subscribers were told, either.
+    let journaled = settings
+        .changelog
+        .then(|| shared.changelog.seal_cap())
+        .flatten()
+        .filter(|_| per_process)
+        .map(|at_most| settings.batch_time.bucket_start(at_most));
+    let mut cap = journaled;
+    if let Some(at_most) = journaled {
+        batch.cap(at_most);
+    }
     let mut outcome = Ok(0);
     if per_process && worker.peers() > shared.local {
-        let own = replay::seal_cap(worker, shared, rules.allowed_lateness, restored);
+        let own = replay::seal_cap(worker, shared, rules.allowed_lateness, restored)
+            .map(|own| journaled.map_or(own, |j| own.min(j)));
         cap_input.send((worker.index(), *own.as_ref().unwrap_or(&0)));
         cap_input.flush();
         while caps.borrow().iter().any(Option::is_none) {

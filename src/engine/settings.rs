@@ -104,6 +104,10 @@ pub struct Hooks<E> {
     /// [`backfill`](Self::backfill) source of it, for a pipeline that is
     /// [`checkpointed`](super::Pipeline::checkpointed)); see [`checkpoint`](crate::checkpoint).
     pub checkpoints: Option<Checkpoints>,
+    /// Where the changelogs' latest batches are kept across restarts (with
+    /// [`Settings::changelog`]), so that a subscriber resumes after one; see
+    /// [`Changelog::with_journal`](crate::changelog::Changelog::with_journal).
+    pub changelog_journal: Option<std::path::PathBuf>,
 }
 
 /// Where checkpoints are kept, and whether to start from them.
@@ -132,6 +136,7 @@ impl<E> Default for Hooks<E> {
             backfill: None,
             on_sequenced: None,
             checkpoints: None,
+            changelog_journal: None,
         }
     }
 }

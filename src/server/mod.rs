@@ -319,6 +319,7 @@ async fn serve_with<P: Pipeline>(
             restore: !config.from_scratch,
             take: config.checkpoint_interval.is_some(),
         }),
+        changelog_journal: Some(config.data_dir.join("changelog.log")),
         ..Hooks::default()
     };
     let decoder = pipeline.decoder();

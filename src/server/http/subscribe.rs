@@ -12,9 +12,11 @@
 //!
 //! Every event carries an `id:` (`{time}-{index}`); a subscriber that reconnects with
 //! `Last-Event-ID` gets exactly the changes after it while the changelog still holds them, and
-//! a 410 saying so when it does not. After a restart the replay tells history at its own
-//! (coarse) times, so an id from before it is refused the same way (`changelog_restarted`). A subscriber that falls behind gets an `error` event and is
-//! dropped; when the server shuts down, every subscription ends.
+//! a 410 saying so when it does not. The changelog outlives a restart (its journal in the data
+//! directory), so an id from before one resumes alike; only when the journal lacks what the
+//! replay told at its own (coarse) times is it refused (`changelog_restarted`). A subscriber
+//! that falls behind gets an `error` event and is dropped; when the server shuts down, every
+//! subscription ends.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -100,7 +102,7 @@ fn restarted(view: &str, after: Position, exact_from: Time) -> Response {
         StatusCode::GONE,
         "changelog_restarted",
         format!(
-            "the server restarted after event {} of {view}: its changelog begins at time {exact_from}, after the replay of history, so the changes after that event are not told again; subscribe again without Last-Event-ID for a snapshot",
+            "the server restarted after event {} of {view}, and its changelog journal does not hold the changes before time {exact_from}, where the replay of history ends: they are not told again; subscribe again without Last-Event-ID for a snapshot",
             after.id()
         ),
     )
@@ -270,19 +272,12 @@ async fn keyed<E: Event>(
     } else {
         after.time
     };
-    if known < state.changelog.exact_from() {
+    if known < state.changelog.exact_from() && !state.changelog.resumes_before(&view) {
         return restarted(&view, after, state.changelog.exact_from());
     }
     let (kept, receiver) = match state.changelog.resume(&view, after.time) {
-        Some(Ok(resumed)) => resumed,
-        Some(Err(forgotten)) => return gone(&view, after.time, forgotten),
-        None => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "changelogs_off",
-                "the changelog is unavailable",
-            );
-        }
+        Ok(resumed) => resumed,
+        Err(forgotten) => return gone(&view, after.time, forgotten),
     };
     let subscription = Keyed {
         receiver: Some(receiver),
@@ -427,15 +422,8 @@ async fn ranked<E: Event>(
     };
     let after = answer.as_of.saturating_sub(1);
     let (kept, receiver) = match state.changelog.resume(&base, after) {
-        Some(Ok(resumed)) => resumed,
-        Some(Err(forgotten)) => return gone(&view, after, forgotten),
-        None => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "changelogs_off",
-                "the changelog is unavailable",
-            );
-        }
+        Ok(resumed) => resumed,
+        Err(forgotten) => return gone(&view, after, forgotten),
     };
     let snapshot = last.is_none().then(|| {
         let rows: Vec<Value> = ranks(&list)
