@@ -599,10 +599,15 @@ impl<D, R> Drop for Lent<D, R> {
     }
 }
 
+/// How many records of a state the size of its encoding is estimated from.
+const SIZE_SAMPLE: usize = 4_096;
+
 /// A cut's `len` consolidated records (each `(record, difference)`, or references to them),
-/// encoded for a checkpoint file as one sequence (as a `Vec<(D, R)>` is), into a buffer of its
-/// exact size: a state of hundreds of MB is written once, not grown and moved. `records` gives
-/// them, once to measure and once to write.
+/// encoded for a checkpoint file as one sequence (as a `Vec<(D, R)>` is), in one pass, into a
+/// buffer sized from the first [`SIZE_SAMPLE`] records (with an eighth to spare): a state of
+/// hundreds of MB is written once, not grown and moved, and not read twice (a state lent from
+/// a hash map is read in its hash order, all over memory: a pass to measure it doubled the
+/// cost of encoding it). `records` gives them, once for the sample and once to write.
 fn encode_state<I>(len: usize, records: impl Fn() -> I) -> Result<Vec<u8>, bincode::Error>
 where
     I: Iterator,
@@ -625,9 +630,14 @@ where
             seq.end()
         }
     }
+    let mut sample = 0;
+    for record in records().take(SIZE_SAMPLE) {
+        sample += state_encoding().serialized_size(&record)?;
+    }
+    let average = usize::try_from(sample.div_ceil(len.clamp(1, SIZE_SAMPLE) as u64)).unwrap_or(0);
+    let estimate = average.saturating_mul(len);
+    let mut bytes = Vec::with_capacity(estimate.saturating_add(estimate / 8).saturating_add(16));
     let records = Records(len, records, PhantomData);
-    let size = state_encoding().serialized_size(&records)?;
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     state_encoding().serialize_into(&mut bytes, &records)?;
     Ok(bytes)
 }
