@@ -360,9 +360,10 @@ fn an_id_from_before_a_kill_resumes_exactly() {
     }
 }
 
-/// Without the journal of what subscribers were told (here removed), a restarted server cannot
-/// resume from an id before its replay's end: it says so (410), never handing the replay's
-/// batches over as if they followed that id; one subscribing again folds to the view.
+/// Without the journal of what subscribers were told (a run with changelogs off removes it,
+/// rather than leave it behind the master), a restarted server cannot resume from an id before
+/// its replay's end: it says so (410), never handing the replay's batches over as if they
+/// followed that id; one subscribing again folds to the view.
 #[test]
 fn an_id_the_journal_does_not_hold_is_refused_not_misread() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -374,7 +375,21 @@ fn an_id_the_journal_does_not_hold_is_refused_not_misread() {
     let more = (0..8).map(|i| buy(3_000 + i, i % 5, 7)).collect();
     let (_, last) = follow(&server, &mut sent, visible, more, 4_000);
     server.kill();
-    std::fs::remove_file(dir.path().join("changelog.log")).expect("the journal is there");
+    let journal = dir.path().join("changelog.log");
+    assert!(journal.exists(), "the journal is there");
+    let without = [
+        "-w",
+        "2",
+        "--allowed-lateness",
+        "0s",
+        "--idle-timeout",
+        "off",
+    ];
+    Server::start(dir.path(), free_port(), &without, true).kill();
+    assert!(
+        !journal.exists(),
+        "a run without changelogs removes their journal"
+    );
 
     let server = start(dir.path());
     let response = server

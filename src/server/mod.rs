@@ -294,6 +294,23 @@ async fn serve_with<P: Pipeline>(
         changelog: config.settings.changelog || config.sink_dir.is_some(),
         ..config.settings.clone()
     };
+    let changelog_journal = config.data_dir.join("changelog.log");
+    if !settings.changelog {
+        // A journal this run does not keep would hold a frontier far behind the master, and a
+        // later run with changelogs would replay everything after it at fine times.
+        match std::fs::remove_file(&changelog_journal) {
+            Ok(()) => {
+                info!(path = %changelog_journal.display(), "changelogs are off: their journal removed")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(format!(
+                    "cannot remove {}: {e}",
+                    changelog_journal.display()
+                ));
+            }
+        }
+    }
     let history = History::Master(config.data_dir.clone());
     let dead_letter = DeadLetter::open(&config.data_dir).map_err(|e| {
         format!(
@@ -319,7 +336,7 @@ async fn serve_with<P: Pipeline>(
             restore: !config.from_scratch,
             take: config.checkpoint_interval.is_some(),
         }),
-        changelog_journal: Some(config.data_dir.join("changelog.log")),
+        changelog_journal: Some(changelog_journal),
         ..Hooks::default()
     };
     let decoder = pipeline.decoder();
