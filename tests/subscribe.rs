@@ -127,6 +127,19 @@ fn order(ts: u64, kind: Kind, customer: u64, product: u64, amount: u64) -> Order
     }
 }
 
+/// A purchase of product 1.
+fn buy(ts: u64, customer: u64, amount: u64) -> Order {
+    order(ts, Kind::Purchase, customer, 1, amount)
+}
+
+/// Ten purchases by three customers, posted and visible: the events and the time they are
+/// visible as of.
+fn first_purchases(server: &Server) -> (Vec<Order>, u64) {
+    let sent: Vec<Order> = (0..10).map(|i| buy(1_000 + i, i % 3, 100)).collect();
+    server.post("/events", "application/x-ndjson", jsonl(&sent));
+    (sent, server.declare(2_000))
+}
+
 fn start(dir: &std::path::Path) -> Server {
     start_with(dir, &[])
 }
@@ -192,10 +205,7 @@ fn windowed_snapshots_are_reconciled_when_their_windows_close() {
 fn last_event_id_resumes_without_gaps_or_duplicates() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(dir.path());
-    let buy = |ts, customer, amount| order(ts, Kind::Purchase, customer, 1, amount);
-    let mut sent: Vec<Order> = (0..10).map(|i| buy(1_000 + i, i % 3, 100)).collect();
-    server.post("/events", "application/x-ndjson", jsonl(&sent));
-    let visible = server.declare(2_000);
+    let (mut sent, visible) = first_purchases(&server);
     let mut events = Events::open(
         &server,
         &format!("/subscribe/customer_spend?as_of={visible}"),
@@ -316,10 +326,7 @@ fn an_id_from_before_a_kill_resumes_exactly() {
             _ => &[],
         };
         let server = start_with(dir.path(), args);
-        let buy = |ts, customer, amount| order(ts, Kind::Purchase, customer, 1, amount);
-        let mut sent: Vec<Order> = (0..10).map(|i| buy(1_000 + i, i % 3, 100)).collect();
-        server.post("/events", "application/x-ndjson", jsonl(&sent));
-        let visible = server.declare(2_000);
+        let (mut sent, visible) = first_purchases(&server);
         let more = (0..8).map(|i| buy(3_000 + i, i % 5, 7)).collect();
         let (mut rows, last) = follow(&server, &mut sent, visible, more, 4_000);
         // Changes the subscriber does not see before the kill, one time each.
@@ -368,10 +375,7 @@ fn an_id_from_before_a_kill_resumes_exactly() {
 fn an_id_the_journal_does_not_hold_is_refused_not_misread() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(dir.path());
-    let buy = |ts, customer, amount| order(ts, Kind::Purchase, customer, 1, amount);
-    let mut sent: Vec<Order> = (0..10).map(|i| buy(1_000 + i, i % 3, 100)).collect();
-    server.post("/events", "application/x-ndjson", jsonl(&sent));
-    let visible = server.declare(2_000);
+    let (mut sent, visible) = first_purchases(&server);
     let more = (0..8).map(|i| buy(3_000 + i, i % 5, 7)).collect();
     let (_, last) = follow(&server, &mut sent, visible, more, 4_000);
     server.kill();
