@@ -200,6 +200,18 @@ fn start_with(
     restore: bool,
     changed: bool,
 ) -> (Engine<Order>, Master) {
+    engine_over(dir, workers, settings, restore, pipeline(changed))
+}
+
+/// `pipeline` over `dir`'s master dataset, restoring from its checkpoints if `restore` (and
+/// then taking them too).
+fn engine_over<P: Pipeline<Event = Order>>(
+    dir: &std::path::Path,
+    workers: usize,
+    settings: &Settings,
+    restore: bool,
+    pipeline: P,
+) -> (Engine<Order>, Master) {
     let (master, _) = MasterDataset::<Entry<Order>>::open(dir, support::master_options())
         .expect("the master dataset opens");
     let master = Arc::new(master);
@@ -220,7 +232,7 @@ fn start_with(
         &Cluster::threads(workers),
         settings.clone(),
         History::Master(dir.to_path_buf()),
-        pipeline(changed),
+        pipeline,
         hooks,
     )
     .expect("engine starts");
@@ -430,4 +442,62 @@ fn views_larger_than_a_read_step_are_checkpointed_whole() {
     assert_eq!(sessions, sessions_oracle(&all));
     drop(engine);
     drop(master);
+}
+
+/// State grows with the answers, not with the events: a view of `MIN`, `MAX` and a filtered
+/// count keeps, per group, the distinct values its calls take (here 2 amounts and 2 kinds for
+/// each of 3 products), not every row. Ten times the events (each at its own time) make a
+/// checkpoint no larger, and the view answers what a fold of the events gives.
+#[test]
+fn a_min_max_view_keeps_its_groups_values_not_its_rows() {
+    const SQL: &str = "CREATE VIEW extremes AS SELECT product, MIN(amount_cents) AS lo,
+        MAX(amount_cents) AS hi, COUNT(*) FILTER (WHERE kind = 'refund') AS refunds
+        FROM events GROUP BY product;";
+    let order = |i: u64| Order {
+        ts: 1_000_000 + i,
+        kind: if i.is_multiple_of(5) {
+            Kind::Refund
+        } else {
+            Kind::Purchase
+        },
+        customer: i,
+        product: i % 3,
+        amount_cents: 100 * (1 + i % 2),
+        amount_missing: false,
+    };
+    let checkpoint_of = |events: u64| {
+        let history: Vec<Order> = (0..events).map(order).collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        support::import_master(dir.path(), &history);
+        let settings = support::stream_settings(0, false, None);
+        let views = SqlViews::<Order>::new(SQL).expect("the view plans");
+        let (mut engine, master) = engine_over(dir.path(), 2, &settings, true, views);
+        let live = engine.live().expect("live");
+        engine.end_live();
+        let bytes = engine.checkpoint().expect("a checkpoint").bytes;
+        drop(live);
+        let rows = support::final_sql_rows(engine);
+        drop(master);
+        let mut expected = Vec::new();
+        for product in 0..3 {
+            let of: Vec<&Order> = history.iter().filter(|o| o.product == product).collect();
+            let amounts = of.iter().map(|o| o.amount_cents);
+            let refunds = of.iter().filter(|o| o.kind == Kind::Refund).count();
+            expected.push(serde_json::json!({
+                "product": product,
+                "lo": amounts.clone().min(),
+                "hi": amounts.max(),
+                "refunds": refunds,
+            }));
+        }
+        let mut got = rows.get("extremes").cloned().unwrap_or_default();
+        got.sort_by_key(|row| row["product"].as_u64());
+        assert_eq!(got, expected, "over {events} events");
+        bytes
+    };
+    let (small, large) = (checkpoint_of(2_000), checkpoint_of(20_000));
+    assert!(
+        large < small + 1_024,
+        "a checkpoint of 20 000 events takes {large} bytes, of 2 000 {small}"
+    );
 }

@@ -645,3 +645,36 @@ proptest! {
         prop_assert_eq!(views, oracle(&all));
     }
 }
+
+/// The release hook (the server hands freed memory back to the operating system with it) is
+/// called on every worker thread while the views serve, with no event coming.
+#[test]
+fn every_worker_calls_the_release_hook_while_idle() {
+    let threads = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let seen = threads.clone();
+    let hooks = lambdaflow::engine::Hooks {
+        release_memory: Some(Arc::new(move || {
+            let name = std::thread::current().name().map(str::to_string);
+            seen.lock().expect("lock").insert(name);
+        })),
+        ..Default::default()
+    };
+    let mut engine = Engine::start_with(
+        &Cluster::threads(2),
+        Settings::default(),
+        History::Events(Arc::new(Vec::new())),
+        Ecommerce,
+        hooks,
+    )
+    .expect("engine starts");
+    let sender = engine.live().expect("live input");
+    engine.end_live();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while threads.lock().expect("lock").len() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(sender);
+    engine.join().expect("workers finish");
+    let threads = threads.lock().expect("lock");
+    assert_eq!(threads.len(), 2, "called on the threads {threads:?}");
+}

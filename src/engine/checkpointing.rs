@@ -151,7 +151,15 @@ pub(super) struct Taking {
     pending: Vec<u8>,
     /// The engine's dataflow first, then each flow of the request, with its contents once given.
     cuts: Vec<(Cuts, Option<Vec<Encode>>)>,
+    /// No arrangement is read before this: the worker's own work goes first.
+    rest_until: Instant,
 }
+
+/// How long a worker leaves the arrangements a checkpoint reads after each read step (of
+/// about as long, see [`Cuts::take`]): a query crosses workers and operators in several steps,
+/// and if every one of them waited for a read, a client asking every few milliseconds would
+/// queue behind the reads. Half the worker's time goes to the reads, half to everything else.
+const READ_REST: Duration = Duration::from_millis(1);
 
 impl Taking {
     /// Asks each of `cuts` for its contents at the request's time.
@@ -163,14 +171,17 @@ impl Taking {
             request,
             pending,
             cuts: cuts.into_iter().map(|c| (c, None)).collect(),
+            rest_until: Instant::now(),
         }
     }
 
-    /// Whether a cut is reading an arrangement, with more to read at once ([`Cuts::reading`]).
-    pub fn reading(&self) -> bool {
+    /// How long the worker may park while a cut reads an arrangement, with more to read
+    /// ([`Cuts::reading`]): until its rest after the last read step ends.
+    pub fn park(&self) -> Option<Duration> {
         self.cuts
             .iter()
             .any(|(cut, states)| states.is_none() && cut.reading())
+            .then(|| self.rest_until.saturating_duration_since(Instant::now()))
     }
 
     /// Collects what the cuts have given; once every one has (or one failed), delivers this
@@ -181,9 +192,13 @@ impl Taking {
             self.request.deliver(local_index, Vec::new(), Err(failure));
             return true;
         }
+        if Instant::now() < self.rest_until {
+            return false;
+        }
         for (cut, states) in self.cuts.iter_mut().filter(|(_, s)| s.is_none()) {
             *states = cut.take();
         }
+        self.rest_until = Instant::now() + READ_REST;
         if self.cuts.iter().any(|(_, s)| s.is_none()) {
             return false;
         }

@@ -12,6 +12,7 @@ mod catalog;
 mod checkpointing;
 mod client;
 mod flow;
+mod memory;
 mod replay;
 mod settings;
 
@@ -478,6 +479,7 @@ where
 
     // The batch lane: this worker's share of history.
     let started = Instant::now();
+    let mut release = memory::Release::new(shared.hooks.release_memory.clone());
     let rules = settings.rules();
     let mut batch = BatchLane::new(
         batch_input,
@@ -528,7 +530,15 @@ where
             checkpoint,
             rebuild,
         });
-        replay::replay(worker, shared, &mut batch, &mut speed, restore, &cuts)
+        replay::replay(
+            worker,
+            shared,
+            &mut batch,
+            &mut speed,
+            restore,
+            &cuts,
+            &mut release,
+        )
     });
 
     // Every worker tells every other what it replayed, and all compute the same plan.
@@ -814,16 +824,14 @@ where
         if speed.is_none() && requests.is_none() && held.is_empty() && replies.borrow().is_empty() {
             break;
         }
-        // A checkpoint's cuts read the views a step at a time: no parking in between.
-        let park = if checkpointing
+        // A checkpoint's cuts read the views a step at a time, with a rest after each: the
+        // worker parks no longer than that.
+        let park = checkpointing
             .as_ref()
-            .is_some_and(checkpointing::Taking::reading)
-        {
-            Duration::ZERO
-        } else {
-            settings.tick
-        };
+            .and_then(checkpointing::Taking::park)
+            .unwrap_or(settings.tick);
         worker.step_or_park(Some(park));
+        release.tick();
     }
     drop(query_input);
     drop(gossip_input);

@@ -108,6 +108,11 @@ pub struct Hooks<E> {
     /// [`Settings::changelog`]), so that a subscriber resumes after one; see
     /// [`Changelog::with_journal`](crate::changelog::Changelog::with_journal).
     pub changelog_journal: Option<std::path::PathBuf>,
+    /// Hands memory freed on a worker back to the operating system; called on every worker
+    /// thread about once a second, during the replay and after it. An allocator
+    /// that purges freed pages only when its thread allocates again (mimalloc) otherwise keeps
+    /// a replay's transient buffers resident for as long as the views serve without change.
+    pub release_memory: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// Where checkpoints are kept, and whether to start from them.
@@ -137,6 +142,7 @@ impl<E> Default for Hooks<E> {
             on_sequenced: None,
             checkpoints: None,
             changelog_journal: None,
+            release_memory: None,
         }
     }
 }

@@ -490,7 +490,7 @@ fn aggregate<'s, E: SqlSource>(input: Lazy<'s, E>, group: Vec<Expr>, aggs: Vec<A
         Some(n) if n <= 4 => summed::<E, 4>(input, group, aggs),
         Some(n) if n <= 8 => summed::<E, 8>(input, group, aggs),
         Some(n) if n <= 16 => summed::<E, 16>(input, group, aggs),
-        _ => reduced(input.rows(), group, aggs),
+        _ => reduced(input, group, aggs),
     }
 }
 
@@ -604,38 +604,60 @@ pub(super) fn served_sums<'s, E: SqlSource, const N: usize>(
     contributions::<E, N>(lazy(input, inputs), group.to_vec(), aggs.to_vec())
 }
 
-/// Aggregates computed by a `reduce` over each group's rows.
-fn reduced<'s>(rows: Rows<'s>, group: Vec<Expr>, aggs: Vec<Agg>) -> Rows<'s> {
+/// Aggregates computed by a `reduce` over each group's inputs.
+///
+/// The reduce does not see the rows: each row becomes its group and one value per call (the
+/// call's argument, `NULL` where its filter leaves the row out; `TRUE` for a `COUNT(*)` that
+/// counts it), and equal ones are counted together before they are exchanged. A group's state
+/// is then its distinct combinations of values (a `MAX(amount)` keeps the distinct amounts),
+/// not every row that reached it.
+fn reduced<'s, E: SqlSource>(input: Lazy<'s, E>, group: Vec<Expr>, aggs: Vec<Agg>) -> Rows<'s> {
     let global = group.is_empty();
-    let keyed = rows.map(move |row| (project(&group, &row), Some(row)));
+    let width = group.len();
+    let calls = aggs.clone();
+    let mut key: Row = Vec::new();
+    let inputs = input.fold(move |row, emit| {
+        key.clear();
+        key.extend(group.iter().map(|e| e.eval(row)));
+        key.extend(calls.iter().map(|agg| call_input(agg, row)));
+        emit(&key, 1isize);
+    });
+    let keyed = inputs.map(move |key| {
+        let mut group = key.to_row(0);
+        let values = group.split_off(width);
+        (group, Some(values))
+    });
     let keyed = if global {
-        {
-            let alive = keep_alive(&keyed, (Row::new(), None), 1);
-            keyed.concat(alive)
-        }
+        let alive = keep_alive(&keyed, (Row::new(), None), 1);
+        keyed.concat(alive)
     } else {
         keyed
     };
     keyed
-        .reduce_named("Aggregate", move |key, rows, out| {
+        .reduce_named("Aggregate", move |key, inputs, out| {
             let mut result = key.clone();
-            for agg in &aggs {
-                result.push(compute(agg, rows));
+            for (i, agg) in aggs.iter().enumerate() {
+                result.push(compute(agg, i, inputs));
             }
             out.push((result, 1));
         })
         .map(|(_, row)| row)
 }
 
-/// One aggregate over a group's rows (with their multiplicities).
-fn compute(agg: &Agg, rows: &[(&Option<Row>, isize)]) -> Datum {
-    let values = rows.iter().filter_map(|(row, n)| {
-        let row = row.as_ref()?;
-        if !agg.filter.as_ref().is_none_or(|f| holds(f, row)) {
-            return None;
-        }
-        let value = agg.arg.as_ref().map_or(Datum::Bool(true), |a| a.eval(row));
-        (!value.is_null()).then_some((value, *n))
+/// What one call takes from a row: its argument's value (`TRUE` for `COUNT(*)`), or `NULL`
+/// where its filter leaves the row out.
+fn call_input(agg: &Agg, row: &[Datum]) -> Datum {
+    if !agg.filter.as_ref().is_none_or(|f| holds(f, row)) {
+        return Datum::Null;
+    }
+    agg.arg.as_ref().map_or(Datum::Bool(true), |a| a.eval(row))
+}
+
+/// Call `i` over its group's inputs (with their multiplicities; see [`reduced`]).
+fn compute(agg: &Agg, i: usize, inputs: &[(&Option<Row>, isize)]) -> Datum {
+    let values = inputs.iter().filter_map(|(values, n)| {
+        let value = values.as_ref()?.get(i)?;
+        (!value.is_null()).then(|| (value.clone(), *n))
     });
     if agg.distinct {
         let set: BTreeSet<Datum> = values.filter(|(_, n)| *n > 0).map(|(v, _)| v).collect();
