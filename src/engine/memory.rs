@@ -4,8 +4,10 @@
 //! buffers they free at the end are several hundred MiB more than the views keep. An allocator
 //! with thread-local heaps (the binary's mimalloc) returns a thread's freed pages when that
 //! thread next allocates or frees; a worker whose views then serve without change does neither
-//! for long, and the process stays at its replay's peak. So each worker calls the embedder's
-//! [`release_memory`](super::Hooks::release_memory) hook now and then, from its own thread.
+//! for long, and the process stays at its replay's peak. So each worker, once its replay is
+//! done, calls the embedder's [`release_memory`](super::Hooks::release_memory) hook now and
+//! then, from its own thread. (Not during the replay: what it frees, it soon allocates again,
+//! and memory handed back is zeroed by the kernel when touched anew.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -479,7 +479,6 @@ where
 
     // The batch lane: this worker's share of history.
     let started = Instant::now();
-    let mut release = memory::Release::new(shared.hooks.release_memory.clone());
     let rules = settings.rules();
     let mut batch = BatchLane::new(
         batch_input,
@@ -530,15 +529,7 @@ where
             checkpoint,
             rebuild,
         });
-        replay::replay(
-            worker,
-            shared,
-            &mut batch,
-            &mut speed,
-            restore,
-            &cuts,
-            &mut release,
-        )
+        replay::replay(worker, shared, &mut batch, &mut speed, restore, &cuts)
     });
 
     // Every worker tells every other what it replayed, and all compute the same plan.
@@ -599,6 +590,7 @@ where
     // A checkpoint being taken: its request and this worker's events kept for it.
     let mut checkpointing: Option<checkpointing::Taking> = None;
     let local_index = worker.index() % shared.local;
+    let mut release = memory::Release::new(shared.hooks.release_memory.clone());
     loop {
         if let Some(lane) = speed.as_mut() {
             let mut ended = false;

@@ -75,7 +75,6 @@ pub(super) fn replay<E: Event, P: super::Pipeline<Event = E>>(
     speed: &mut SpeedLane<E>,
     restore: Option<Restore<'_>>,
     cuts: &crate::checkpoint::Cuts,
-    release: &mut super::memory::Release,
 ) -> Result<u64, String> {
     let restored = restore.map(|r| r.checkpoint);
     if restored.is_some() {
@@ -93,7 +92,6 @@ pub(super) fn replay<E: Event, P: super::Pipeline<Event = E>>(
             cuts.hold(speed.time().saturating_sub(1));
             since_step = 0;
             worker.step();
-            release.tick();
         }
     };
     let share = Share {

@@ -109,7 +109,7 @@ pub struct Hooks<E> {
     /// [`Changelog::with_journal`](crate::changelog::Changelog::with_journal).
     pub changelog_journal: Option<std::path::PathBuf>,
     /// Hands memory freed on a worker back to the operating system; called on every worker
-    /// thread about once a second, during the replay and after it. An allocator
+    /// thread about once a second once its replay is done. An allocator
     /// that purges freed pages only when its thread allocates again (mimalloc) otherwise keeps
     /// a replay's transient buffers resident for as long as the views serve without change.
     pub release_memory: Option<Arc<dyn Fn() + Send + Sync>>,
