@@ -15,12 +15,18 @@
 //! engine replays no history at coarse times past what the journal covers
 //! ([`Changelog::seal_cap`]), so that a subscriber resumes across a restart, even `kill -9`,
 //! with each change told once.
+//!
+//! A ranked view has no changelog of its own: a subscriber is told how its ranking changed,
+//! re-read whenever the view it ranks changes. The hub keeps the latest rankings subscribers
+//! were told ([`RETAINED_RANKINGS`], in the journal too), so that one resuming from a ranking
+//! the view's arrangement no longer holds (compacted, or before a restart) starts from it.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::ChangeBatch;
@@ -35,6 +41,43 @@ pub const RETAINED_BATCHES: usize = 4_096;
 
 /// At most this many changes are kept in them (older batches go first).
 pub const RETAINED_CHANGES: usize = 1 << 20;
+
+/// How many of its latest rankings, as subscribers were told them, a ranked view keeps.
+pub const RETAINED_RANKINGS: usize = 1_024;
+
+/// A ranked view's latest rankings as subscribers were told them, by the time each is as of.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Rankings(BTreeMap<Time, Arc<Vec<Value>>>);
+
+impl Rankings {
+    /// Keeps the ranking as of `as_of` (letting go of the oldest past the bound); whether it
+    /// is new.
+    pub fn insert(&mut self, as_of: Time, rows: Arc<Vec<Value>>) -> bool {
+        if self.0.contains_key(&as_of) {
+            return false;
+        }
+        self.0.insert(as_of, rows);
+        while self.0.len() > RETAINED_RANKINGS {
+            self.0.pop_first();
+        }
+        true
+    }
+
+    /// The ranking as of `as_of`, if it is kept.
+    pub fn get(&self, as_of: Time) -> Option<Arc<Vec<Value>>> {
+        self.0.get(&as_of).cloned()
+    }
+
+    /// How many are kept.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Each kept ranking with its time, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (Time, &Arc<Vec<Value>>)> {
+        self.0.iter().map(|(t, rows)| (*t, rows))
+    }
+}
 
 /// A view's latest batches, as many as are kept.
 #[derive(Clone, Debug, Default)]
@@ -95,6 +138,8 @@ pub type Resumed = (Vec<Arc<ChangeBatch>>, broadcast::Receiver<Arc<ChangeBatch>>
 #[derive(Default)]
 pub struct Changelog {
     views: Mutex<HashMap<String, ViewLog>>,
+    /// The latest rankings of each ranked view that subscribers were told.
+    rankings: Mutex<HashMap<String, Rankings>>,
     /// The views of the dataflows built, whose journaled frontiers bound the replay.
     attached: Mutex<HashSet<String>>,
     /// The first time whose batches are the same in every run of the engine: those before it
@@ -108,7 +153,10 @@ impl Changelog {
     /// starting with the batches it holds.
     pub fn with_journal(path: &Path) -> Result<Changelog, String> {
         let (journal, loaded) = Journal::open(path)?;
-        let Loaded { views: journaled } = loaded;
+        let Loaded {
+            views: journaled,
+            rankings,
+        } = loaded;
         let views = journaled
             .into_iter()
             .map(|(name, (kept, frontier))| {
@@ -123,6 +171,7 @@ impl Changelog {
             .collect();
         Ok(Changelog {
             views: Mutex::new(views),
+            rankings: Mutex::new(rankings),
             journal: Some(journal),
             ..Changelog::default()
         })
@@ -234,6 +283,27 @@ impl Changelog {
         });
     }
 
+    /// Keeps ranked view `view`'s ranking as of `as_of`, which a subscriber is about to be
+    /// told, so that one resuming from it later (across a restart too) starts from it.
+    pub fn told_ranking(&self, view: &str, as_of: Time, rows: &[Value]) {
+        let mut rankings = self.rankings.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept = rankings.entry(view.to_string()).or_default();
+        if kept.get(as_of).is_some() {
+            return;
+        }
+        let rows = Arc::new(rows.to_vec());
+        kept.insert(as_of, rows.clone());
+        if let Some(journal) = &self.journal {
+            journal.ranking(view, as_of, rows);
+        }
+    }
+
+    /// Ranked view `view`'s ranking as of `as_of`, if a subscriber was told it and it is kept.
+    pub fn ranking(&self, view: &str, as_of: Time) -> Option<Arc<Vec<Value>>> {
+        let rankings = self.rankings.lock().unwrap_or_else(PoisonError::into_inner);
+        rankings.get(view)?.get(as_of)
+    }
+
     /// Waits until the journal has written what it was given (for tests and a clean stop).
     pub fn sync(&self) -> Result<(), String> {
         match &self.journal {
@@ -296,6 +366,30 @@ mod tests {
             "what was let go of cannot be resumed after"
         );
         assert!(hub.resume("v", 10).is_ok());
+    }
+
+    #[test]
+    fn the_rankings_subscribers_were_told_outlive_the_hub() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("changelog.log");
+        let hub = Changelog::with_journal(&path).expect("opens");
+        let total = RETAINED_RANKINGS as Time + 5;
+        for as_of in 1..=total {
+            hub.told_ranking("top", as_of, &[serde_json::json!({"n": as_of})]);
+        }
+        // The first ranking as of a time is the one kept: every run ranks a time alike.
+        hub.told_ranking("top", total, &[]);
+        hub.sync().expect("written");
+        drop(hub);
+        let hub = Changelog::with_journal(&path).expect("reopens");
+        assert_eq!(
+            hub.ranking("top", total).as_deref(),
+            Some(&vec![serde_json::json!({"n": total})])
+        );
+        assert!(hub.ranking("top", 5).is_none(), "the oldest are let go of");
+        assert!(hub.ranking("top", 6).is_some());
+        assert!(hub.ranking("other", total).is_none());
+        assert_eq!(hub.seal_cap(), None, "a ranking bounds no replay");
     }
 
     #[test]

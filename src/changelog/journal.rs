@@ -2,7 +2,8 @@
 //!
 //! One file, `changelog.log`: a magic header, then records `len (u32) | crc32c (u32) |
 //! payload`, each payload a JSON [`Stored`] record: a view's change batch, the frontier its
-//! batches are complete up to, or the latest time it no longer keeps. A thread of its own
+//! batches are complete up to, the latest time it no longer keeps, or a ranked view's ranking
+//! as a subscriber was told it (see [`Rankings`]). A thread of its own
 //! appends them as the hub publishes (the workers never wait for the disk, only, when it falls
 //! [`BACKLOG`] records behind, for room in its queue), flushes after every burst and makes the
 //! file durable at most every [`SYNC_EVERY`].
@@ -13,7 +14,11 @@
 //! engine tells the rest again, at the same times (see [`hub`](super::hub)). So a lost tail
 //! makes resuming subscribers rely on the new run sooner, never tells them a change twice.
 //!
-//! The journal keeps what the hub keeps ([`Retained`]): once it has appended more than twice
+//! A ranking is trusted alone: it is the whole ranking as of its time, and one the journal
+//! lost (written after the last intact record) makes a subscriber that was told it get a 410,
+//! never a wrong ranking.
+//!
+//! The journal keeps what the hub keeps ([`Retained`], [`Rankings`]): once it has appended more than twice
 //! that (and [`COMPACT_AFTER`] records), it writes the kept batches to a new file, which
 //! replaces the old one atomically (temporary file, fsync, rename, directory fsync), as it does
 //! on every open.
@@ -28,10 +33,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use tracing::{error, info};
 
 use super::ChangeBatch;
-use super::hub::Retained;
+use super::hub::{Rankings, Retained};
 use crate::event::Time;
 
 /// The first bytes of a journal file.
@@ -51,27 +57,52 @@ pub const COMPACT_AFTER: usize = 65_536;
 #[derive(Deserialize)]
 enum Stored {
     Batch(ChangeBatch),
-    Frontier { view: String, time: Time },
-    Forgotten { view: String, time: Time },
+    Frontier {
+        view: String,
+        time: Time,
+    },
+    Forgotten {
+        view: String,
+        time: Time,
+    },
+    Ranking {
+        view: String,
+        as_of: Time,
+        rows: Vec<Value>,
+    },
 }
 
 /// [`Stored`], borrowed for writing (the same JSON).
 #[derive(Serialize)]
 enum StoredRef<'a> {
     Batch(&'a ChangeBatch),
-    Frontier { view: &'a str, time: Time },
-    Forgotten { view: &'a str, time: Time },
+    Frontier {
+        view: &'a str,
+        time: Time,
+    },
+    Forgotten {
+        view: &'a str,
+        time: Time,
+    },
+    Ranking {
+        view: &'a str,
+        as_of: Time,
+        rows: &'a [Value],
+    },
 }
 
-/// What the journal held when opened: per view, its kept batches and its frontier.
+/// What the journal held when opened: per view, its kept batches and its frontier; per ranked
+/// view, the rankings subscribers were told.
 #[derive(Debug, Default)]
 pub(super) struct Loaded {
     pub views: HashMap<String, (Retained, Time)>,
+    pub rankings: HashMap<String, Rankings>,
 }
 
 enum Message {
     Batch(Arc<ChangeBatch>),
     Frontier(String, Time),
+    Ranking(String, Time, Arc<Vec<Value>>),
     Sync(SyncSender<Result<(), String>>),
 }
 
@@ -93,6 +124,7 @@ impl Journal {
                 .iter()
                 .map(|(view, (kept, frontier))| (view.clone(), (kept.clone(), *frontier)))
                 .collect(),
+            rankings: loaded.rankings.clone(),
             out: None,
             appended: 0,
             dirty: false,
@@ -138,6 +170,11 @@ impl Journal {
         self.send(Message::Frontier(view.to_string(), time));
     }
 
+    /// Appends ranked view `view`'s ranking as of `as_of`.
+    pub fn ranking(&self, view: &str, as_of: Time, rows: Arc<Vec<Value>>) {
+        self.send(Message::Ranking(view.to_string(), as_of, rows));
+    }
+
     /// Waits until everything appended so far is durable.
     pub fn sync(&self) -> Result<(), String> {
         let (tx, rx) = sync_channel(1);
@@ -160,6 +197,7 @@ impl Drop for Journal {
 struct Writer {
     path: PathBuf,
     kept: HashMap<String, (Retained, Time)>,
+    rankings: HashMap<String, Rankings>,
     out: Option<BufWriter<File>>,
     appended: usize,
     dirty: bool,
@@ -228,6 +266,15 @@ impl Writer {
                 let frontier = &mut self.kept.entry(view).or_default().1;
                 *frontier = (*frontier).max(time);
             }
+            Message::Ranking(view, as_of, rows) => {
+                let record = StoredRef::Ranking {
+                    view: &view,
+                    as_of,
+                    rows: &rows,
+                };
+                write_record(out, &record)?;
+                self.rankings.entry(view).or_default().insert(as_of, rows);
+            }
             Message::Sync(_) => return Ok(()),
         }
         self.appended += 1;
@@ -250,7 +297,12 @@ impl Writer {
     }
 
     fn compact_if_grown(&mut self) -> std::io::Result<()> {
-        let kept: usize = self.kept.values().map(|(k, _)| k.recent.len() + 2).sum();
+        let kept: usize = self
+            .kept
+            .values()
+            .map(|(k, _)| k.recent.len() + 2)
+            .sum::<usize>()
+            + self.rankings.values().map(Rankings::len).sum::<usize>();
         if self.appended >= COMPACT_AFTER && self.appended > 2 * kept {
             self.compact()?;
         }
@@ -278,6 +330,12 @@ impl Writer {
                     time: *frontier,
                 },
             )?;
+        }
+        for (view, rankings) in &self.rankings {
+            for (as_of, rows) in rankings.iter() {
+                let record = StoredRef::Ranking { view, as_of, rows };
+                write_record(&mut out, &record)?;
+            }
         }
         out.flush()?;
         out.get_ref().sync_all()?;
@@ -319,6 +377,7 @@ fn read(path: &Path) -> Result<Loaded, String> {
     let mut batches: HashMap<String, Vec<ChangeBatch>> = HashMap::new();
     let mut frontiers: HashMap<String, Time> = HashMap::new();
     let mut forgotten: HashMap<String, Time> = HashMap::new();
+    let mut rankings: HashMap<String, Rankings> = HashMap::new();
     while let Some(record) = next_record(&mut rest) {
         match record {
             Stored::Batch(batch) => batches.entry(batch.view.clone()).or_default().push(batch),
@@ -329,6 +388,12 @@ fn read(path: &Path) -> Result<Loaded, String> {
             Stored::Forgotten { view, time } => {
                 let latest = forgotten.entry(view).or_default();
                 *latest = (*latest).max(time);
+            }
+            Stored::Ranking { view, as_of, rows } => {
+                rankings
+                    .entry(view)
+                    .or_default()
+                    .insert(as_of, Arc::new(rows));
             }
         }
     }
@@ -348,7 +413,7 @@ fn read(path: &Path) -> Result<Loaded, String> {
             (view, (kept, frontier))
         })
         .collect();
-    Ok(Loaded { views })
+    Ok(Loaded { views, rankings })
 }
 
 /// The next whole, intact record of `rest`, if there is one.

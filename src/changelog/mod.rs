@@ -34,7 +34,9 @@ use crate::view::ViewKey;
 mod hub;
 mod journal;
 
-pub use hub::{Changelog, RETAINED_BATCHES, RETAINED_CHANGES, Resumed, SUBSCRIBER_BACKLOG};
+pub use hub::{
+    Changelog, RETAINED_BATCHES, RETAINED_CHANGES, RETAINED_RANKINGS, Resumed, SUBSCRIBER_BACKLOG,
+};
 
 /// One row's change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

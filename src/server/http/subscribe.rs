@@ -8,7 +8,9 @@
 //!   is final, so a snapshot row of a window still open is retracted (an extra `change` with
 //!   `diff: -1`) just before its final value is told;
 //! * ranked views are told by rank: the key is the position (`"1"`, `"2"`, ...), re-read
-//!   whenever the view they rank changes.
+//!   whenever the view they rank changes. The hub keeps the rankings it told
+//!   ([`Changelog::told_ranking`](crate::changelog::Changelog::told_ranking)), so a
+//!   subscriber resumes from the one it had even where the arrangement is compacted past it.
 //!
 //! Every event carries an `id:` (`{time}-{index}`); a subscriber that reconnects with
 //! `Last-Event-ID` gets exactly the changes after it while the changelog still holds them, and
@@ -360,6 +362,7 @@ impl<E: Event> Ranked<E> {
             };
             let time = answer.as_of.saturating_sub(1);
             self.time = time;
+            let as_of = answer.as_of;
             let mut events = Vec::new();
             let width = self.told.len().max(list.len());
             let mut index = 0u32;
@@ -380,10 +383,32 @@ impl<E: Event> Ranked<E> {
             }
             self.told = list;
             if !events.is_empty() {
+                // Kept before it is told, for a subscriber resuming from these events.
+                self.state
+                    .changelog
+                    .told_ranking(&self.view, as_of, &self.told);
                 return Some(events);
             }
         }
     }
+}
+
+/// Ranked view `view`'s ranking read at `time`: the time it is as of and its rows; `Err` with
+/// the answer if it could not be read, `Ok(Err)` with an internal error if it is no ranking.
+async fn ranking<E: Event>(
+    state: &Arc<State<E>>,
+    view: &str,
+    time: ReadTime,
+) -> Result<Result<(Time, Vec<Value>), Response>, Response> {
+    let answer = ask(state, Query::all(view), time).await?;
+    Ok(match answer.value {
+        AnswerValue::Ranked(list) => Ok((answer.as_of, list)),
+        _ => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "not a ranking",
+        )),
+    })
 }
 
 async fn ranked<E: Event>(
@@ -400,27 +425,36 @@ async fn ranked<E: Event>(
             "a ranking of no view",
         );
     };
-    // Resuming reads the ranking the subscriber had (as of its last change) exactly.
-    let time = match last {
-        Some(position) => ReadTime::Exactly(position.time + 1),
-        None => ReadTime::AtLeast(Some(as_of.unwrap_or_else(|| state.watermark()))),
-    };
-    let answer = match ask(&state, Query::all(&view), time).await {
-        Ok(answer) => answer,
-        Err(response) if last.is_some() => {
-            let _ = response;
-            return gone(&view, last.map_or(0, |p| p.time), 0);
+    // Resuming starts from the ranking the subscriber had (as of its last change): as the hub
+    // kept it when it was told (across a restart too), or read again exactly.
+    let (as_of, list) = match last {
+        Some(position) => {
+            let as_of = position.time + 1;
+            match state.changelog.ranking(&view, as_of) {
+                Some(rows) => (as_of, rows.to_vec()),
+                None => match ranking(&state, &view, ReadTime::Exactly(as_of)).await {
+                    Ok(Ok(read)) => read,
+                    Ok(Err(response)) => return response,
+                    Err(_) => return gone(&view, position.time, 0),
+                },
+            }
         }
-        Err(response) => return response,
+        None => {
+            let time = ReadTime::AtLeast(Some(as_of.unwrap_or_else(|| state.watermark())));
+            match ranking(&state, &view, time).await {
+                Ok(Ok(read)) => read,
+                Ok(Err(response)) | Err(response) => return response,
+            }
+        }
     };
-    let AnswerValue::Ranked(list) = answer.value else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "not a ranking",
-        );
-    };
-    let after = answer.as_of.saturating_sub(1);
+    let after = as_of.saturating_sub(1);
+    // The base view's batches after it must be this run's, or the journaled ones.
+    if let Some(position) = last
+        && as_of < state.changelog.exact_from()
+        && !state.changelog.resumes_before(&base)
+    {
+        return restarted(&view, position, state.changelog.exact_from());
+    }
     let (kept, receiver) = match state.changelog.resume(&base, after) {
         Ok(resumed) => resumed,
         Err(forgotten) => return gone(&view, after, forgotten),
@@ -430,12 +464,15 @@ async fn ranked<E: Event>(
             .into_iter()
             .map(|(key, value)| json!({"key": key, "value": value}))
             .collect();
-        let data = json!({"view": view, "as_of": answer.as_of, "rows": rows});
+        let data = json!({"view": view, "as_of": as_of, "rows": rows});
         SseEvent::default()
             .event("snapshot")
-            .id(Position::before(answer.as_of).id())
+            .id(Position::before(as_of).id())
             .data(data.to_string())
     });
+    if last.is_none() {
+        state.changelog.told_ranking(&view, as_of, &list);
+    }
     let subscription = Ranked {
         state: state.clone(),
         view,
