@@ -230,6 +230,134 @@ fn subscribers_see_a_snapshot_then_the_changes_and_sinks_write_them() {
     }
 }
 
+/// Folds the sink file `path` strictly (each retraction retracts what is there, no insertion
+/// over a value, times in order) until it holds `want`.
+fn sink_folds_to(path: &std::path::Path, want: &Value) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut folded = BTreeMap::new();
+        let mut time = 0;
+        for line in text.lines() {
+            let change: Change = serde_json::from_str(line).expect("a change per line");
+            assert!(change.time >= time, "in time order: {line}");
+            time = change.time;
+            fold(&mut folded, &change);
+        }
+        if Value::Object(folded.into_iter().collect()) == *want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sink file never folded to the view"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How [`a_sink_writes_each_change_once_across_kills`] breaks the server and its files.
+#[derive(Clone, Copy, Debug)]
+enum Break {
+    /// `kill -9`.
+    Kill,
+    /// `kill -9` after a checkpoint and events after it.
+    AfterCheckpoint,
+    /// `kill -9`, and the sink file lost its last lines, the one before them torn.
+    TornSink,
+    /// `kill -9`, and the changelog journal is gone.
+    NoJournal,
+}
+
+/// A sink file holds each change once, in time order, across `kill -9`: the restarted server
+/// writes exactly what follows the file's end (a line cut short dropped and written again),
+/// whether it replays the master dataset or restores a checkpoint. Without the journal of what
+/// was told, the file is moved aside and a new one holds this run's changelog.
+#[test]
+fn a_sink_writes_each_change_once_across_kills() {
+    for broken in [
+        Break::Kill,
+        Break::AfterCheckpoint,
+        Break::TornSink,
+        Break::NoJournal,
+    ] {
+        eprintln!("{broken:?}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (data, sinks) = (dir.path().join("data"), dir.path().join("sinks"));
+        let sink_arg = sinks.to_str().expect("path").to_string();
+        let args = [
+            "-w",
+            "2",
+            "--sink-dir",
+            &sink_arg,
+            "--allowed-lateness",
+            "0s",
+            "--idle-timeout",
+            "off",
+        ];
+        let file = sinks.join("customer_spend.jsonl");
+        let purchase = |ts: u64, customer: u64, amount: u64| Order {
+            ts,
+            kind: Kind::Purchase,
+            customer,
+            product: 1,
+            amount_cents: amount,
+            amount_missing: false,
+        };
+        let server = Server::start(&data, free_port(), &args, true);
+        let mut sent = Vec::new();
+        for round in 0..4u64 {
+            let orders: Vec<Order> = (0..6)
+                .map(|i| purchase(1_000 + round * 100 + i, (round + i) % 5, 10 + i))
+                .collect();
+            server.post("/events", "application/x-ndjson", jsonl(&orders));
+            sent.extend(orders);
+            server.declare(1_050 + round * 100);
+        }
+        sink_folds_to(&file, &oracle(&sent)["customer_spend"]);
+        if let Break::AfterCheckpoint = broken {
+            let (status, taken) = server.post("/checkpoint", "application/json", Vec::new());
+            assert_eq!(status, 200, "{taken}");
+            let after: Vec<Order> = (0..4).map(|i| purchase(2_000 + i, i, 7)).collect();
+            server.post("/events", "application/x-ndjson", jsonl(&after));
+            sent.extend(after);
+            server.declare(2_100);
+            sink_folds_to(&file, &oracle(&sent)["customer_spend"]);
+        }
+        server.kill();
+        match broken {
+            Break::TornSink => {
+                let text = std::fs::read_to_string(&file).expect("the sink file");
+                let lines: Vec<&str> = text.lines().collect();
+                let kept = lines.len() - 4;
+                let mut cut: String = lines[..kept].iter().map(|l| format!("{l}\n")).collect();
+                cut.push_str(&lines[kept][..lines[kept].len() / 2]);
+                std::fs::write(&file, cut).expect("torn");
+            }
+            Break::NoJournal => {
+                std::fs::remove_file(data.join("changelog.log")).expect("the journal");
+            }
+            Break::Kill | Break::AfterCheckpoint => {}
+        }
+
+        let server = Server::start(&data, free_port(), &args, true);
+        let later: Vec<Order> = (0..5).map(|i| purchase(3_000 + i, i + 2, 9)).collect();
+        server.post("/events", "application/x-ndjson", jsonl(&later));
+        sent.extend(later);
+        server.declare(3_100);
+        sink_folds_to(&file, &oracle(&sent)["customer_spend"]);
+        let stale = std::fs::read_dir(&sinks)
+            .expect("the sink dir")
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().ends_with(".stale"));
+        assert_eq!(
+            stale,
+            matches!(broken, Break::NoJournal),
+            "{broken:?}: a file is moved aside only when what followed it is unknown"
+        );
+        server.kill();
+    }
+}
+
 /// A pipeline with one windowed view whose rows are final at the window's end.
 struct Minutes;
 

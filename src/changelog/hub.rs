@@ -23,7 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::Value;
@@ -145,6 +145,7 @@ pub struct Changelog {
     /// The first time whose batches are the same in every run of the engine: those before it
     /// are its replay's, at the replay's own (coarse) times, unlike a previous run's.
     exact_from: AtomicU64,
+    replayed: AtomicBool,
     journal: Option<Journal>,
 }
 
@@ -192,6 +193,12 @@ impl Changelog {
     /// of history is over (see [`exact_from`](Self::exact_from)).
     pub fn set_exact_from(&self, time: Time) {
         self.exact_from.fetch_max(time, Ordering::Relaxed);
+        self.replayed.store(true, Ordering::Release);
+    }
+
+    /// Whether the replay of history is over, so that [`exact_from`](Self::exact_from) is known.
+    pub fn replayed(&self) -> bool {
+        self.replayed.load(Ordering::Acquire)
     }
 
     /// The first time whose batches every run of the engine publishes alike. A subscriber that
@@ -213,9 +220,14 @@ impl Changelog {
     /// later ones, taken together so that none is missed or seen twice; `Err` with the latest
     /// time no longer kept if batches after `after` were forgotten.
     pub fn resume(&self, view: &str, after: Time) -> Result<Resumed, Time> {
+        self.resume_from(view, after.saturating_add(1))
+    }
+
+    /// Like [`resume`](Self::resume), with the batches of times from `from` on.
+    pub fn resume_from(&self, view: &str, from: Time) -> Result<Resumed, Time> {
         self.with(view, |log| {
             if let Some(forgotten) = log.kept.forgotten
-                && forgotten > after
+                && forgotten >= from
             {
                 return Err(forgotten);
             }
@@ -223,7 +235,7 @@ impl Changelog {
                 .kept
                 .recent
                 .iter()
-                .filter(|b| b.time > after)
+                .filter(|b| b.time >= from)
                 .cloned()
                 .collect();
             Ok((kept, log.sender.subscribe()))

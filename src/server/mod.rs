@@ -338,7 +338,7 @@ async fn serve_with<P: Pipeline>(
         }),
         changelog_journal: Some(changelog_journal),
         release_memory: Some(Arc::new(release_memory)),
-        on_reject: None,
+        ..Hooks::default()
     };
     let decoder = pipeline.decoder();
     let mut engine = tokio::task::spawn_blocking(move || {
