@@ -445,13 +445,15 @@ fn views_larger_than_a_read_step_are_checkpointed_whole() {
 }
 
 /// State grows with the answers, not with the events: a view of `MIN`, `MAX` and a filtered
-/// count keeps, per group, the distinct values its calls take (here 2 amounts and 2 kinds for
-/// each of 3 products), not every row. Ten times the events (each at its own time) make a
-/// checkpoint no larger, and the view answers what a fold of the events gives.
+/// count over the events keeps one record per group, not its rows nor its distinct values
+/// (every event has a time of its own, and `MAX(ts)` takes each). Ten times the events (each
+/// at its own time) make a checkpoint no larger, and the view answers what a fold of the
+/// events gives.
 #[test]
-fn a_min_max_view_keeps_its_groups_values_not_its_rows() {
+fn a_min_max_view_keeps_one_record_per_group() {
     const SQL: &str = "CREATE VIEW extremes AS SELECT product, MIN(amount_cents) AS lo,
-        MAX(amount_cents) AS hi, COUNT(*) FILTER (WHERE kind = 'refund') AS refunds
+        MAX(amount_cents) AS hi, MAX(ts) AS last_seen, MIN(customer) FILTER (WHERE kind = 'refund')
+        AS first_refunder, COUNT(*) FILTER (WHERE kind = 'refund') AS refunds
         FROM events GROUP BY product;";
     let order = |i: u64| Order {
         ts: 1_000_000 + i,
@@ -482,12 +484,14 @@ fn a_min_max_view_keeps_its_groups_values_not_its_rows() {
         for product in 0..3 {
             let of: Vec<&Order> = history.iter().filter(|o| o.product == product).collect();
             let amounts = of.iter().map(|o| o.amount_cents);
-            let refunds = of.iter().filter(|o| o.kind == Kind::Refund).count();
+            let refunders = of.iter().filter(|o| o.kind == Kind::Refund);
             expected.push(serde_json::json!({
                 "product": product,
                 "lo": amounts.clone().min(),
                 "hi": amounts.max(),
-                "refunds": refunds,
+                "last_seen": of.iter().map(|o| o.ts).max(),
+                "first_refunder": refunders.clone().map(|o| o.customer).min(),
+                "refunds": refunders.count(),
             }));
         }
         let mut got = rows.get("extremes").cloned().unwrap_or_default();

@@ -5,17 +5,7 @@
 //! keys (rows with a `NULL` key match nothing, as in SQL), with a `LEFT JOIN`'s unmatched rows
 //! kept by subtracting the left rows that matched; rankings are a `reduce` per partition.
 //!
-//! Aggregates take one of two roads:
-//!
-//! * **carried as differences** when every call is a count or an integer sum or average
-//!   (the reference views, and most dashboards): each row becomes the vector of its
-//!   contributions ([`Sums`]), which differential adds up as it consolidates. No operator keeps
-//!   the rows: state is one vector per group, as in the typed pipelines;
-//! * **reduced** otherwise (`MIN`, `MAX`, `COUNT(DISTINCT)`, sums of doubles): a `reduce`
-//!   per group sees the group's rows and computes every aggregate.
-//!
-//! A global aggregate (no `GROUP BY`) has a row even over no input, as in SQL: one extra
-//! record that holds no row keeps its group alive.
+//! Aggregates are carried as differences where they can be, or reduced (see the `aggregate` module inside).
 //!
 //! Every read of a source is a **cut** for checkpoints ([`checkpoint`](crate::checkpoint)):
 //! what leaves the one operator that reads the events (the rows after their filters and
@@ -25,24 +15,24 @@
 
 use std::cell::RefCell;
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
 use std::hash::Hash;
 use std::rc::Rc;
 
 use differential_dataflow::difference::Semigroup;
-use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
-use timely::dataflow::operators::ToStream;
+use differential_dataflow::{ExchangeData, VecCollection};
 
 use super::SqlSource;
-use super::aggregates::{Agg, AggFunc};
 use super::bind::SortKey;
 use super::expr::Expr;
 use super::key::Key;
 use super::plan::Plan;
-use super::types::{Datum, F64, Row, compare};
-use crate::aggregate::Sums;
+use super::types::{Datum, Row, compare};
 use crate::checkpoint::Cuts;
 use crate::event::Time;
+
+mod aggregate;
+
+pub(super) use aggregate::{finish, served_sums, slots_needed};
 
 /// Rows of a relation in a dataflow.
 pub type Rows<'s> = VecCollection<'s, Time, Row>;
@@ -273,7 +263,7 @@ pub fn render<'s, E: SqlSource>(plan: &Plan, inputs: &Inputs<'s, E>) -> Rows<'s>
             })
         }
         Plan::Aggregate { input, group, aggs } => {
-            aggregate(lazy(input, inputs), group.clone(), aggs.clone())
+            aggregate::aggregate(input, inputs, group.clone(), aggs.clone())
         }
         Plan::Join {
             left,
@@ -470,238 +460,4 @@ fn join<'s>(
             row
         });
     matched.concat(unmatched)
-}
-
-/// How many difference slots an aggregate carried as differences needs.
-fn slots(agg: &Agg) -> usize {
-    match agg.func {
-        AggFunc::CountStar | AggFunc::Count => 1,
-        _ => 2,
-    }
-}
-
-/// Whether every call can be carried as differences.
-fn abelian(aggs: &[Agg]) -> bool {
-    aggs.iter().all(Agg::is_abelian)
-}
-
-fn aggregate<'s, E: SqlSource>(input: Lazy<'s, E>, group: Vec<Expr>, aggs: Vec<Agg>) -> Rows<'s> {
-    match slots_needed(&aggs) {
-        Some(n) if n <= 4 => summed::<E, 4>(input, group, aggs),
-        Some(n) if n <= 8 => summed::<E, 8>(input, group, aggs),
-        Some(n) if n <= 16 => summed::<E, 16>(input, group, aggs),
-        _ => reduced(input, group, aggs),
-    }
-}
-
-/// How many difference slots the aggregates need, if they can be carried as differences.
-pub(super) fn slots_needed(aggs: &[Agg]) -> Option<usize> {
-    abelian(aggs).then(|| 2 + aggs.iter().map(slots).sum::<usize>())
-}
-
-/// One record at the first time, on one worker: the group of a global aggregate exists even
-/// when no row does.
-fn keep_alive<'s, D, R>(
-    like: &VecCollection<'s, Time, D, R>,
-    record: D,
-    diff: R,
-) -> VecCollection<'s, Time, D, R>
-where
-    D: timely::ExchangeData + Ord + Clone,
-    R: Semigroup + timely::ExchangeData,
-{
-    let scope = like.scope();
-    let items = if scope.index() == 0 {
-        vec![(record, Time::default(), diff)]
-    } else {
-        Vec::new()
-    };
-    items.to_stream(scope).as_collection()
-}
-
-/// Each row's contribution to its group's aggregates, as a difference: slot 0 counts the
-/// group's rows, slot 1 marks the keep-alive record of a global aggregate, then each call's
-/// slots. Consolidated by group, they are the aggregates' state; they leave the operator that
-/// reads the rows already summed by group and time.
-fn contributions<'s, E: SqlSource, const N: usize>(
-    input: Lazy<'s, E>,
-    group: Vec<Expr>,
-    aggs: Vec<Agg>,
-) -> VecCollection<'s, Time, Key, Sums<N>> {
-    let global = group.is_empty();
-    let mut key: Row = Vec::new();
-    let contributions = input.fold(move |row, emit| {
-        let mut sums = [0i128; N];
-        sums[0] = 1;
-        let mut slot = 2;
-        for agg in &aggs {
-            let passes = agg.filter.as_ref().is_none_or(|f| holds(f, row));
-            if passes {
-                match (agg.func, &agg.arg) {
-                    (AggFunc::CountStar, _) => sums[slot] = 1,
-                    (AggFunc::Count, Some(a)) => sums[slot] = i128::from(!a.value(row).is_null()),
-                    (_, Some(a)) => {
-                        if let Some(v) = a.int(row) {
-                            sums[slot] = v;
-                            sums[slot + 1] = 1;
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            slot += slots(agg);
-        }
-        key.clear();
-        key.extend(group.iter().map(|e| e.eval(row)));
-        emit(&key, Sums(sums));
-    });
-    if global {
-        let mut alive = [0i128; N];
-        alive[1] = 1;
-        let alive = keep_alive(&contributions, Key::Many(Row::new()), Sums(alive));
-        contributions.concat(alive)
-    } else {
-        contributions
-    }
-}
-
-/// A group's row (its values, then each aggregate's) from its consolidated contributions.
-pub(super) fn finish<const N: usize>(mut key: Row, sums: &Sums<N>, aggs: &[Agg]) -> Row {
-    let s = &sums.0;
-    let mut slot = 2;
-    for agg in aggs {
-        key.push(match agg.func {
-            AggFunc::CountStar | AggFunc::Count => Datum::Int(s[slot] as i64),
-            AggFunc::Sum if s[slot + 1] == 0 => Datum::Null,
-            AggFunc::Sum => Datum::Huge(s[slot]),
-            AggFunc::Avg if s[slot + 1] == 0 => Datum::Null,
-            _ => Datum::Float(F64(s[slot] as f64 / s[slot + 1] as f64)),
-        });
-        slot += slots(agg);
-    }
-    key
-}
-
-/// Aggregates carried as differences, as rows.
-fn summed<'s, E: SqlSource, const N: usize>(
-    input: Lazy<'s, E>,
-    group: Vec<Expr>,
-    aggs: Vec<Agg>,
-) -> Rows<'s> {
-    contributions::<E, N>(input, group, aggs.clone())
-        .count()
-        .map(move |(key, sums)| finish(key.to_row(aggs.len()), &sums, &aggs))
-}
-
-/// The contributions of an aggregate plan (over its input), for a view served straight from
-/// them: `None` unless every call can be carried as differences in `N` slots.
-pub(super) fn served_sums<'s, E: SqlSource, const N: usize>(
-    input: &Plan,
-    group: &[Expr],
-    aggs: &[Agg],
-    inputs: &Inputs<'s, E>,
-) -> VecCollection<'s, Time, Key, Sums<N>> {
-    contributions::<E, N>(lazy(input, inputs), group.to_vec(), aggs.to_vec())
-}
-
-/// Aggregates computed by a `reduce` over each group's inputs.
-///
-/// The reduce does not see the rows: each row becomes its group and one value per call (the
-/// call's argument, `NULL` where its filter leaves the row out; `TRUE` for a `COUNT(*)` that
-/// counts it), and equal ones are counted together before they are exchanged. A group's state
-/// is then its distinct combinations of values (a `MAX(amount)` keeps the distinct amounts),
-/// not every row that reached it.
-fn reduced<'s, E: SqlSource>(input: Lazy<'s, E>, group: Vec<Expr>, aggs: Vec<Agg>) -> Rows<'s> {
-    let global = group.is_empty();
-    let width = group.len();
-    let calls = aggs.clone();
-    let mut key: Row = Vec::new();
-    let inputs = input.fold(move |row, emit| {
-        key.clear();
-        key.extend(group.iter().map(|e| e.eval(row)));
-        key.extend(calls.iter().map(|agg| call_input(agg, row)));
-        emit(&key, 1isize);
-    });
-    let keyed = inputs.map(move |key| {
-        let mut group = key.to_row(0);
-        let values = group.split_off(width);
-        (group, Some(values))
-    });
-    let keyed = if global {
-        let alive = keep_alive(&keyed, (Row::new(), None), 1);
-        keyed.concat(alive)
-    } else {
-        keyed
-    };
-    keyed
-        .reduce_named("Aggregate", move |key, inputs, out| {
-            let mut result = key.clone();
-            for (i, agg) in aggs.iter().enumerate() {
-                result.push(compute(agg, i, inputs));
-            }
-            out.push((result, 1));
-        })
-        .map(|(_, row)| row)
-}
-
-/// What one call takes from a row: its argument's value (`TRUE` for `COUNT(*)`), or `NULL`
-/// where its filter leaves the row out.
-fn call_input(agg: &Agg, row: &[Datum]) -> Datum {
-    if !agg.filter.as_ref().is_none_or(|f| holds(f, row)) {
-        return Datum::Null;
-    }
-    agg.arg.as_ref().map_or(Datum::Bool(true), |a| a.eval(row))
-}
-
-/// Call `i` over its group's inputs (with their multiplicities; see [`reduced`]).
-fn compute(agg: &Agg, i: usize, inputs: &[(&Option<Row>, isize)]) -> Datum {
-    let values = inputs.iter().filter_map(|(values, n)| {
-        let value = values.as_ref()?.get(i)?;
-        (!value.is_null()).then(|| (value.clone(), *n))
-    });
-    if agg.distinct {
-        let set: BTreeSet<Datum> = values.filter(|(_, n)| *n > 0).map(|(v, _)| v).collect();
-        return fold(agg, set.into_iter().map(|v| (v, 1)));
-    }
-    fold(agg, values)
-}
-
-fn fold(agg: &Agg, values: impl Iterator<Item = (Datum, isize)>) -> Datum {
-    let mut count: i64 = 0;
-    let mut int_sum: i128 = 0;
-    let mut float_sum: f64 = 0.0;
-    let mut best: Option<Datum> = None;
-    for (v, n) in values {
-        count += n as i64;
-        match agg.func {
-            AggFunc::Sum | AggFunc::Avg => match &v {
-                Datum::Float(f) => float_sum += f.0 * n as f64,
-                other => int_sum = int_sum.wrapping_add(other.as_i128().unwrap_or(0) * n as i128),
-            },
-            AggFunc::Min | AggFunc::Max => {
-                let better = best.as_ref().is_none_or(|b| {
-                    let o = compare(&v, b).unwrap_or(Ordering::Equal);
-                    if agg.func == AggFunc::Min {
-                        o == Ordering::Less
-                    } else {
-                        o == Ordering::Greater
-                    }
-                });
-                if better {
-                    best = Some(v);
-                }
-            }
-            _ => {}
-        }
-    }
-    match agg.func {
-        AggFunc::CountStar | AggFunc::Count => Datum::Int(count),
-        _ if count == 0 => Datum::Null,
-        AggFunc::Min | AggFunc::Max => best.unwrap_or(Datum::Null),
-        AggFunc::Sum if agg.ty == super::types::Type::Double => {
-            Datum::Float(F64(float_sum + int_sum as f64))
-        }
-        AggFunc::Sum => Datum::Huge(int_sum),
-        AggFunc::Avg => Datum::Float(F64((float_sum + int_sum as f64) / count as f64)),
-    }
 }
