@@ -446,15 +446,18 @@ fn views_larger_than_a_read_step_are_checkpointed_whole() {
 
 /// State grows with the answers, not with the events: a view of `MIN`, `MAX` and a filtered
 /// count over the events keeps one record per group, not its rows nor its distinct values
-/// (every event has a time of its own, and `MAX(ts)` takes each). Ten times the events (each
-/// at its own time) make a checkpoint no larger, and the view answers what a fold of the
-/// events gives.
+/// (every event has a time of its own, and `MAX(ts)` takes each), and so does one per
+/// tumbling window. Ten times the events (each at its own time) make a checkpoint no larger,
+/// and the views answer what a fold of the events gives.
 #[test]
-fn a_min_max_view_keeps_one_record_per_group() {
+fn aggregates_over_the_events_keep_one_record_per_group() {
     const SQL: &str = "CREATE VIEW extremes AS SELECT product, MIN(amount_cents) AS lo,
         MAX(amount_cents) AS hi, MAX(ts) AS last_seen, MIN(customer) FILTER (WHERE kind = 'refund')
         AS first_refunder, COUNT(*) FILTER (WHERE kind = 'refund') AS refunds
-        FROM events GROUP BY product;";
+        FROM events GROUP BY product;
+        CREATE VIEW per_minute AS SELECT window_start, COUNT(*) AS n, MAX(amount_cents) AS top
+        FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+        GROUP BY window_start, window_end;";
     let order = |i: u64| Order {
         ts: 1_000_000 + i,
         kind: if i.is_multiple_of(5) {
@@ -497,6 +500,22 @@ fn a_min_max_view_keeps_one_record_per_group() {
         let mut got = rows.get("extremes").cloned().unwrap_or_default();
         got.sort_by_key(|row| row["product"].as_u64());
         assert_eq!(got, expected, "over {events} events");
+        // Windowed: the rows are summed by window in the operator that reads the events.
+        let minutes = rows.get("per_minute").cloned().unwrap_or_default();
+        let mut per_minute = std::collections::BTreeMap::new();
+        for o in &history {
+            let (n, top) = per_minute.entry(o.ts / 60_000).or_insert((0u64, 0u64));
+            *n += 1;
+            *top = (*top).max(o.amount_cents);
+        }
+        let mut got: Vec<(u64, u64)> = minutes
+            .iter()
+            .map(|r| (r["n"].as_u64().unwrap_or(0), r["top"].as_u64().unwrap_or(0)))
+            .collect();
+        got.sort();
+        let mut want: Vec<(u64, u64)> = per_minute.into_values().collect();
+        want.sort();
+        assert_eq!(got, want, "per minute over {events} events");
         bytes
     };
     let (small, large) = (checkpoint_of(2_000), checkpoint_of(20_000));

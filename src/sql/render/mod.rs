@@ -5,7 +5,8 @@
 //! keys (rows with a `NULL` key match nothing, as in SQL), with a `LEFT JOIN`'s unmatched rows
 //! kept by subtracting the left rows that matched; rankings are a `reduce` per partition.
 //!
-//! Aggregates are carried as differences where they can be, or reduced (see the `aggregate` module inside).
+//! Aggregates are carried as differences where they can be, or reduced (see the `aggregate`
+//! module inside).
 //!
 //! Every read of a source is a **cut** for checkpoints ([`checkpoint`](crate::checkpoint)):
 //! what leaves the one operator that reads the events (the rows after their filters and
@@ -96,17 +97,49 @@ impl Cutter {
     }
 }
 
-/// A filter or a projection still to apply to a source's rows.
+/// A filter, a projection or a window assignment still to apply to a source's rows.
 #[derive(Clone)]
 enum Step {
     Filter(Expr),
     Project(Vec<Expr>),
+    Windows(Windowing),
+}
+
+/// Tumbling and hopping windows: each row once per window that holds its time.
+#[derive(Clone)]
+struct Windowing {
+    /// The row's time.
+    time: Expr,
+    /// Whether the time is milliseconds (a `BIGINT`) rather than a timestamp.
+    millis: bool,
+    /// How far apart windows start, in µs.
+    slide: i64,
+    /// How long a window lasts, in µs.
+    size: i64,
+}
+
+impl Windowing {
+    /// Hands `row` to `emit` once per window, with the window's start and end appended.
+    fn assign(&self, row: &[Datum], emit: &mut dyn FnMut(Row)) {
+        let at = match self.time.eval(row) {
+            Datum::Int(ms) if self.millis => ms.checked_mul(1_000),
+            Datum::Timestamp(us) => Some(us),
+            _ => None,
+        };
+        for start in windows(at, self.slide, self.size) {
+            let mut row = row.to_vec();
+            row.push(Datum::Timestamp(start));
+            row.push(Datum::Timestamp(start.saturating_add(self.size)));
+            emit(row);
+        }
+    }
 }
 
 /// A relation's rows, perhaps not made yet: the events of one source (the table at a
-/// position) with the filters and projections over them, applied in the one operator that
-/// reads them (no row is built for an event of another table or that a filter drops, nor
-/// copied between the steps).
+/// position) with the filters, projections and windows over them, applied in the one operator
+/// that reads them (no row is built for an event of another table or that a filter drops, nor
+/// copied between the steps). A windowed aggregate's contributions then leave that operator
+/// summed by window, and its cut keeps them rather than the rows.
 enum Lazy<'s, E: 'static> {
     Rows(Rows<'s>),
     Source(VecCollection<'s, Time, E>, usize, Rc<Vec<Step>>, Cutter),
@@ -125,6 +158,18 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
     {
         match self {
             Lazy::Rows(rows) => rows.explode(move |row| f(&row)),
+            Lazy::Source(events, table, steps, cutter)
+                if steps.iter().any(|s| matches!(s, Step::Windows(_))) =>
+            {
+                let mut buf: Row = Vec::new();
+                cutter.cut(events.explode(move |event| {
+                    let mut out = Vec::new();
+                    source_rows(&event, table, &steps, &mut buf, &mut |row| {
+                        out.extend(f(row));
+                    });
+                    out
+                }))
+            }
             Lazy::Source(events, table, steps, cutter) => {
                 let mut buf: Row = Vec::new();
                 cutter.cut(events.explode(move |event| {
@@ -160,10 +205,9 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
                     events,
                     Key::of,
                     move |event: &E, n: &isize, add| {
-                        if !source_row(event, table, &steps, &mut buf) {
-                            return;
-                        }
-                        f(&buf, &mut |key, r: R| add(key, r.multiply(n)));
+                        source_rows(event, table, &steps, &mut buf, &mut |row| {
+                            f(row, &mut |key, r: R| add(key, r.multiply(n)));
+                        });
                     },
                 ))
             }
@@ -188,6 +232,11 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
             Lazy::Rows(rows) => Lazy::Rows(match step {
                 Step::Filter(p) => rows.filter(move |row| holds(&p, row)),
                 Step::Project(exprs) => rows.map(move |row| project(&exprs, &row)),
+                Step::Windows(w) => rows.flat_map(move |row| {
+                    let mut out = Vec::new();
+                    w.assign(&row, &mut |row| out.push(row));
+                    out
+                }),
             }),
         }
     }
@@ -195,6 +244,7 @@ impl<'s, E: SqlSource> Lazy<'s, E> {
 
 /// Makes an event's row of table `table` in `buf`, with the steps applied; `false` when the
 /// event is of another table or a filter drops it.
+/// (For steps without windows: at most one row per event.)
 fn source_row<E: SqlSource>(event: &E, table: usize, steps: &[Step], buf: &mut Row) -> bool {
     if event.table() != table {
         return false;
@@ -208,9 +258,47 @@ fn source_row<E: SqlSource>(event: &E, table: usize, steps: &[Step], buf: &mut R
                 }
             }
             Step::Project(exprs) => *buf = project(exprs, buf),
+            Step::Windows(_) => return false,
         }
     }
     true
+}
+
+/// Hands each of an event's rows of table `table` (the steps applied; a window step makes one
+/// per window) to `emit`.
+fn source_rows<E: SqlSource>(
+    event: &E,
+    table: usize,
+    steps: &[Step],
+    buf: &mut Row,
+    emit: &mut dyn FnMut(&[Datum]),
+) {
+    if event.table() != table {
+        return;
+    }
+    event.fill(buf);
+    apply(steps, buf, emit);
+}
+
+/// Applies `steps` to the row in `buf`, handing each row that comes out to `emit`.
+fn apply(steps: &[Step], buf: &mut Row, emit: &mut dyn FnMut(&[Datum])) {
+    for (i, step) in steps.iter().enumerate() {
+        match step {
+            Step::Filter(p) => {
+                if !holds(p, buf) {
+                    return;
+                }
+            }
+            Step::Project(exprs) => *buf = project(exprs, buf),
+            Step::Windows(w) => {
+                w.assign(buf, &mut |mut row| {
+                    apply(&steps[i + 1..], &mut row, &mut *emit)
+                });
+                return;
+            }
+        }
+    }
+    emit(buf);
 }
 
 fn lazy<'s, E: SqlSource>(plan: &Plan, inputs: &Inputs<'s, E>) -> Lazy<'s, E> {
@@ -223,6 +311,18 @@ fn lazy<'s, E: SqlSource>(plan: &Plan, inputs: &Inputs<'s, E>) -> Lazy<'s, E> {
         ),
         Plan::Filter(input, predicate) => lazy(input, inputs).then(Step::Filter(predicate.clone())),
         Plan::Project(input, exprs) => lazy(input, inputs).then(Step::Project(exprs.clone())),
+        Plan::Windows {
+            input,
+            time,
+            millis,
+            slide,
+            size,
+        } => lazy(input, inputs).then(Step::Windows(Windowing {
+            time: time.clone(),
+            millis: *millis,
+            slide: *slide,
+            size: *size,
+        })),
         other => Lazy::Rows(render(other, inputs)),
     }
 }
@@ -230,7 +330,9 @@ fn lazy<'s, E: SqlSource>(plan: &Plan, inputs: &Inputs<'s, E>) -> Lazy<'s, E> {
 /// The rows of `plan`.
 pub fn render<'s, E: SqlSource>(plan: &Plan, inputs: &Inputs<'s, E>) -> Rows<'s> {
     match plan {
-        Plan::Scan(_) | Plan::Filter(..) | Plan::Project(..) => lazy(plan, inputs).rows(),
+        Plan::Scan(_) | Plan::Filter(..) | Plan::Project(..) | Plan::Windows { .. } => {
+            lazy(plan, inputs).rows()
+        }
         Plan::View(name) => inputs
             .views
             .iter()
@@ -238,30 +340,6 @@ pub fn render<'s, E: SqlSource>(plan: &Plan, inputs: &Inputs<'s, E>) -> Rows<'s>
             .map(|(_, rows)| rows.clone())
             .expect("the planner resolved the view"),
         Plan::Distinct(input) => render(input, inputs).distinct(),
-        Plan::Windows {
-            input,
-            time,
-            millis,
-            slide,
-            size,
-        } => {
-            let (time, millis, slide, size) = (time.clone(), *millis, *slide, *size);
-            render(input, inputs).flat_map(move |row| {
-                let at = match time.eval(&row) {
-                    Datum::Int(ms) if millis => ms.checked_mul(1_000),
-                    Datum::Timestamp(us) => Some(us),
-                    _ => None,
-                };
-                windows(at, slide, size)
-                    .map(|start| {
-                        let mut row = row.clone();
-                        row.push(Datum::Timestamp(start));
-                        row.push(Datum::Timestamp(start.saturating_add(size)));
-                        row
-                    })
-                    .collect::<Vec<_>>()
-            })
-        }
         Plan::Aggregate { input, group, aggs } => {
             aggregate::aggregate(input, inputs, group.clone(), aggs.clone())
         }
