@@ -110,6 +110,18 @@ fn changelogs_fold_to_the_views() {
     }
 }
 
+/// A purchase of product 1.
+fn purchase(ts: u64, customer: u64, amount: u64) -> Order {
+    Order {
+        ts,
+        kind: Kind::Purchase,
+        customer,
+        product: 1,
+        amount_cents: amount,
+        amount_missing: false,
+    }
+}
+
 #[test]
 fn subscribers_see_a_snapshot_then_the_changes_and_sinks_write_them() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -121,14 +133,6 @@ fn subscribers_see_a_snapshot_then_the_changes_and_sinks_write_them() {
         &["-w", "2", "--sink-dir", &sink_arg],
         true,
     );
-    let purchase = |ts: u64, customer: u64, amount: u64| Order {
-        ts,
-        kind: Kind::Purchase,
-        customer,
-        product: 1,
-        amount_cents: amount,
-        amount_missing: false,
-    };
     let first: Vec<Order> = (0..20)
         .map(|i| purchase(1_000_000 + i, i % 4, 100))
         .collect();
@@ -295,14 +299,6 @@ fn a_sink_writes_each_change_once_across_kills() {
             "off",
         ];
         let file = sinks.join("customer_spend.jsonl");
-        let purchase = |ts: u64, customer: u64, amount: u64| Order {
-            ts,
-            kind: Kind::Purchase,
-            customer,
-            product: 1,
-            amount_cents: amount,
-            amount_missing: false,
-        };
         let server = Server::start(&data, free_port(), &args, true);
         let mut sent = Vec::new();
         for round in 0..4u64 {

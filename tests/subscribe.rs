@@ -422,23 +422,34 @@ fn an_id_the_journal_does_not_hold_is_refused_not_misread() {
     fold_until(&mut events, &mut rows, &want);
 }
 
+/// A sale of `product` by customer 1.
+fn sale(ts: u64, product: u64, amount: u64) -> Order {
+    order(ts, Kind::Purchase, 1, product, amount)
+}
+
+/// Twelve sales of products 0-11, visible, and a subscription to `top_products` as of them:
+/// the sales, the subscription, and its snapshot's id and rows.
+fn opening_sales(server: &Server) -> (Vec<Order>, Events, Option<String>, BTreeMap<String, Value>) {
+    let sent: Vec<Order> = (0..12).map(|p| sale(1_000 + p, p, 100 + p)).collect();
+    server.post("/events", "application/x-ndjson", jsonl(&sent));
+    let visible = server.declare(2_000);
+    let mut events = Events::open(
+        server,
+        &format!("/subscribe/top_products?as_of={visible}"),
+        None,
+    );
+    let (kind, id, snapshot) = events.next();
+    assert_eq!(kind, "snapshot");
+    let rows = snapshot_rows(&snapshot);
+    (sent, events, id, rows)
+}
+
 /// A ranked view can be subscribed to: its rows are ranks, and they fold to the ranking.
 #[test]
 fn a_ranking_can_be_subscribed_to() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(dir.path());
-    let sale = |ts, product, amount| order(ts, Kind::Purchase, 1, product, amount);
-    let mut sent: Vec<Order> = (0..12).map(|p| sale(1_000 + p, p, 100 + p)).collect();
-    server.post("/events", "application/x-ndjson", jsonl(&sent));
-    let visible = server.declare(2_000);
-    let mut events = Events::open(
-        &server,
-        &format!("/subscribe/top_products?as_of={visible}"),
-        None,
-    );
-    let (kind, _, snapshot) = events.next();
-    assert_eq!(kind, "snapshot");
-    let mut rows = snapshot_rows(&snapshot);
+    let (mut sent, mut events, _, mut rows) = opening_sales(&server);
     let mut visible = 0;
     for round in 0..3u64 {
         let more: Vec<Order> = (0..4)
@@ -480,17 +491,7 @@ fn a_ranked_id_from_before_a_kill_resumes_exactly() {
         eprintln!("restart: {restart:?}");
         let dir = tempfile::tempdir().expect("tempdir");
         let server = start(dir.path());
-        let sale = |ts, product, amount| order(ts, Kind::Purchase, 1, product, amount);
-        let mut sent: Vec<Order> = (0..12).map(|p| sale(1_000 + p, p, 100 + p)).collect();
-        server.post("/events", "application/x-ndjson", jsonl(&sent));
-        let visible = server.declare(2_000);
-        let mut events = Events::open(
-            &server,
-            &format!("/subscribe/top_products?as_of={visible}"),
-            None,
-        );
-        let (_, id, snapshot) = events.next();
-        let mut rows = snapshot_rows(&snapshot);
+        let (mut sent, mut events, id, mut rows) = opening_sales(&server);
         let mut last = id.expect("the snapshot has an id");
         for round in 0..2u64 {
             let more: Vec<Order> = (0..4)
