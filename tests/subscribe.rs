@@ -468,6 +468,18 @@ fn a_ranking_can_be_subscribed_to() {
     let (_, served) = server.get(&format!("/views/top_products?as_of={visible}"));
     assert_eq!(served["rows"], oracle(&sent)["top_products"]);
     fold_until(&mut events, &mut rows, &ranks(&sent));
+    // An id past every time is answered with what it is.
+    let response = server
+        .http
+        .get(server.url("/subscribe/top_products"))
+        .header("last-event-id", format!("{}-0", u64::MAX))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .expect("answered");
+    let status = response.status().as_u16();
+    let body: Value = response.json().expect("JSON");
+    eprintln!("{status} {body}");
+    assert!((400..500).contains(&status), "{status} {body}");
 }
 
 /// The ranking `top_products` should hold over `sent`, keyed by rank as a subscriber folds it.

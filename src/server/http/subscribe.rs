@@ -351,7 +351,7 @@ impl<E: Event> Ranked<E> {
                     Err(_) => break,
                 }
             }
-            let at_least = latest.map_or(self.time + 1, |t| (t + 1).max(self.time + 1));
+            let at_least = latest.unwrap_or(self.time).max(self.time).saturating_add(1);
             let query = Query::all(&self.view);
             let Ok(answer) = ask(&self.state, query, ReadTime::AtLeast(Some(at_least))).await
             else {
@@ -429,7 +429,7 @@ async fn ranked<E: Event>(
     // kept it when it was told (across a restart too), or read again exactly.
     let (as_of, list) = match last {
         Some(position) => {
-            let as_of = position.time + 1;
+            let as_of = position.time.saturating_add(1);
             match state.changelog.ranking(&view, as_of) {
                 Some(rows) => (as_of, rows.to_vec()),
                 None => match ranking(&state, &view, ReadTime::Exactly(as_of)).await {
