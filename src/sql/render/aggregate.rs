@@ -135,8 +135,7 @@ fn contributions<'s, E: SqlSource, const N: usize>(
     let global = group.is_empty();
     let mut key: Row = Vec::new();
     let contributions = input.fold(move |row, emit| {
-        key.clear();
-        key.extend(group.iter().map(|e| e.eval(row)));
+        group_into(&mut key, &group, row);
         emit(&key, row_sums(&aggs, row));
     });
     if global {
@@ -147,6 +146,27 @@ fn contributions<'s, E: SqlSource, const N: usize>(
     } else {
         contributions
     }
+}
+
+/// Makes `row`'s group (the values of the `GROUP BY` expressions) in `key`.
+fn group_into(key: &mut Row, group: &[Expr], row: &[Datum]) {
+    key.clear();
+    key.extend(group.iter().map(|e| e.eval(row)));
+}
+
+/// One row's value of each `MIN` and `MAX` call, in their order (see [`Folded`]).
+fn row_extremes(aggs: &[Agg], row: &[Datum]) -> Vec<Extreme> {
+    aggs.iter()
+        .filter(|a| extreme(a))
+        .map(|agg| {
+            let value = call_input(agg, row);
+            if agg.func == AggFunc::Min {
+                Extreme::Least(value)
+            } else {
+                Extreme::Greatest(value)
+            }
+        })
+        .collect()
 }
 
 /// One row's sums: slot 0 counts it, then each call's slots (see [`contributions`]).
@@ -238,22 +258,12 @@ fn folded<'s, E: SqlSource, const N: usize>(
     let calls = aggs.clone();
     let mut key: Row = Vec::new();
     let contributions = input.fold(move |row, emit| {
-        key.clear();
-        key.extend(group.iter().map(|e| e.eval(row)));
-        let extremes = calls
-            .iter()
-            .filter(|a| extreme(a))
-            .map(|agg| {
-                let value = call_input(agg, row);
-                if agg.func == AggFunc::Min {
-                    Extreme::Least(value)
-                } else {
-                    Extreme::Greatest(value)
-                }
-            })
-            .collect();
-        let sums = row_sums(&calls, row);
-        emit(&key, Folded { sums, extremes });
+        group_into(&mut key, &group, row);
+        let folded = Folded {
+            sums: row_sums(&calls, row),
+            extremes: row_extremes(&calls, row),
+        };
+        emit(&key, folded);
     });
     let contributions = if global {
         let mut alive = [0i128; N];
@@ -361,8 +371,7 @@ fn reduced<'s, E: SqlSource>(input: Lazy<'s, E>, group: Vec<Expr>, aggs: Vec<Agg
     let calls = aggs.clone();
     let mut key: Row = Vec::new();
     let inputs = input.fold(move |row, emit| {
-        key.clear();
-        key.extend(group.iter().map(|e| e.eval(row)));
+        group_into(&mut key, &group, row);
         key.extend(calls.iter().map(|agg| call_input(agg, row)));
         emit(&key, 1isize);
     });
